@@ -1,0 +1,1 @@
+"""The `pidns` command line: click commands, output as rich tables/trees or JSON."""

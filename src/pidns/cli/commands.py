@@ -1,0 +1,31 @@
+"""The command table: name -> (module, one-line summary). Kept import-free so that
+`pidns --help` can print it without loading click."""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ls": ("pidns.cli.ls", "Show the tree of PID namespaces."),
+    "ps": ("pidns.cli.ps", "List the tasks a namespace sees, numbered as it sees them."),
+    "translate": ("pidns.cli.translate", "Translate a pid from one namespace to another."),
+    "demo": ("pidns.cli.demo", "Build a small nested namespace tree, show it, clean up."),
+}
+
+SUMMARY = "PID namespaces and their proc trees: create, inspect, serve."
+
+NS_HELP = (
+    "Namespace designators (--ns): an inode (4026532241 or pid:[4026532241]), @PID, "
+    "a path to an nsfs file (/proc/PID/ns/pid), 'host', or a name given by 'pidns run --name'."
+)
+
+
+def top_level_help() -> str:
+    width = max(len(name) for name in COMMANDS)
+    rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
+    return (
+        "Usage: pidns [OPTIONS] COMMAND [ARGS]...\n\n"
+        f"  {SUMMARY}\n\n"
+        f"  {NS_HELP}\n\n"
+        "Options:\n"
+        "  --version  Show the version and exit.\n"
+        "  --help     Show this message and exit.\n\n"
+        f"Commands:\n{rows}\n\n"
+        "Run 'pidns COMMAND --help' for a command's options.\n"
+    )

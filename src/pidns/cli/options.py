@@ -1,0 +1,41 @@
+"""Options several commands share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from pidns.model import PidNamespace, Snapshot
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+proc_option = click.option(
+    "--proc",
+    default="/proc",
+    show_default=True,
+    metavar="DIR",
+    help="The proc tree to read (any procfs mount; its namespace is level 0).",
+)
+
+
+def own_namespace(snap: Snapshot) -> PidNamespace:
+    """The caller's own PID namespace, or the tree's root when the caller is not in it."""
+    try:
+        ns = snap.by_ino(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = None
+    if ns is None and snap.root is not None:
+        ns = snap.namespaces[snap.root]
+    if ns is None:
+        raise click.ClickException(f"no namespace is visible through {snap.proc}")
+    return ns
+
+
+def namespace_for(snap: Snapshot, designator: str | None) -> PidNamespace:
+    from pidns.designators import resolve
+
+    return own_namespace(snap) if designator is None else resolve(designator, snap)

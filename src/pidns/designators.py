@@ -1,0 +1,132 @@
+"""Namespace designators: the words every `--ns` accepts, resolved against a snapshot.
+
+4026532241 | pid:[4026532241]   a namespace inode
+@PID                            the namespace of pid PID (as the snapshot's proc tree numbers it)
+/path/to/nsfs/file              /proc/PID/ns/pid or a bind mount of one
+host                            the namespace that owns the proc tree (the initial one on the host)
+NAME                            a namespace registered by `pidns run --name`
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable
+
+from pidns.errors import BadDesignator, PidnsError, from_oserror
+from pidns.kernel import nsfs
+from pidns.model import PidNamespace, Snapshot
+
+_INODE = re.compile(r"(?:pid:\[)?(\d+)\]?")
+_HINT = (
+    "use an inode, pid:[inode], @PID, an nsfs path, 'host' or a registered name (see 'pidns ls')"
+)
+
+NameLookup = Callable[[str], int | None]
+"""Maps a registered name to a namespace inode (None: no such name)."""
+
+_name_lookup: NameLookup | None = None
+
+
+def set_name_lookup(lookup: NameLookup | None) -> None:
+    """Install the resolver for registered names (the runtime's registry provides one)."""
+    global _name_lookup
+    _name_lookup = lookup
+
+
+def resolve(text: str, snap: Snapshot) -> PidNamespace:
+    """The namespace `text` designates, or BadDesignator naming the input."""
+    ino = designated_inode(text, snap.proc)
+    ns = snap.by_ino(ino)
+    if ns is None:
+        raise BadDesignator(
+            f"{text!r}: no PID namespace with inode {ino} is visible from {snap.proc} (see 'pidns ls')"
+        )
+    return ns
+
+
+def designated_inode(text: str, proc: str = "/proc") -> int:
+    """The inode `text` designates, checked as far as possible without a snapshot."""
+    if not text:
+        raise BadDesignator(f"empty namespace designator: {_HINT}")
+    if text == "host":
+        return _link_inode(f"{proc}/1/ns/pid", text)
+    match = _INODE.fullmatch(text)
+    if match and (text.isdigit() or text.startswith("pid:[")):
+        return int(match.group(1))
+    if text.startswith("@"):
+        pid = text[1:]
+        if not pid.isdigit():
+            raise BadDesignator(f"{text!r}: '@' must be followed by a pid, like @1234")
+        return _link_inode(f"{proc}/{pid}/ns/pid", text)
+    if "/" in text:
+        return _path_inode(text)
+    if _name_lookup is not None:
+        ino = _name_lookup(text)
+        if ino is not None:
+            return ino
+    raise BadDesignator(f"{text!r} is not a known namespace: {_HINT}")
+
+
+def _link_inode(path: str, text: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        raise BadDesignator(f"{text!r}: no such process (it may have exited)") from None
+    except OSError as err:
+        if err.errno == errno.ESRCH:
+            raise BadDesignator(f"{text!r}: no such process (it may have exited)") from None
+        raise from_oserror(err, text) from None
+
+
+def _path_inode(path: str) -> int:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BadDesignator(f"{path!r}: no such file") from None
+    except OSError as err:
+        raise from_oserror(err, path) from None
+    if st.st_dev != nsfs.nsfs_dev():
+        raise BadDesignator(f"{path!r} is not a namespace file (expected /proc/PID/ns/pid)")
+    try:
+        fd = nsfs.open_ns(path)
+    except OSError as err:
+        raise from_oserror(err, path) from None
+    try:
+        if nsfs.nstype(fd) != nsfs.CLONE_NEWPID:
+            raise BadDesignator(f"{path!r} is a namespace file, but not of a PID namespace")
+    except OSError as err:
+        raise from_oserror(err, path) from None
+    finally:
+        os.close(fd)
+    return st.st_ino
+
+
+def open_namespace(snap: Snapshot, ns: PidNamespace) -> int:
+    """An nsfs fd for ns, through a live member task (or a child's NS_GET_PARENT)."""
+    for task in snap.tasks.values():
+        if task.ns_ino != ns.id.ino:
+            continue
+        try:
+            fd = nsfs.open_ns(f"{snap.proc}/{task.host_pid}/ns/pid")
+        except OSError:
+            continue
+        if nsfs.identity(fd) == ns.id:
+            return fd
+        os.close(fd)
+    for child in snap.children(ns):
+        try:
+            child_fd = open_namespace(snap, child)
+        except PidnsError:
+            continue
+        try:
+            fd = nsfs.parent(child_fd)
+        except OSError:
+            continue
+        finally:
+            os.close(child_fd)
+        if nsfs.identity(fd) == ns.id:
+            return fd
+        os.close(fd)
+    raise PidnsError(f"{ns.id}: cannot open the namespace file (no accessible task in it)")

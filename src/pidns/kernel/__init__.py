@@ -1,0 +1,1 @@
+"""Thin typed wrappers over kernel interfaces, one module per interface, no policy."""

@@ -1,0 +1,78 @@
+"""Namespace files (nsfs): identity, parent, owner, and the kernel's pid translation ioctls."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+from pidns.ids import NsId
+
+_NSIO = 0xB7
+
+
+def _io(nr: int) -> int:
+    return (_NSIO << 8) | nr
+
+
+def _ior(nr: int, size: int) -> int:
+    return (2 << 30) | (size << 16) | (_NSIO << 8) | nr
+
+
+NS_GET_USERNS = _io(0x1)
+NS_GET_PARENT = _io(0x2)
+NS_GET_NSTYPE = _io(0x3)
+NS_GET_OWNER_UID = _io(0x4)
+NS_GET_PID_FROM_PIDNS = _ior(0x6, 4)
+NS_GET_TGID_FROM_PIDNS = _ior(0x7, 4)
+NS_GET_PID_IN_PIDNS = _ior(0x8, 4)
+NS_GET_TGID_IN_PIDNS = _ior(0x9, 4)
+
+CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
+
+
+def open_ns(path: str, dir_fd: int | None = None) -> int:
+    """Open an nsfs file read-only; the fd keeps the namespace alive until closed."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def identity(fd: int) -> NsId:
+    st = os.fstat(fd)
+    return NsId(st.st_dev, st.st_ino)
+
+
+def nstype(fd: int) -> int:
+    return fcntl.ioctl(fd, NS_GET_NSTYPE)
+
+
+def parent(fd: int) -> int:
+    """A new fd for the parent namespace. EPERM when the parent is outside the caller's reach."""
+    return fcntl.ioctl(fd, NS_GET_PARENT)
+
+
+def owner_userns(fd: int) -> int:
+    """A new fd for the user namespace that owns this namespace."""
+    return fcntl.ioctl(fd, NS_GET_USERNS)
+
+
+def owner_uid(userns_fd: int) -> int:
+    """The uid (in the caller's user namespace) that created a user namespace."""
+    buf = bytearray(4)
+    fcntl.ioctl(userns_fd, NS_GET_OWNER_UID, buf)
+    return int(struct.unpack("I", buf)[0])
+
+
+def pid_from_pidns(ns_fd: int, pid: int) -> int:
+    """The caller's number for the task that the namespace of ns_fd numbers `pid` (ESRCH if none)."""
+    return fcntl.ioctl(ns_fd, NS_GET_PID_FROM_PIDNS, pid)
+
+
+def pid_in_pidns(ns_fd: int, pid: int) -> int:
+    """The number the namespace of ns_fd gives the task the caller numbers `pid` (ESRCH if none)."""
+    return fcntl.ioctl(ns_fd, NS_GET_PID_IN_PIDNS, pid)
+
+
+def nsfs_dev() -> int:
+    """st_dev shared by every nsfs file (one superblock for all namespaces)."""
+    return os.stat("/proc/self/ns/pid").st_dev

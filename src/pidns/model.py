@@ -1,0 +1,209 @@
+"""The /proc model: tasks, PID namespaces, and the kernel's visibility and translation rules.
+
+Everything here is pure: a Snapshot is data read earlier, and every rule is a function of it.
+Levels count from the namespace that owns the proc tree the snapshot was read from (level 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from pidns.ids import HostPid, NsId, NsPid, TaskId
+
+
+@dataclass(slots=True)
+class Task:
+    """One task as the proc tree's owner sees it. Chains run from level 0 down to the task's level."""
+
+    host_pid: HostPid
+    tgid: HostPid
+    ppid: HostPid  # tgid of the real parent; 0 when it has no number at level 0
+    tracer_pid: HostPid
+    nstgid: tuple[int, ...]
+    nspid: tuple[int, ...]
+    nspgid: tuple[int, ...]
+    nssid: tuple[int, ...]
+    uids: tuple[int, int, int, int]  # real, effective, saved, filesystem
+    gids: tuple[int, int, int, int]
+    state: str
+    comm: str
+    cmdline: list[str]
+    start_time: int
+    tty_nr: int
+    tpgid: int
+    num_threads: int
+    ns_ino: int | None  # None: the ns link was unreadable and nothing allowed an inference
+    threads: list[Task] | None = None  # other threads of the group, when read
+
+    @property
+    def identity(self) -> TaskId:
+        return TaskId(self.host_pid, self.start_time)
+
+    @property
+    def level(self) -> int:
+        return len(self.nspid) - 1
+
+    @property
+    def uid(self) -> int:
+        """The effective uid, as ps shows it."""
+        return self.uids[1]
+
+    @property
+    def is_thread_leader(self) -> bool:
+        return self.host_pid == self.tgid
+
+
+@dataclass(slots=True)
+class PidNamespace:
+    id: NsId
+    level: int
+    parent: NsId | None
+    parent_inferred: bool = False  # True when read from tasks, not from NS_GET_PARENT
+    init: HostPid | None = None  # the task numbered 1 in it, if alive and visible
+    owner_uid: int | None = None
+    userns: int | None = None  # inode of the owning user namespace
+    tasks: int = 0  # thread-group leaders living in it
+    tasks_total: int = 0  # ... in it and every namespace below it
+    name: str | None = None
+
+    @property
+    def ino(self) -> int:
+        return self.id.ino
+
+
+@dataclass(slots=True, frozen=True)
+class TaskView:
+    """A task translated into the numbers of one namespace (the `ns` it is viewed from)."""
+
+    task: Task
+    ns: NsId
+    pid: NsPid
+    tgid: NsPid
+    ppid: NsPid  # 0 when the parent has no number in the viewing namespace
+    tracer_pid: NsPid
+    pgrp: NsPid  # 0 when the group leader is invisible
+    sid: NsPid
+    nstgid: tuple[int, ...]
+    nspid: tuple[int, ...]
+    nspgid: tuple[int, ...]
+    nssid: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Tasks and namespaces read from one proc tree at (about) one moment."""
+
+    tasks: dict[HostPid, Task]  # thread-group leaders by host pid
+    namespaces: dict[NsId, PidNamespace]
+    root: NsId | None  # the namespace that owns the proc tree (level 0)
+    proc: str = "/proc"
+    problems: list[str] = field(default_factory=list)  # what could not be read, for the user
+    _ino_index: dict[int, PidNamespace] = field(default_factory=dict, repr=False)
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def by_ino(self, ino: int) -> PidNamespace | None:
+        if len(self._ino_index) != len(self.namespaces):
+            self._ino_index = {ns.id.ino: ns for ns in self.namespaces.values()}
+        return self._ino_index.get(ino)
+
+    def ns_of(self, task: Task) -> PidNamespace | None:
+        if task.ns_ino is None:
+            return None
+        return self.by_ino(task.ns_ino)
+
+    def ancestor_at(self, ns: PidNamespace, level: int) -> PidNamespace | None:
+        """The namespace at `level` on the path from the root down to `ns` (ns itself at its level)."""
+        current: PidNamespace | None = ns
+        while current is not None and current.level > level:
+            current = self.namespaces.get(current.parent) if current.parent else None
+        return current if current is not None and current.level == level else None
+
+    def children(self, ns: PidNamespace) -> list[PidNamespace]:
+        return sorted(
+            (n for n in self.namespaces.values() if n.parent == ns.id), key=lambda n: n.id.ino
+        )
+
+    def all_tasks(self, threads: bool = False) -> Iterator[Task]:
+        for task in self.tasks.values():
+            yield task
+            if threads and task.threads:
+                yield from task.threads
+
+    # -- the kernel's rules ------------------------------------------------------------------
+
+    def visible(self, task: Task, ns: PidNamespace) -> bool:
+        """A task is visible in ns when it has a number at ns's level and lives in ns or below."""
+        if len(task.nspid) <= ns.level:
+            return False
+        home = self.ns_of(task)
+        if home is None:
+            return ns.level == 0 and ns.id == self.root
+        return self.ancestor_at(home, ns.level) is ns
+
+    def pid_in(self, task: Task, ns: PidNamespace) -> NsPid | None:
+        return NsPid(task.nspid[ns.level]) if self.visible(task, ns) else None
+
+    def view(self, task: Task, ns: PidNamespace) -> TaskView | None:
+        """The task as ns numbers it, or None when ns cannot see it."""
+        if not self.visible(task, ns):
+            return None
+        lvl = ns.level
+        parent = self.tasks.get(task.ppid)
+        ppid = parent.nstgid[lvl] if parent is not None and self.visible(parent, ns) else 0
+        tracer = self.tasks.get(task.tracer_pid) if task.tracer_pid else None
+        tracer_pid = tracer.nstgid[lvl] if tracer is not None and self.visible(tracer, ns) else 0
+        nspgid = task.nspgid[lvl:]
+        nssid = task.nssid[lvl:]
+        return TaskView(
+            task=task,
+            ns=ns.id,
+            pid=NsPid(task.nspid[lvl]),
+            tgid=NsPid(task.nstgid[lvl]),
+            ppid=NsPid(ppid),
+            tracer_pid=NsPid(tracer_pid),
+            pgrp=NsPid(nspgid[0] if nspgid else 0),
+            sid=NsPid(nssid[0] if nssid else 0),
+            nstgid=task.nstgid[lvl:],
+            nspid=task.nspid[lvl:],
+            nspgid=nspgid,
+            nssid=nssid,
+        )
+
+    def views(self, ns: PidNamespace, threads: bool = False) -> list[TaskView]:
+        """Every task ns can see, numbered as ns sees them, ordered by that number."""
+        found = [v for t in self.all_tasks(threads) if (v := self.view(t, ns)) is not None]
+        found.sort(key=lambda v: v.pid)
+        return found
+
+    def find(self, pid: int, ns: PidNamespace) -> Task | None:
+        """The task (leader or thread) that ns numbers `pid`."""
+        for task in self.all_tasks(threads=True):
+            if (
+                len(task.nspid) > ns.level
+                and task.nspid[ns.level] == pid
+                and self.visible(task, ns)
+            ):
+                return task
+        return None
+
+    def translate(self, pid: int, src: PidNamespace, dst: PidNamespace) -> NsPid | None:
+        """The number dst gives the task src numbers `pid`; None when either cannot see it."""
+        task = self.find(pid, src)
+        return None if task is None else self.pid_in(task, dst)
+
+
+def count_tasks(snapshot: Snapshot, tasks: Iterable[Task]) -> None:
+    """Fill each namespace's own and subtree task counts."""
+    for ns in snapshot.namespaces.values():
+        ns.tasks = ns.tasks_total = 0
+    for task in tasks:
+        home = snapshot.ns_of(task)
+        if home is None:
+            continue
+        home.tasks += 1
+        current: PidNamespace | None = home
+        while current is not None:
+            current.tasks_total += 1
+            current = snapshot.namespaces.get(current.parent) if current.parent else None

@@ -1,0 +1,1 @@
+"""Reading a /proc tree: pure parsers and a race-tolerant reader."""

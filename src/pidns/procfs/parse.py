@@ -1,0 +1,133 @@
+"""Pure parsers over the bytes of /proc files. No I/O here: everything is testable on captured bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# status keys we translate or report; everything after NSsid is ignored for speed.
+_WANTED = {
+    b"State": "state",
+    b"Tgid": "tgid",
+    b"Pid": "pid",
+    b"PPid": "ppid",
+    b"TracerPid": "tracer_pid",
+    b"Uid": "uid",
+    b"Gid": "gid",
+    b"NStgid": "nstgid",
+    b"NSpid": "nspid",
+    b"NSpgid": "nspgid",
+    b"NSsid": "nssid",
+}
+
+
+@dataclass(slots=True, frozen=True)
+class Status:
+    """The identity part of /proc/PID/status. Chains start at the proc tree owner's level."""
+
+    state: str
+    tgid: int
+    pid: int
+    ppid: int
+    tracer_pid: int
+    uid: tuple[int, int, int, int]
+    gid: tuple[int, int, int, int]
+    nstgid: tuple[int, ...]
+    nspid: tuple[int, ...]
+    nspgid: tuple[int, ...]
+    nssid: tuple[int, ...]
+
+
+def _ints(value: bytes) -> tuple[int, ...]:
+    return tuple(map(int, value.split()))
+
+
+def parse_status(data: bytes) -> Status:
+    """Parse /proc/PID/status. Raises ValueError on a file that lacks the identity fields."""
+    fields: dict[str, bytes] = {}
+    # The wanted keys sit in the first ~20 lines; stop at NSsid instead of splitting ~60 lines.
+    for line in data.split(b"\n", 24):
+        key, sep, value = line.partition(b":")
+        name = _WANTED.get(key)
+        if name is not None and sep:
+            fields[name] = value
+            if name == "nssid":
+                break
+    try:
+        uid = _ints(fields["uid"])
+        gid = _ints(fields["gid"])
+        pid = int(fields["pid"])
+        tgid = int(fields["tgid"])
+        return Status(
+            state=fields["state"].strip()[:1].decode(),
+            tgid=tgid,
+            pid=pid,
+            ppid=int(fields["ppid"]),
+            tracer_pid=int(fields.get("tracer_pid", b"0")),
+            uid=(uid[0], uid[1], uid[2], uid[3]),
+            gid=(gid[0], gid[1], gid[2], gid[3]),
+            # Kernels without CONFIG_PID_NS omit the NS* lines: one level, the plain numbers.
+            nstgid=_ints(fields["nstgid"]) if "nstgid" in fields else (tgid,),
+            nspid=_ints(fields["nspid"]) if "nspid" in fields else (pid,),
+            nspgid=_ints(fields["nspgid"]) if "nspgid" in fields else (),
+            nssid=_ints(fields["nssid"]) if "nssid" in fields else (),
+        )
+    except (KeyError, IndexError) as err:
+        raise ValueError(f"status lacks field {err}") from None
+
+
+@dataclass(slots=True, frozen=True)
+class Stat:
+    """The fields of /proc/PID/stat that pidns uses (numbers as the proc tree's owner sees them)."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    tty_nr: int
+    tpgid: int
+    num_threads: int
+    start_time: int  # clock ticks after boot
+
+
+def parse_stat(data: bytes) -> Stat:
+    """Parse /proc/PID/stat. The comm may hold spaces and ')', so split at the *last* ')'."""
+    open_at = data.find(b"(")
+    close_at = data.rfind(b")")
+    if open_at < 0 or close_at < open_at:
+        raise ValueError("stat has no (comm)")
+    rest = data[close_at + 2 :].split()
+    # rest[0] is field 3 (state); field N is rest[N - 3].
+    try:
+        return Stat(
+            pid=int(data[:open_at]),
+            comm=data[open_at + 1 : close_at].decode(errors="surrogateescape"),
+            state=rest[0].decode(),
+            ppid=int(rest[1]),
+            pgrp=int(rest[2]),
+            session=int(rest[3]),
+            tty_nr=int(rest[4]),
+            tpgid=int(rest[5]),
+            num_threads=int(rest[17]),
+            start_time=int(rest[19]),
+        )
+    except IndexError:
+        raise ValueError("stat is truncated") from None
+
+
+def parse_cmdline(data: bytes) -> list[str]:
+    """NUL-separated argv; a trailing NUL ends the last argument, not an empty one."""
+    if not data:
+        return []
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return [arg.decode(errors="surrogateescape") for arg in data.split(b"\0")]
+
+
+def parse_ns_link(target: str) -> int:
+    """`pid:[4026531836]` -> 4026531836."""
+    _kind, sep, rest = target.partition(":[")
+    if not sep or not rest.endswith("]"):
+        raise ValueError(f"not a namespace link: {target!r}")
+    return int(rest[:-1])

@@ -1,0 +1,163 @@
+"""Race-tolerant reading of one /proc tree, bound to a directory fd.
+
+Each task is read through an fd of its own /proc/PID directory: that fd pins the task, so files read
+through it all describe the same process even if its pid is reused meanwhile (they give ESRCH instead).
+A task that vanishes mid-read is skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from pidns.ids import HostPid
+from pidns.model import Task
+from pidns.procfs.parse import parse_cmdline, parse_ns_link, parse_stat, parse_status
+
+_GONE = (errno.ENOENT, errno.ESRCH)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
+class Vanished(Exception):
+    """The task exited while being read."""
+
+
+def read_at(dir_fd: int, name: str) -> bytes:
+    """Read a whole /proc file relative to dir_fd."""
+    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        data = os.read(fd, 4096)
+        if len(data) < 4096:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+class ProcReader:
+    """Reads tasks from the proc tree at `path` (the host's /proc, or any procfs mount)."""
+
+    def __init__(self, path: str = "/proc") -> None:
+        self.path = path
+        self.fd = os.open(path, _DIR_FLAGS)
+        self.unreadable_ns = 0  # tasks whose ns/pid link was refused (needs ptrace access)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ProcReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pids(self) -> list[HostPid]:
+        """The pid directories readdir lists (thread-group leaders), in readdir order."""
+        return [HostPid(int(n)) for n in os.listdir(self.fd) if n.isdigit()]
+
+    def task(self, pid: int, threads: bool = False) -> Task | None:
+        """Read one task by pid, or None when it is gone (or was never there)."""
+        try:
+            dir_fd = os.open(str(pid), _DIR_FLAGS, dir_fd=self.fd)
+        except OSError as err:
+            if err.errno in _GONE:
+                return None
+            raise
+        try:
+            return self._read(dir_fd, threads)
+        except Vanished:
+            return None
+        finally:
+            os.close(dir_fd)
+
+    def tasks(self, threads: bool = False) -> list[Task]:
+        found = []
+        for pid in self.pids():
+            task = self.task(pid, threads)
+            if task is not None:
+                found.append(task)
+        return found
+
+    def _read(self, dir_fd: int, threads: bool, ns_ino: int | None = None) -> Task:
+        try:
+            status = parse_status(read_at(dir_fd, "status"))
+            stat = parse_stat(read_at(dir_fd, "stat"))
+            cmdline = parse_cmdline(read_at(dir_fd, "cmdline"))
+        except OSError as err:
+            if err.errno in _GONE:
+                raise Vanished from None
+            raise
+        except ValueError:  # a file cut short as the task died
+            raise Vanished from None
+        if ns_ino is None:
+            ns_ino = self._ns_ino(dir_fd)
+        task = Task(
+            host_pid=HostPid(status.pid),
+            tgid=HostPid(status.tgid),
+            ppid=HostPid(status.ppid),
+            tracer_pid=HostPid(status.tracer_pid),
+            nstgid=status.nstgid,
+            nspid=status.nspid,
+            nspgid=status.nspgid,
+            nssid=status.nssid,
+            uids=status.uid,
+            gids=status.gid,
+            state=status.state,
+            comm=stat.comm,
+            cmdline=cmdline,
+            start_time=stat.start_time,
+            tty_nr=stat.tty_nr,
+            tpgid=stat.tpgid,
+            num_threads=stat.num_threads,
+            ns_ino=ns_ino,
+        )
+        if threads:
+            task.threads = self._threads(dir_fd, task)
+        return task
+
+    def _ns_ino(self, dir_fd: int) -> int | None:
+        try:
+            return parse_ns_link(os.readlink("ns/pid", dir_fd=dir_fd))
+        except OSError as err:
+            if err.errno in _GONE:
+                raise Vanished from None
+            if err.errno == errno.EACCES:
+                self.unreadable_ns += 1
+                return None
+            raise
+
+    def _threads(self, dir_fd: int, leader: Task) -> list[Task]:
+        """The group's other threads (a thread that exits meanwhile is skipped)."""
+        try:
+            task_fd = os.open("task", _DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as err:
+            if err.errno in _GONE:
+                raise Vanished from None
+            raise
+        try:
+            names = os.listdir(task_fd)
+        finally:
+            os.close(task_fd)
+        found = []
+        for name in names:
+            if not name.isdigit() or int(name) == leader.host_pid:
+                continue
+            try:
+                tid_fd = os.open(f"task/{name}", _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError as err:
+                if err.errno in _GONE:
+                    continue
+                raise
+            try:
+                found.append(self._read(tid_fd, False, ns_ino=leader.ns_ino))
+            except Vanished:
+                continue
+            finally:
+                os.close(tid_fd)
+        return found
