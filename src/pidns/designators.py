@@ -37,6 +37,8 @@ def set_name_lookup(lookup: NameLookup | None) -> None:
 
 def resolve(text: str, snap: Snapshot) -> PidNamespace:
     """The namespace `text` designates, or BadDesignator naming the input."""
+    if text == "host" and snap.root is not None:
+        return snap.namespaces[snap.root]
     ino = designated_inode(text, snap.proc)
     ns = snap.by_ino(ino)
     if ns is None:
@@ -51,7 +53,7 @@ def designated_inode(text: str, proc: str = "/proc") -> int:
     if not text:
         raise BadDesignator(f"empty namespace designator: {_HINT}")
     if text == "host":
-        return _link_inode(f"{proc}/1/ns/pid", text)
+        return _topmost_inode()
     match = _INODE.fullmatch(text)
     if match and (text.isdigit() or text.startswith("pid:[")):
         return int(match.group(1))
@@ -78,6 +80,21 @@ def _link_inode(path: str, text: str) -> int:
         if err.errno == errno.ESRCH:
             raise BadDesignator(f"{text!r}: no such process (it may have exited)") from None
         raise from_oserror(err, text) from None
+
+
+def _topmost_inode() -> int:
+    """The highest namespace the caller can reach: NS_GET_PARENT from its own until EPERM."""
+    fd = nsfs.open_ns("/proc/self/ns/pid")
+    try:
+        while True:
+            try:
+                parent = nsfs.parent(fd)
+            except OSError:
+                return nsfs.identity(fd).ino
+            os.close(fd)
+            fd = parent
+    finally:
+        os.close(fd)
 
 
 def _path_inode(path: str) -> int:

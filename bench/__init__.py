@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against named peers, reported as ratios (`make bench`)."""
