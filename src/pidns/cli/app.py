@@ -54,4 +54,6 @@ def run(args: list[str]) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:  # last resort: anything the kernel refused that no layer translated
+        return fail(f"{err.filename or 'pidns'}: {err.strerror or err}", 1)
     return result if isinstance(result, int) else 0

@@ -5,9 +5,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("pidns.cli.ls:command", "Show the tree of PID namespaces."),
     "ps": ("pidns.cli.ps:command", "List the tasks a namespace sees, numbered as it sees them."),
     "translate": ("pidns.cli.translate:command", "Translate a pid from one namespace to another."),
-    "run": ("pidns.cli.run:command", "Run a command in new nested PID namespaces with their own /proc."),
-    "exec": ("pidns.cli.exec:command", "Run a command inside an existing namespace, with its /proc."),
-    "mount": ("pidns.cli.mount:mount_command", "Serve a namespace's proc tree at a mountpoint (kernel or FUSE)."),
+    "run": (
+        "pidns.cli.run:command",
+        "Run a command in new nested PID namespaces with their own /proc.",
+    ),
+    "exec": (
+        "pidns.cli.exec:command",
+        "Run a command inside an existing namespace, with its /proc.",
+    ),
+    "mount": (
+        "pidns.cli.mount:mount_command",
+        "Serve a namespace's proc tree at a mountpoint (kernel or FUSE).",
+    ),
     "umount": ("pidns.cli.mount:umount_command", "Unmount a view made by 'pidns mount'."),
     "mounts": ("pidns.cli.mount:mounts_command", "List the views made by 'pidns mount'."),
     "demo": ("pidns.cli.demo:command", "Build a small nested namespace tree, show it, clean up."),

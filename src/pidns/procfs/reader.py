@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
+from pidns.errors import UsageError
 from pidns.ids import HostPid
 from pidns.model import Task
 from pidns.procfs.parse import parse_cmdline, parse_ns_link, parse_stat, parse_status
@@ -43,7 +44,10 @@ class ProcReader:
 
     def __init__(self, path: str = "/proc") -> None:
         self.path = path
-        self.fd = os.open(path, _DIR_FLAGS)
+        try:
+            self.fd = os.open(path, _DIR_FLAGS)
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read it as a proc tree ({err.strerror})") from None
         self.unreadable_ns = 0  # tasks whose ns/pid link was refused (needs ptrace access)
 
     def close(self) -> None:

@@ -1,0 +1,196 @@
+"""`pidns ps`/`ls`/`translate` against the kernel: a procfs mounted for each namespace is the oracle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pidns.kernel import nsfs
+from pidns.procfs.parse import parse_status
+from pidns.procfs.snapshot import snapshot
+from pidns.translate import translate_kernel
+from tests.nstree import PER_LEVEL, Tree, kernel_proc, nested_tree
+
+pytestmark = pytest.mark.root
+
+
+def pidns_json(*args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "pidns.cli.main", *args, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def kernel_tasks(proc: Path, threads: bool = False) -> dict[int, tuple[int, tuple[int, ...]]]:
+    """pid -> (PPid, NSpid) for every task the kernel's procfs shows (threads via task/)."""
+    found = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        dirs = list((entry / "task").iterdir()) if threads else [entry]
+        for d in dirs:
+            try:
+                status = parse_status((d / "status").read_bytes())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found[status.pid] = (status.ppid, status.nspid)
+    return found
+
+
+def ours(ns: int, threads: bool = False) -> dict[int, tuple[int, tuple[int, ...]]]:
+    args = ["ps", "--ns", str(ns)] + (["-T"] if threads else [])
+    return {r["pid"]: (r["ppid"], tuple(r["nspid"])) for r in pidns_json(*args)}
+
+
+def compare_all_levels(tree: Tree) -> None:
+    for level, init in enumerate(tree.inits, start=1):
+        with kernel_proc(init) as proc:
+            for threads in (False, True):
+                assert ours(tree.ns_inode(level), threads) == kernel_tasks(proc, threads), (
+                    f"level {level}, threads={threads}"
+                )
+
+
+def test_ps_matches_kernel_procfs_three_levels() -> None:
+    with nested_tree(3) as tree:
+        compare_all_levels(tree)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    depth=st.integers(min_value=1, max_value=4),
+    kinds=st.lists(st.sampled_from(sorted(PER_LEVEL)), min_size=1, max_size=4, unique=True),
+)
+def test_ps_matches_kernel_procfs_random_trees(depth: int, kinds: list[str]) -> None:
+    with nested_tree(depth, tuple(kinds)) as tree:
+        compare_all_levels(tree)
+
+
+def test_ps_fields_follow_the_namespace() -> None:
+    """The zombie, thread leaders, the init's PPid 0 and pgid/sid 0 where the leader is invisible."""
+    with nested_tree(2) as tree, kernel_proc(tree.inits[1]) as proc:
+        rows = pidns_json("ps", "--ns", str(tree.ns_inode(2)))
+        by_pid = {r["pid"]: r for r in rows}
+        assert by_pid[1]["ppid"] == 0
+        assert any(r["state"] == "Z" for r in rows)
+        for pid, row in by_pid.items():
+            status = parse_status((proc / str(pid) / "status").read_bytes())
+            assert row["nspgid"] == list(status.nspgid)
+            assert row["nssid"] == list(status.nssid)
+            host = parse_status(Path(f"/proc/{row['host_pid']}/status").read_bytes())
+            assert host.nspid[-len(row["nspid"]) :] == tuple(row["nspid"])
+            assert (proc / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode() == (
+                row["cmdline"][0] if row["cmdline"] else ""
+            )
+
+
+def test_ls_matches_lsns_and_ns_get_parent() -> None:
+    with nested_tree(3):
+        listed = {r["id"]: r for r in pidns_json("ls")}
+        lsns = json.loads(
+            subprocess.run(
+                ["lsns", "-t", "pid", "--json", "-o", "NS"], capture_output=True, check=True
+            ).stdout
+        )["namespaces"]
+        assert {int(n["ns"]) for n in lsns} <= set(listed)
+        own = os.stat("/proc/self/ns/pid").st_ino
+        for ino, rec in listed.items():
+            # the host's init may refuse ptrace access even to root; our own link is as good
+            fd = nsfs.open_ns(
+                "/proc/self/ns/pid" if ino == own else f"/proc/{rec['init_host_pid']}/ns/pid"
+            )
+            try:
+                assert nsfs.identity(fd).ino == ino
+                depth = 0
+                parent_ino = None
+                current = fd
+                while True:
+                    try:
+                        up = nsfs.parent(current)
+                    except OSError:
+                        break
+                    if parent_ino is None:
+                        parent_ino = nsfs.identity(up).ino
+                    if current != fd:
+                        os.close(current)
+                    current = up
+                    depth += 1
+                if current != fd:
+                    os.close(current)
+            finally:
+                os.close(fd)
+            assert rec["level"] == depth
+            assert rec["parent"] == parent_ino
+
+
+def test_translation_kernel_and_model_agree() -> None:
+    with nested_tree(3) as tree:
+        snap = snapshot()
+        spaces = [snap.by_ino(tree.ns_inode(level)) for level in (1, 2, 3)]
+        spaces.insert(0, snap.namespaces[snap.root] if snap.root else None)
+        checked = 0
+        for src in spaces:
+            assert src is not None
+            for dst in spaces:
+                assert dst is not None
+                for view in snap.views(src):
+                    kernel = translate_kernel(snap, view.pid, src, dst)
+                    assert kernel == snap.translate(view.pid, src, dst), (view.pid, src, dst)
+                    checked += 1
+        assert checked > 100
+
+
+def test_translate_cli() -> None:
+    with nested_tree(2) as tree:
+        inner, outer = tree.ns_inode(2), tree.ns_inode(1)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pidns.cli.main",
+                "translate",
+                "1",
+                "--from",
+                str(inner),
+                "--to",
+                str(outer),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        with kernel_proc(tree.inits[0]) as proc:
+            status = parse_status((proc / result.stdout.strip() / "status").read_bytes())
+            assert status.nspid[-1] == 1 and len(status.nspid) == 2
+        invisible = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pidns.cli.main",
+                "translate",
+                "1",
+                "--from",
+                str(outer),
+                "--to",
+                str(inner),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert invisible.returncode == 1
+        assert invisible.stderr.count("\n") == 1 and "no number in" in invisible.stderr
