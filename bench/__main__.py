@@ -24,7 +24,10 @@ def main(selected: list[str]) -> int:
     if selected:
         unknown = set(selected) - set(names)
         if unknown:
-            print(f"bench: unknown module {', '.join(sorted(unknown))}; have {', '.join(names)}", file=sys.stderr)
+            print(
+                f"bench: unknown module {', '.join(sorted(unknown))}; have {', '.join(names)}",
+                file=sys.stderr,
+            )
             return 2
         names = selected
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

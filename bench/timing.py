@@ -16,7 +16,9 @@ def time_call(fn: Callable[[], object]) -> float:
 
 def run_quiet(argv: Sequence[str]) -> Callable[[], object]:
     def call() -> object:
-        return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return subprocess.run(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
 
     return call
 

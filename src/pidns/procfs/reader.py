@@ -18,6 +18,8 @@ from pidns.procfs.parse import parse_cmdline, parse_ns_link, parse_stat, parse_s
 _GONE = (errno.ENOENT, errno.ESRCH)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_PARALLEL_FROM = 512  # below this, starting threads costs more than it saves
+_MAX_WORKERS = 3
 
 
 class Vanished(Exception):
@@ -81,8 +83,35 @@ class ProcReader:
             os.close(dir_fd)
 
     def tasks(self, threads: bool = False) -> list[Task]:
+        """Every task readdir lists. Large trees are read by a few threads: most of the time is
+        the kernel rendering status/stat, which runs outside the GIL and so in parallel."""
+        pids = self.pids()
+        workers = min(_MAX_WORKERS, (os.cpu_count() or 1) + 1) if len(pids) >= _PARALLEL_FROM else 1
+        if workers == 1:
+            return self._read_all(pids, threads)
+        import threading
+
+        parts: list[list[Task]] = [[] for _ in range(workers)]
+        failures: list[BaseException] = []
+
+        def work(i: int) -> None:
+            try:
+                parts[i] = self._read_all(pids[i::workers], threads)
+            except BaseException as err:  # re-raised in the caller's thread below
+                failures.append(err)
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        if failures:
+            raise failures[0]
+        return [task for part in parts for task in part]
+
+    def _read_all(self, pids: list[HostPid], threads: bool) -> list[Task]:
         found = []
-        for pid in self.pids():
+        for pid in pids:
             task = self.task(pid, threads)
             if task is not None:
                 found.append(task)
