@@ -1,0 +1,85 @@
+"""The netlink proc connector: fork/exec/exit events with host pids.
+
+Needs CAP_NET_ADMIN and works only from the initial user and pid namespaces; `open_listener` raises
+OSError elsewhere so callers can fall back to pidfds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+NLMSG_DONE = 3
+NLMSG_ERROR = 2
+
+PROC_EVENT_FORK = 0x00000001
+PROC_EVENT_EXEC = 0x00000002
+PROC_EVENT_EXIT = 0x80000000
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
+_EVENT_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
+_FORK = struct.Struct("=iiii")  # parent pid, parent tgid, child pid, child tgid
+_EXIT = struct.Struct("=iiIIii")  # pid, tgid, exit code, exit signal, parent pid, parent tgid
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    what: int  # PROC_EVENT_*
+    pid: int  # the task the event is about (the child for fork)
+    tgid: int
+    parent_pid: int = 0
+
+
+def open_listener() -> socket.socket:
+    """A non-blocking netlink socket subscribed to proc events."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
+    try:
+        sock.bind((0, CN_IDX_PROC))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        _send_op(sock, PROC_CN_MCAST_LISTEN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _send_op(sock: socket.socket, op: int) -> None:
+    payload = struct.pack("=I", op)
+    cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, os.getpid())
+    sock.send(header + cn)
+
+
+def parse(data: bytes) -> list[Event]:
+    """Events in one datagram (several netlink messages may share it)."""
+    events = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            break
+        body = offset + _NLMSGHDR.size
+        if kind == NLMSG_DONE and body + _CN_MSG.size + _EVENT_HEAD.size <= len(data):
+            at = body + _CN_MSG.size
+            what, _cpu, _ts = _EVENT_HEAD.unpack_from(data, at)
+            at += _EVENT_HEAD.size
+            if what == PROC_EVENT_FORK:
+                ppid, ptgid, pid, tgid = _FORK.unpack_from(data, at)
+                events.append(Event(what, pid, tgid, ptgid))
+            elif what == PROC_EVENT_EXIT:
+                pid, tgid, _code, _sig, ppid, _ptgid = _EXIT.unpack_from(data, at)
+                events.append(Event(what, pid, tgid, ppid))
+            elif what == PROC_EVENT_EXEC:
+                pid, tgid = struct.unpack_from("=ii", data, at)
+                events.append(Event(what, pid, tgid))
+        offset += (length + 3) & ~3
+    return events

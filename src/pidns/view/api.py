@@ -1,0 +1,237 @@
+"""Open and close views: the one function other commands call (`run --view`, `exec --backend`).
+
+    handle = open_view("@1234", "/mnt/p", backend="fuse")
+    ...
+    handle.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pidns.errors import NamespaceGone, PidnsError, Unsupported, UsageError, from_oserror
+from pidns.kernel import nsfs, syscalls
+from pidns.view import control, state
+from pidns.view.mountsys import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REMOUNT,
+    is_mountpoint,
+    mount_fstype,
+)
+from pidns.view.options import Hidepid, ViewOptions
+
+BACKENDS = ("auto", "kernel", "fuse")
+
+
+@dataclass
+class ViewHandle:
+    mountpoint: str
+    backend: str
+    ns: int
+    daemon_pid: int | None = None
+    view_id: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        close_view(self.mountpoint)
+
+    def __enter__(self) -> ViewHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_namespace(designator: str | int) -> int:
+    """An nsfs fd for a designator (or an fd, duplicated)."""
+    if isinstance(designator, int):
+        return os.dup(designator)
+    if designator.startswith("@") and designator[1:].isdigit():
+        path = f"/proc/{designator[1:]}/ns/pid"
+        try:
+            return nsfs.open_ns(path)
+        except OSError as err:
+            if err.errno in (errno.ENOENT, errno.ESRCH):
+                raise UsageError(f"{designator!r}: no such process (it may have exited)") from None
+            raise from_oserror(err, designator) from None
+    if designator.startswith("/"):
+        from pidns.designators import designated_inode
+
+        designated_inode(designator)  # checks it is a pid namespace file
+        return nsfs.open_ns(designator)
+    from pidns.designators import open_namespace as open_ns
+    from pidns.designators import resolve
+    from pidns.procfs.snapshot import snapshot
+
+    snap = snapshot()
+    return open_ns(snap, resolve(designator, snap))
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    path = os.path.abspath(mountpoint)
+    if not os.path.exists(path):
+        raise UsageError(f"{mountpoint}: no such directory (create it first)")
+    if not os.path.isdir(path):
+        raise UsageError(f"{mountpoint}: not a directory (a view mounts on a directory)")
+    if state.lookup(path) is not None and is_mountpoint(path):
+        raise PidnsError(f"{mountpoint}: already a view (see 'pidns mounts'; 'pidns umount {mountpoint}' first)")
+    if is_mountpoint(path):
+        raise PidnsError(f"{mountpoint}: busy: something is already mounted there (choose an empty directory)")
+    return path
+
+
+def open_view(
+    ns: str | int,
+    mountpoint: str,
+    backend: str = "auto",
+    hidepid: str = "off",
+    gid: int | None = None,
+    subset_pid: bool = False,
+    allow_other: bool = False,
+    virtualize: bool = False,
+    auto_unmount: bool = False,
+) -> ViewHandle:
+    """Mount ns's proc tree at mountpoint and return once it answers. Nothing stays mounted on error."""
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    try:
+        options = ViewOptions(Hidepid.parse(hidepid), gid, subset_pid, allow_other, virtualize, os.geteuid())
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    path = check_mountpoint(mountpoint)
+    fd = open_namespace(ns)
+    try:
+        ino = nsfs.identity(fd).ino
+        if nsfs.nstype(fd) != nsfs.CLONE_NEWPID:
+            raise UsageError(f"{ns!r}: not a PID namespace")
+        if not _has_init(fd):
+            raise NamespaceGone(f"{ns!r}: pid:[{ino}] has no live init (the namespace is dead)")
+        if backend == "auto":
+            backend = "kernel" if os.geteuid() == 0 and not virtualize else "fuse"
+        if backend == "kernel":
+            if virtualize:
+                raise UsageError("--virtualize needs --backend fuse")
+            from pidns.view.kernel import mount_proc
+
+            mount_proc(fd, path, options)
+            handle = ViewHandle(path, "kernel", ino, options=options.describe())
+        else:
+            handle = _open_fuse(fd, path, options, auto_unmount)
+    finally:
+        os.close(fd)
+    state.record(path, {"backend": handle.backend, "ns": ino, "daemon_pid": handle.daemon_pid,
+                        "view": handle.view_id, "options": handle.options})
+    return handle
+
+
+def _has_init(fd: int) -> bool:
+    try:
+        nsfs.pid_from_pidns(fd, 1)
+    except OSError:
+        return False
+    return True
+
+
+def fuse_missing() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing (load the fuse module or use --backend kernel)"
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as err:
+        return f"/dev/fuse cannot be opened ({err.strerror}); use --backend kernel"
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        return "fusermount3 is missing (apt-get install fuse3)"
+    return None
+
+
+def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> ViewHandle:
+    missing = fuse_missing()
+    if missing:
+        raise Unsupported(f"{path}: FUSE is not available: {missing}")
+    if os.geteuid() != 0:
+        raise Unsupported(
+            f"{path}: FUSE views for unprivileged users are not implemented yet (the daemon binds "
+            "its views into place, which needs CAP_SYS_ADMIN)"
+        )
+    ensure_daemon()
+    reply = control.request(str(state.socket_path()), {
+        "op": "open", "mountpoint": path, "auto_unmount": auto_unmount,
+        "options": {"hidepid": options.hidepid.word, "gid": options.gid, "subset_pid": options.subset_pid,
+                    "allow_other": options.allow_other, "virtualize": options.virtualize,
+                    "owner_uid": options.owner_uid},
+    }, fd=fd)
+    if not reply.get("ok"):
+        raise PidnsError(f"{path}: the view daemon refused: {reply.get('error')}")
+    view_id = str(reply["view"])
+    try:
+        syscalls.mount(str(reply["path"]), path, None, MS_BIND)
+        syscalls.mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.lstat(os.path.join(path, "self"))  # answering
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            syscalls.umount2(path, MNT_DETACH)
+        with contextlib.suppress(OSError):
+            control.request(str(state.socket_path()), {"op": "close", "view": view_id})
+        raise PidnsError(f"{path}: cannot mount the view: {err.strerror}") from None
+    return ViewHandle(path, "fuse", int(reply["ns"]), int(reply["pid"]), view_id, options.describe())
+
+
+def ensure_daemon(timeout: float = 10.0) -> int:
+    """The pid of this user's daemon, started in the background when none answers."""
+    sock = str(state.socket_path())
+    with contextlib.suppress(OSError):
+        return int(control.request(sock, {"op": "ping"}, timeout=2)["pid"])
+    log = open(state.state_dir() / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
+    with log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pidns.view.daemon"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            return int(control.request(sock, {"op": "ping"}, timeout=2)["pid"])
+        if child.poll() not in (None, 0):
+            break
+        time.sleep(0.02)
+    tail = (state.state_dir() / "daemon.log").read_bytes()[-400:].decode(errors="replace").strip()
+    raise PidnsError(f"the view daemon did not start (see {state.state_dir()}/daemon.log): {tail[-200:]}")
+
+
+def close_view(mountpoint: str) -> None:
+    """Unmount a view made by open_view and tell its daemon."""
+    path = os.path.abspath(mountpoint)
+    rec = state.lookup(path)
+    if rec is None or not is_mountpoint(path):
+        fstype = mount_fstype(path) if os.path.exists(path) else None
+        state.forget(path)
+        raise UsageError(f"{mountpoint}: not a view made by 'pidns mount'"
+                         + (f" (a {fstype} mount is there)" if fstype else " (see 'pidns mounts')"))
+    try:
+        syscalls.umount2(path, 0)
+    except OSError as err:
+        if err.errno == errno.EBUSY:
+            raise PidnsError(f"{mountpoint}: busy (a process uses the view; close it or retry)") from None
+        raise from_oserror(err, mountpoint) from None
+    state.forget(path)
+    if rec.get("backend") == "fuse" and rec.get("view"):
+        with contextlib.suppress(OSError):
+            control.request(str(state.socket_path()), {"op": "close", "view": rec["view"]})
+
+
+def list_views() -> list[dict[str, Any]]:
+    return state.records()

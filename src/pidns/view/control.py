@@ -1,0 +1,43 @@
+"""The daemon's control socket: one JSON request (with an nsfs fd, for `open`) and one JSON reply."""
+
+from __future__ import annotations
+
+import array
+import json
+import socket
+from typing import Any
+
+MAX_MESSAGE = 1 << 20
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def request(path: str, message: dict[str, Any], fd: int | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request and wait for the reply. OSError when no daemon listens at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        fds = [] if fd is None else [fd]
+        socket.send_fds(sock, [encode(message)], fds) if fds else sock.sendall(encode(message))
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply: dict[str, Any] = json.loads(data) if data else {"ok": False, "error": "no reply"}
+    return reply
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """One request from a connected socket (blocking until its newline)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    while data and not data.endswith(b"\n"):
+        more = sock.recv(MAX_MESSAGE)
+        if not more:
+            break
+        data += more
+    fd_list = list(array.array("i", fds)) if not isinstance(fds, list) else fds
+    return json.loads(data), fd_list

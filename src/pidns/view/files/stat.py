@@ -1,0 +1,49 @@
+"""/proc/PID/stat as the namespace sees it (KERNEL-PROC 9, 25).
+
+Fields 1 (pid), 4 (ppid), 5 (pgrp), 6 (session) in the namespace's numbers, 0 when invisible; field 8
+(tpgid) stays -1 without a controlling tty and is 0 when the foreground group is invisible. For a
+reader without ptrace-read access the kernel hides the address fields; the daemon reads them with its
+own rights, so they are masked here the same way.
+"""
+
+from __future__ import annotations
+
+from pidns.view.files.ids import TaskIds, ToNs
+
+# 1-based field numbers, counted over the whole line (pid is 1, comm 2, state 3).
+_ONE_WHEN_HIDDEN = (26, 27)  # startcode, endcode: 1 when the task has an mm, else 0
+_ZERO_WHEN_HIDDEN = (28, 29, 30, 45, 46, 47, 48, 49, 50, 51, 52)
+
+
+def render_stat(host_stat: bytes, ids: TaskIds, to_ns: ToNs, permitted: bool = True) -> bytes:
+    close_at = host_stat.rfind(b")")
+    if close_at < 0:
+        raise ValueError("stat has no (comm)")
+    open_at = host_stat.find(b"(")
+    head = b"%d " % ids.pid + host_stat[open_at : close_at + 1]
+    tail = host_stat[close_at + 2 :]
+    newline = tail.endswith(b"\n")
+    rest = tail.split()
+    # rest[0] is field 3; field N is rest[N - 3].
+    rest[1] = b"%d" % ids.ppid
+    rest[2] = b"%d" % ids.pgrp
+    rest[3] = b"%d" % ids.sid
+    rest[5] = b"%d" % _tpgid(int(rest[5]), ids, to_ns)
+    if not permitted:
+        for field in _ONE_WHEN_HIDDEN:
+            if len(rest) > field - 3 and rest[field - 3] != b"0":
+                rest[field - 3] = b"1"
+        for field in _ZERO_WHEN_HIDDEN:
+            if len(rest) > field - 3:
+                rest[field - 3] = b"0"
+    return head + b" " + b" ".join(rest) + (b"\n" if newline else b"")
+
+
+def _tpgid(host_tpgid: int, ids: TaskIds, to_ns: ToNs) -> int:
+    if host_tpgid <= 0:
+        return host_tpgid
+    if host_tpgid == ids.host_pgrp:
+        return ids.pgrp
+    if host_tpgid == ids.host_sid:
+        return ids.sid
+    return to_ns(host_tpgid)

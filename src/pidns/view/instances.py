@@ -1,0 +1,248 @@
+"""Instances and views: one instance per namespace, shared by every view (mount) of it.
+
+The registry is what the kernel's struct pid list of proc inodes is for flushing (KERNEL-PROC 22):
+it knows every view, so a task's exit is flushed from each instance that could see it. An instance
+holds the only references the daemon keeps to its namespace (an nsfs fd and a pidfd of its init);
+both are dropped when the init dies, after which the instance shows what the kernel's instance of a
+dead namespace shows: only `self` and `thread-self` (KERNEL-PROC 19, 20).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+from dataclasses import dataclass, field
+
+from pidns.ids import NsId
+from pidns.kernel import nsfs
+from pidns.view import tree
+from pidns.view.nodes import PidDir
+from pidns.view.nsmap import NsMap
+from pidns.view.options import Hidepid, ViewOptions
+from pidns.view.tree import Creds, Requester
+
+
+class Instance:
+    def __init__(self, ns_fd: int) -> None:
+        self.nsmap = NsMap(ns_fd)
+        self.id: NsId = self.nsmap.id
+        self.views: dict[str, View] = {}
+        self.init_host = self.nsmap.to_host(1)
+        self.init_pidfd = -1
+        if self.init_host:
+            with contextlib.suppress(OSError):
+                self.init_pidfd = os.pidfd_open(self.init_host)
+
+    @property
+    def dead(self) -> bool:
+        return self.nsmap.released
+
+    def die(self) -> None:
+        """The init is gone: drop every reference that would keep the namespace alive."""
+        self.nsmap.release()
+        if self.init_pidfd >= 0:
+            os.close(self.init_pidfd)
+            self.init_pidfd = -1
+
+    def init_gone(self) -> bool:
+        if self.init_pidfd < 0:
+            return True
+        try:
+            import signal
+
+            signal.pidfd_send_signal(self.init_pidfd, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def counts(self) -> tuple[int, int]:
+        """(running, total) tasks of the namespace, for a virtualized loadavg."""
+        running = total = 0
+        for _pid, host in self.nsmap.leaders():
+            total += 1
+            try:
+                with open(f"/proc/{host}/stat", "rb") as f:
+                    data = f.read()
+                if data[data.rfind(b")") + 2 : data.rfind(b")") + 3] == b"R":
+                    running += 1
+            except OSError:
+                continue
+        return running, total
+
+    def uptime(self, host_uptime: bytes) -> bytes:
+        """--virtualize: seconds since the namespace's init started (idle time left as the host's)."""
+        fields = host_uptime.split()
+        if not self.init_host or len(fields) < 2:
+            return host_uptime
+        try:
+            with open(f"/proc/{self.init_host}/stat", "rb") as f:
+                data = f.read()
+            start_ticks = int(data[data.rfind(b")") + 2 :].split()[19])
+        except (OSError, ValueError, IndexError):
+            return host_uptime
+        since = max(0.0, float(fields[0]) - start_ticks / os.sysconf("SC_CLK_TCK"))
+        return b"%.2f %s\n" % (since, fields[1])
+
+
+@dataclass(eq=False)
+class View:
+    id: str
+    instance: Instance
+    options: ViewOptions
+    registry: Registry
+    mountpoint: str = ""
+    proc_fd: int = field(default=-1)
+
+    def generation(self, host_pid: int) -> int:
+        return self.registry.generations.get(host_pid, 0)
+
+    def admits(self, req: Requester) -> bool:
+        return tree.admits(self.options, req)
+
+    def requester(self, req: Requester) -> Requester:
+        """req with its supplementary groups, when gid= makes them matter."""
+        if self.options.gid is None or req.groups or not req.tid:
+            return req
+        try:
+            with open(f"/proc/{req.tid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Groups:"):
+                        groups = tuple(int(g) for g in line[7:].split())
+                        return Requester(req.tid, req.uid, req.gid, groups)
+        except OSError:
+            pass
+        return req
+
+    def _creds(self, host_pid: int) -> Creds | None:
+        try:
+            with open(f"/proc/{host_pid}/status", "rb") as f:
+                data = f.read(2048)
+            owner = os.stat(f"/proc/{host_pid}").st_uid
+        except OSError:
+            return None
+        uids = gids = (0, 0, 0, 0)
+        for line in data.split(b"\n", 12):
+            if line.startswith(b"Uid:"):
+                u = tuple(map(int, line[4:].split()))
+                uids = (u[0], u[1], u[2], u[3])
+            elif line.startswith(b"Gid:"):
+                g = tuple(map(int, line[4:].split()))
+                gids = (g[0], g[1], g[2], g[3])
+        return Creds(uids, gids, owner == uids[1])
+
+    def pid_visible(self, host_pid: int, req: Requester) -> bool:
+        """Whether req sees the task at all (listed and found): hidepid=invisible|ptraceable hide."""
+        if self.options.hidepid in (Hidepid.OFF, Hidepid.NOACCESS) or req.uid == 0:
+            return True
+        creds = self._creds(host_pid)
+        if creds is None:
+            return False
+        return tree.pid_access(self.options, self.requester(req), creds) != errno.ENOENT
+
+    def pid_errno(self, task: PidDir, req: Requester) -> int:
+        if self.options.hidepid == Hidepid.OFF or req.uid == 0:
+            return 0
+        return tree.pid_access(self.options, self.requester(req), task.creds())
+
+    def reader_map(self, req: Requester) -> NsMap | None:
+        """The pid map of the requester's own namespace; None when it is the daemon's."""
+        return self.registry.reader_map(req.tid, self.instance)
+
+
+class Registry:
+    """Every instance and view the daemon serves."""
+
+    def __init__(self) -> None:
+        self.instances: dict[NsId, Instance] = {}
+        self.views: dict[str, View] = {}
+        self.generations: dict[int, int] = {}
+        self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.own_ns = os.stat("/proc/self/ns/pid").st_ino
+        self._ids = itertools.count(1)
+        self._readers: dict[int, NsMap] = {}  # requesters' namespaces, by inode
+        # When nothing reports forks (no proc connector), the leaders' listing is never reused.
+        self.fork_events = False
+
+    def open_view(self, ns_fd: int, options: ViewOptions, mountpoint: str = "") -> View:
+        """A new view of the namespace of ns_fd (taken over), on the namespace's one instance."""
+        ns_id = nsfs.identity(ns_fd)
+        instance = self.instances.get(ns_id)
+        if instance is None or instance.dead:
+            instance = Instance(ns_fd)
+            self.instances[ns_id] = instance
+        else:
+            os.close(ns_fd)
+        view = View(f"v{next(self._ids)}", instance, options, self, mountpoint, self.proc_fd)
+        instance.views[view.id] = view
+        self.views[view.id] = view
+        return view
+
+    def close_view(self, view_id: str) -> None:
+        view = self.views.pop(view_id, None)
+        if view is None:
+            return
+        view.instance.views.pop(view_id, None)
+        if not view.instance.views:
+            view.instance.die()
+            self.instances.pop(view.instance.id, None)
+
+    def reader_map(self, tid: int, instance: Instance) -> NsMap | None:
+        try:
+            ino = os.stat(f"/proc/{tid}/ns/pid").st_ino if tid else self.own_ns
+        except OSError:
+            return None
+        if ino == self.own_ns:
+            return None
+        if ino == instance.id.ino and not instance.dead:
+            return instance.nsmap
+        for other in self.instances.values():
+            if other.id.ino == ino and not other.dead:
+                return other.nsmap
+        cached = self._readers.get(ino)
+        if cached is None:
+            try:
+                cached = NsMap(nsfs.open_ns(f"/proc/{tid}/ns/pid"))
+            except (OSError, Exception):
+                return None
+            if len(self._readers) > 64:
+                for old in self._readers.values():
+                    old.release()
+                self._readers.clear()
+            self._readers[ino] = cached
+        return cached
+
+    # -- events ------------------------------------------------------------------------------
+
+    def forked(self) -> None:
+        for instance in self.instances.values():
+            instance.nsmap.invalidate()
+        for reader in self._readers.values():
+            reader.invalidate()
+
+    def reaped(self, host_pid: int) -> list[Instance]:
+        """A task is gone for good: new lookups of its pid get new inodes. Returns the instances
+        whose init it was (now dead)."""
+        self.generations[host_pid] = self.generations.get(host_pid, 0) + 1
+        self.forked()
+        dead = []
+        for instance in self.instances.values():
+            if not instance.dead and instance.init_host == host_pid:
+                instance.die()
+                dead.append(instance)
+        return dead
+
+    def listing_cacheable(self) -> bool:
+        return self.fork_events
+
+    def close(self) -> None:
+        for instance in self.instances.values():
+            instance.die()
+        for reader in self._readers.values():
+            reader.release()
+        self.instances.clear()
+        self.views.clear()
+        os.close(self.proc_fd)

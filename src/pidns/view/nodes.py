@@ -1,0 +1,454 @@
+"""The nodes of a view: what each path is, what it lists and contains, read from the host's proc tree.
+
+A node answers in the kernel's terms (OSError with the kernel's errno); who may see what comes from
+tree.py, what translated files contain from files/. The FUSE adapter only maps nodes to inodes.
+
+Pid directories pin their task with a directory fd of the host's /proc/PID (opened at first use):
+files opened through it describe that task or fail with ESRCH once it is reaped, like the kernel's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pidns.procfs.reader import read_at
+from pidns.view import tree
+from pidns.view.files.children import render_children
+from pidns.view.files.ids import task_ids
+from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
+from pidns.view.files.locks import render_locks
+from pidns.view.files.sched import render_sched
+from pidns.view.files.stat import render_stat
+from pidns.view.files.status import render_status
+from pidns.view.tree import Creds, Requester
+
+if TYPE_CHECKING:
+    from pidns.view.instances import View
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_GONE = (errno.ENOENT, errno.ESRCH)
+# What the kernel answers in a new pid namespace for sys/kernel/pid_max (PID_MAX_LIMIT, 64-bit).
+NEW_NS_PID_MAX = 4 * 1024 * 1024
+
+
+def _fail(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+@dataclass(slots=True)
+class Attr:
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int = 0
+    mtime_ns: int = 0
+
+    @classmethod
+    def of(cls, s: os.stat_result) -> Attr:
+        return cls(s.st_mode, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_mtime_ns)
+
+
+class Node:
+    """A path of a view. `key` identifies what the node shows, so one inode serves repeated lookups."""
+
+    key: Hashable = None
+    host_pid = 0  # the task a pid directory shows; 0 for every other node
+
+    def attr(self, req: Requester) -> Attr:
+        raise NotImplementedError
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        raise _fail(errno.ENOTDIR)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        """(cookie, name, node); cookies are stable ids, increasing along the list."""
+        raise _fail(errno.ENOTDIR)
+
+    def readlink(self, req: Requester) -> bytes:
+        raise _fail(errno.EINVAL)
+
+    def content(self, req: Requester) -> bytes:
+        raise _fail(errno.EISDIR)
+
+    def check_open_dir(self, req: Requester) -> None:
+        """Raise the kernel's errno when req may not list this directory."""
+
+    def release(self) -> None:
+        """Drop host resources (a node the adapter did not keep, or forgot)."""
+
+
+# -- the root ------------------------------------------------------------------------------------
+
+
+class Root(Node):
+    def __init__(self, view: View) -> None:
+        self.view = view
+        self.key = ("root", view.id)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr.of(os.stat("/proc"))  # st_nlink counts every process, as the kernel's does
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        view = self.view
+        fixed = tree.top_level_names(os.listdir("/proc"), view.options)
+        pids = [pid for pid, host in view.instance.nsmap.leaders() if view.pid_visible(host, req)]
+        out: list[tuple[int, str, Node]] = []
+        for cookie, name in tree.root_listing(fixed, pids):
+            try:
+                out.append((cookie, name, self.lookup_unchecked(name, req)))
+            except OSError:
+                continue  # vanished meanwhile
+        return out
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        if name.isdigit():
+            host = self.view.instance.nsmap.to_host(int(name))
+            if not host or int(name) == 0:
+                raise _fail(errno.ENOENT)
+            if not self.view.pid_visible(host, req):
+                raise _fail(errno.ENOENT)
+        return self.lookup_unchecked(name, req)
+
+    def lookup_unchecked(self, name: str, req: Requester) -> Node:
+        view = self.view
+        if name.isdigit():
+            host = view.instance.nsmap.to_host(int(name))
+            if not host:
+                raise _fail(errno.ENOENT)
+            return PidDir(view, int(name), host, None)
+        if name in (tree.SELF, tree.THREAD_SELF):
+            return SelfLink(view, name == tree.THREAD_SELF)
+        if view.options.subset_pid:
+            raise _fail(errno.ENOENT)
+        return passthrough(view, None, name)
+
+
+class SelfLink(Node):
+    def __init__(self, view: View, thread: bool) -> None:
+        self.view = view
+        self.thread = thread
+        self.key = ("self", view.id, thread)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr(st.S_IFLNK | 0o777, 1, 0, 0)
+
+    def readlink(self, req: Requester) -> bytes:
+        nsmap = self.view.instance.nsmap
+        tgid = nsmap.tgid_to_ns(req.tid)
+        target = (
+            tree.thread_self_target(tgid, nsmap.to_ns(req.tid))
+            if self.thread
+            else tree.self_target(tgid)
+        )
+        if target is None:
+            raise _fail(errno.ENOENT)
+        return target.encode()
+
+
+# -- pid directories ---------------------------------------------------------------------------
+
+
+class PidDir(Node):
+    """/N (leader or, by lookup only, any thread) or /N/task/T."""
+
+    def __init__(self, view: View, ns_pid: int, host_pid: int, group: PidDir | None) -> None:
+        self.view = view
+        self.ns_pid = ns_pid
+        self.host_pid = host_pid
+        self.group = group  # the /N directory when this is /N/task/T
+        self.key = ("pid", view.id, host_pid, group is not None, view.generation(host_pid))
+        self._fd = -1
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            try:
+                if self.group is None:
+                    self._fd = os.open(str(self.host_pid), _DIR, dir_fd=self.view.proc_fd)
+                else:
+                    self._fd = os.open(f"task/{self.host_pid}", _DIR, dir_fd=self.group.fd)
+            except OSError as err:
+                raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+        return self._fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def read(self, name: str) -> bytes:
+        try:
+            return read_at(self.fd, name)
+        except OSError as err:
+            raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+
+    def creds(self) -> Creds:
+        status = self.read("status")
+        uids = gids = (0, 0, 0, 0)
+        for line in status.split(b"\n", 12):
+            if line.startswith(b"Uid:"):
+                u = tuple(map(int, line[4:].split()))
+                uids = (u[0], u[1], u[2], u[3])
+            elif line.startswith(b"Gid:"):
+                g = tuple(map(int, line[4:].split()))
+                gids = (g[0], g[1], g[2], g[3])
+        # A task's files belong to root when it is not dumpable (KERNEL-PROC 26).
+        owner = os.fstat(self.fd).st_uid
+        return Creds(uids, gids, dumpable=owner == uids[1])
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr.of(os.fstat(self.fd))
+
+    def check_open_dir(self, req: Requester) -> None:
+        code = self.view.pid_errno(self, req)
+        if code:
+            raise _fail(code)
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        self.check_open_dir(req)
+        return self._child(name)
+
+    def _child(self, name: str) -> Node:
+        if name == "task" and self.group is None:
+            return TaskDir(self)
+        if name in tree.TRANSLATED:
+            if name == "children" and self.group is None:
+                raise _fail(errno.ENOENT)
+            return Rendered(self, name)
+        return passthrough(self.view, self, name)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        self.check_open_dir(req)
+        out: list[tuple[int, str, Node]] = []
+        for i, name in enumerate(os.listdir(self.fd)):
+            try:
+                out.append((i + 1, name, self._child(name)))
+            except OSError:
+                continue
+        return out
+
+
+class TaskDir(Node):
+    def __init__(self, task: PidDir) -> None:
+        self.task = task
+        self.key = ("task", task.key)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr.of(os.stat("task", dir_fd=self.task.fd))
+
+    def check_open_dir(self, req: Requester) -> None:
+        self.task.check_open_dir(req)
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        self.check_open_dir(req)
+        nsmap = self.task.view.instance.nsmap
+        host = nsmap.to_host(int(name)) if name.isdigit() else 0
+        if not host:
+            raise _fail(errno.ENOENT)
+        node = PidDir(self.task.view, int(name), host, self.task)
+        try:
+            node.fd  # noqa: B018 - ENOENT when the thread belongs to another group
+        except OSError:
+            raise _fail(errno.ENOENT) from None
+        return node
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        self.check_open_dir(req)
+        nsmap = self.task.view.instance.nsmap
+        out: list[tuple[int, str, Node]] = []
+        try:
+            fd = os.open("task", _DIR, dir_fd=self.task.fd)
+            try:
+                names = os.listdir(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+        for i, name in enumerate(names):  # thread-list order, as the kernel lists it
+            ns_tid = nsmap.to_ns(int(name))
+            if ns_tid:
+                out.append((i + 1, str(ns_tid), PidDir(self.task.view, ns_tid, int(name), self.task)))
+        return out
+
+
+class Rendered(Node):
+    """A per-task file whose bytes name pids, rendered for the namespace at open."""
+
+    def __init__(self, task: PidDir, name: str) -> None:
+        self.task = task
+        self.name = name
+        self.key = ("rendered", task.key, name)
+
+    def attr(self, req: Requester) -> Attr:
+        try:
+            return Attr.of(os.stat(self.name, dir_fd=self.task.fd, follow_symlinks=False))
+        except OSError as err:
+            raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+
+    def content(self, req: Requester) -> bytes:
+        task = self.task
+        nsmap = task.view.instance.nsmap
+        if self.name == "children":
+            return render_children(task.read("children"), nsmap.to_ns)
+        status = task.read("status")
+        try:
+            ids = task_ids(status, nsmap.level, nsmap.to_ns)
+        except ValueError:
+            raise _fail(errno.ESRCH) from None
+        if self.name == "status":
+            return render_status(status, ids)
+        if self.name == "sched":
+            return render_sched(task.read("sched"), ids.pid)
+        permitted = req.uid == 0 or tree.may_ptrace_read(req, task.creds())
+        return render_stat(task.read("stat"), ids, nsmap.to_ns, permitted)
+
+
+# -- everything passed through -------------------------------------------------------------------
+
+
+def passthrough(view: View, task: PidDir | None, rel: str) -> Node:
+    """The host's node at rel (under the task's directory, or the top of /proc)."""
+    if task is None and rel in tree.FOLLOWS_READER | tree.FOLLOWS_NAMESPACE:
+        return Special(view, rel)
+    if task is None and view.options.virtualize and rel in tree.VIRTUALIZED:
+        return Special(view, rel)
+    return Pass(view, task, rel)
+
+
+class Pass(Node):
+    def __init__(self, view: View, task: PidDir | None, rel: str) -> None:
+        self.view = view
+        self.task = task
+        self.rel = rel
+        self.key = ("pass", view.id if task is None else task.key, rel)
+        self._attr = Attr.of(self._lstat())
+
+    def _base(self) -> int:
+        return self.view.proc_fd if self.task is None else self.task.fd
+
+    def _lstat(self) -> os.stat_result:
+        try:
+            return os.stat(self.rel, dir_fd=self._base(), follow_symlinks=False)
+        except OSError as err:
+            raise self._err(err) from None
+
+    def _err(self, err: OSError) -> OSError:
+        if self.task is not None and err.errno in _GONE:
+            # Gone with its task (ESRCH), or never there (ENOENT)?
+            try:
+                os.stat(".", dir_fd=self.task.fd)
+            except OSError:
+                return _fail(errno.ESRCH)
+        return _fail(err.errno or errno.EIO)
+
+    def _guard(self, req: Requester) -> None:
+        if self.task is None:
+            return
+        self.task.check_open_dir(req)
+        first = self.rel.split("/", 1)[0]
+        if req.uid != 0 and first in tree.PTRACE_READ_FILES | tree.PTRACE_READ_LINKS | tree.PTRACE_READ_DIRS:
+            code = tree.task_entry_errno(first, req, self.task.creds())
+            if code:
+                raise _fail(code)
+        if first == "stack" and req.uid != 0:
+            raise _fail(errno.EACCES)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr.of(self._lstat())
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        self._guard(req)
+        return passthrough(self.view, self.task, f"{self.rel}/{name}")
+
+    def check_open_dir(self, req: Requester) -> None:
+        self._guard(req)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        self._guard(req)
+        try:
+            fd = os.open(self.rel, _DIR, dir_fd=self._base())
+            try:
+                names = os.listdir(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise self._err(err) from None
+        out: list[tuple[int, str, Node]] = []
+        for i, name in enumerate(names):
+            try:
+                out.append((i + 1, name, passthrough(self.view, self.task, f"{self.rel}/{name}")))
+            except OSError:
+                continue
+        return out
+
+    def readlink(self, req: Requester) -> bytes:
+        self._guard(req)
+        try:
+            return os.readlink(self.rel, dir_fd=self._base()).encode(errors="surrogateescape")
+        except OSError as err:
+            raise self._err(err) from None
+
+    def content(self, req: Requester) -> bytes:
+        self._guard(req)
+        try:
+            return read_at(self._base(), self.rel)
+        except OSError as err:
+            raise self._err(err) from None
+
+
+class Special(Node):
+    """A top-level file whose content follows the namespace or the reader (KERNEL-PROC 14, 16)."""
+
+    def __init__(self, view: View, rel: str) -> None:
+        self.view = view
+        self.rel = rel
+        self.key = ("special", view.id, rel)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr.of(os.stat(self.rel, dir_fd=self.view.proc_fd))
+
+    def content(self, req: Requester) -> bytes:
+        view = self.view
+        host = read_at(view.proc_fd, self.rel)
+        reader = view.reader_map(req)
+        if self.rel == "locks":
+            return render_locks(host, view.instance.nsmap.to_ns)
+        if self.rel == "loadavg":
+            last = reader.last_pid() if reader is not None else int(host.split()[-1])
+            if view.options.virtualize:
+                running, total = view.instance.counts()
+                return render_virtual_loadavg(host, running, total, last)
+            return render_loadavg(host, last)
+        if self.rel == "uptime":
+            return view.instance.uptime(host)
+        if reader is None:  # the reader is in the daemon's namespace: the host's answer is its own
+            return host
+        if self.rel == "sys/kernel/ns_last_pid":
+            return b"%d\n" % reader.last_pid()
+        return b"%d\n" % NEW_NS_PID_MAX
+
+
+class Hub(Node):
+    """The daemon's one FUSE root: a directory per view, each bind-mounted where the user asked."""
+
+    def __init__(self, views: dict[str, View]) -> None:
+        self.views = views
+        self.key = ("hub",)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr(st.S_IFDIR | 0o500, 2 + len(self.views), 0, 0)
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        view = self.views.get(name)
+        if view is None:
+            raise _fail(errno.ENOENT)
+        return Root(view)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        return [(int(vid[1:]), vid, Root(view)) for vid, view in sorted(self.views.items(), key=lambda kv: int(kv[0][1:]))]
