@@ -35,6 +35,12 @@ def set_name_lookup(lookup: NameLookup | None) -> None:
     _name_lookup = lookup
 
 
+def _registered(name: str) -> int | None:
+    from pidns.runtime.registry import lookup_inode  # only when a name is actually used
+
+    return lookup_inode(name)
+
+
 def resolve(text: str, snap: Snapshot) -> PidNamespace:
     """The namespace `text` designates, or BadDesignator naming the input."""
     if text == "host" and snap.root is not None:
@@ -64,10 +70,9 @@ def designated_inode(text: str, proc: str = "/proc") -> int:
         return _link_inode(f"{proc}/{pid}/ns/pid", text)
     if "/" in text:
         return _path_inode(text)
-    if _name_lookup is not None:
-        ino = _name_lookup(text)
-        if ino is not None:
-            return ino
+    ino = (_name_lookup or _registered)(text)
+    if ino is not None:
+        return ino
     raise BadDesignator(f"{text!r} is not a known namespace: {_HINT}")
 
 

@@ -29,6 +29,16 @@ def record(snap: Snapshot, ns: PidNamespace) -> dict[str, Any]:
     }
 
 
+def name_namespaces(snap: Snapshot) -> None:
+    """Give namespaces registered with `pidns run --name` their names."""
+    from pidns.runtime.registry import names_by_inode
+
+    for ino, name in names_by_inode().items():
+        ns = snap.by_ino(ino)
+        if ns is not None:
+            ns.name = name
+
+
 def ordered(snap: Snapshot) -> list[PidNamespace]:
     """Depth-first from the root, children by inode: the order a tree is drawn in."""
     out: list[PidNamespace] = []
@@ -74,6 +84,7 @@ def command(flat: bool, as_json: bool, proc: str) -> None:
     from pidns.procfs.snapshot import snapshot
 
     snap = snapshot(proc)
+    name_namespaces(snap)
     records = [record(snap, ns) for ns in ordered(snap)]
     if as_json:
         emit_json(records)

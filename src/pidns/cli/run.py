@@ -1,0 +1,90 @@
+"""`pidns run`: a command in new nested PID namespaces, each born with its own /proc."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+    epilog="Exit status: the command's; 128+N when signal N killed it; 125 when pidns failed "
+    "before the command started; 126 when it is not executable; 127 when it is not found.",
+)
+@click.option(
+    "--nest",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Nested levels to create; the command runs in the innermost.",
+)
+@click.option(
+    "--user/--no-user",
+    default=None,
+    help="Force / forbid a user namespace mapping you to root (default: only when not root).",
+)
+@click.option("--no-init", is_flag=True, help="Make the command itself pid 1 (no reaping).")
+@click.option(
+    "--forward-to",
+    type=click.Choice(["child", "group"]),
+    default="child",
+    show_default=True,
+    help="Forward signals to the command, or to its whole process group.",
+)
+@click.option(
+    "--kill-timeout",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After the command exits: how long the rest gets after SIGTERM before SIGKILL.",
+)
+@click.option(
+    "--die-with-parent/--no-die-with-parent",
+    default=True,
+    show_default=True,
+    help="Kill the namespace when this pidns process dies.",
+)
+@click.option("--name", metavar="NAME", help="Register the namespace so --ns NAME finds it.")
+@click.option(
+    "--status-json",
+    metavar="FILE|-",
+    help="Write a JSON line when the command starts and one when it ends.",
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
+def command(
+    nest: int,
+    user: bool | None,
+    no_init: bool,
+    forward_to: str,
+    kill_timeout: float,
+    die_with_parent: bool,
+    name: str | None,
+    status_json: str | None,
+    argv: tuple[str, ...],
+) -> int:
+    """Run CMD in NEST new nested PID namespaces, each with a fresh /proc mounted before
+    anything runs in it, under a small init that reaps orphans and forwards signals.
+
+    When not root, a user namespace maps you to root in them (rootless).
+    """
+    if not argv:
+        raise click.UsageError("no command given: pidns run [OPTIONS] -- CMD [ARGS]...")
+    from pidns.runtime.run import run
+
+    if name is not None:
+        from pidns.runtime.registry import check_name
+
+        check_name(name)
+    return run(
+        argv,
+        nest=nest,
+        user=user,
+        init=not no_init,
+        forward_to=forward_to,
+        kill_timeout=kill_timeout,
+        die_with_parent=die_with_parent,
+        name=name,
+        status_json=status_json,
+    )

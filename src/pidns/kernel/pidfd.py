@@ -1,0 +1,28 @@
+"""Process file descriptors: a handle on one process that a reused pid can't fool."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+
+
+def open_pid(pid: int) -> int:
+    """A pidfd (close-on-exec) for pid, in the caller's pid namespace. ESRCH when it is gone."""
+    return os.pidfd_open(pid)
+
+
+def send_signal(fd: int, sig: int) -> None:
+    signal.pidfd_send_signal(fd, sig)
+
+
+def wait_exit(fd: int, timeout: float | None = None) -> bool:
+    """Wait until the process has exited (zombie or reaped); False when the timeout ran out."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return bool(poller.poll(ms))
+
+
+def exited(fd: int) -> bool:
+    return wait_exit(fd, 0)

@@ -1,0 +1,43 @@
+"""The launcher's side of signal forwarding: catch the forwarded signals, pass them inward."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Forwarder:
+    """Installs handlers at once; signals caught before a target is known are sent on attach.
+    A signal the launcher was started with ignored (nohup) stays ignored and is not forwarded."""
+
+    def __init__(self, signals: Iterable[int]) -> None:
+        self._send: Callable[[int], None] | None = None
+        self._pending: list[int] = []
+        self._saved: dict[int, _Handler] = {}
+        for sig in signals:
+            previous = signal.getsignal(sig)
+            if previous == signal.SIG_IGN:
+                continue
+            self._saved[sig] = previous
+            signal.signal(sig, self._handle)
+
+    def _handle(self, sig: int, frame: FrameType | None) -> None:
+        if self._send is None:
+            self._pending.append(sig)
+        else:
+            self._send(sig)
+
+    def attach(self, send: Callable[[int], None]) -> None:
+        self._send = send
+        pending, self._pending = self._pending, []
+        for sig in pending:
+            send(sig)
+
+    def restore(self) -> None:
+        for sig, previous in self._saved.items():
+            signal.signal(sig, previous)
+        self._saved.clear()

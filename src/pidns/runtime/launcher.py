@@ -1,0 +1,290 @@
+"""Create nested PID namespaces and start a command in the innermost one.
+
+fork → unshare → fork → mount proc → init, once per level; see stages.py for what each forked
+process does. For --nest 2 (host pids from the caller's view):
+
+    caller ── helper ── init of L1 ── init of L2 ── command
+              (caller's   (pid 1, own mount ns    (pid 1, own mount ns
+              namespaces)  and /proc of L1)        and /proc of L2)
+
+The caller's own namespaces never change. Stages report over a pipe; a failure comes back as a
+pidns error (LaunchFailed, 125; NotExecutable, 126; CommandNotFound, 127).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+
+from pidns.errors import UsageError
+from pidns.kernel import nsfs, pidfd
+from pidns.runtime import report
+from pidns.runtime.errors import CommandNotFound, LaunchFailed, NotExecutable
+from pidns.runtime.init import WAITED, exit_code
+from pidns.runtime.spec import MAX_NEST, Spec
+from pidns.runtime.stages import Chain
+
+
+class Outcome:
+    __slots__ = ("code", "signal")
+
+    def __init__(self, code: int, sig: int) -> None:
+        self.code = code  # the command's exit code, or 128+N when signal N killed it
+        self.signal = sig  # N, or 0 when it exited
+
+    def __repr__(self) -> str:
+        return f"Outcome(code={self.code}, signal={self.signal})"
+
+
+class Launched:
+    """A running launch: the processes and namespaces it made, outermost level first.
+
+    Pids are numbered in the caller's namespace; namespaces are (st_dev, st_ino) pairs.
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        helper: int,
+        inits: list[int],
+        namespaces: list[tuple[int, int]],
+        command: int | None,
+        fds: tuple[int, int, int],
+        reader: report.Reader,
+        status_r: int,
+        go_w: int,
+    ) -> None:
+        self.spec = spec
+        self.helper = helper
+        self.inits = inits  # pid 1 of each level (the command itself, last, with --no-init)
+        self.namespaces = namespaces
+        self.command = command
+        # pidfds: the helper; the outermost init (signals go there); the innermost pid 1
+        self.helper_fd, self.outer_fd, self.inner_fd = fds
+        self._reader = reader
+        self._status_r = status_r
+        self._go_w = go_w
+        self._outcome: Outcome | None = None
+
+    def start(self) -> None:
+        """Let the command run (after a held launch) and wait until it has been executed."""
+        if self._go_w >= 0:
+            os.write(self._go_w, b"g")
+            os.close(self._go_w)
+            self._go_w = -1
+        while (record := self._reader.next()) is not None:
+            if record.kind == "error":
+                self.kill()
+                self.wait()
+                raise _failure(record)
+
+    def wait(self) -> Outcome:
+        """Wait for the namespace's end; how the command ended."""
+        if self._outcome is None:
+            _, status = os.waitpid(self.helper, 0)
+            sig = 0
+            for record in report.read_all(self._status_r):
+                if record.kind == "exit":
+                    sig = int(record.fields[1])
+            self._outcome = Outcome(exit_code(status), sig)
+            self.close()
+        return self._outcome
+
+    def poll(self) -> Outcome | None:
+        if self._outcome is None and not pidfd.exited(self.helper_fd):
+            return None
+        return self.wait()
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the outermost init (it forwards to the command); nothing if it is gone."""
+        if self.outer_fd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                pidfd.send_signal(self.outer_fd, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the outermost init: the kernel kills everything in every level."""
+        self.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._go_w >= 0:  # the command never started: dropping the pipe makes it give up
+            os.close(self._go_w)
+            self._go_w = -1
+        for fd in (self.helper_fd, self.outer_fd, self.inner_fd, self._status_r):
+            if fd >= 0:
+                os.close(fd)
+        self.helper_fd = self.outer_fd = self.inner_fd = self._status_r = -1
+        if self._reader.fd >= 0:
+            os.close(self._reader.fd)
+            self._reader.fd = -1
+
+
+def launch(spec: Spec) -> Launched:
+    """Create the namespaces and everything up to the command. With spec.hold the command waits
+    for Launched.start(); otherwise call start() to learn whether it could be executed."""
+    if spec.nest < 1:
+        raise UsageError(f"--nest must be at least 1 (got {spec.nest})")
+    if spec.argv is not None and not spec.argv:
+        raise UsageError("no command given (put it after '--')")
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.hold else (-1, -1)
+    # The forked processes start with the forwarded signals blocked (init.py takes them with
+    # sigwaitinfo); the command gets the caller's mask back.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+    chain = Chain(
+        spec,
+        mask=mask,
+        foreground=foreground(),
+        err_w=err_w,
+        status_w=status_w,
+        go_r=go_r,
+        parent_ends=tuple(fd for fd in (err_r, status_r, go_w) if fd >= 0),
+    )
+    launcher = os.getpid()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            chain.helper(launcher)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for fd in (err_w, status_w, go_r):
+            if fd >= 0:
+                os.close(fd)
+    reader = report.Reader(err_r)
+    try:
+        children, failure = _collect(reader, spec)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    if failure is not None or children is None:
+        os.kill(pid, signal.SIGKILL)  # the helper's death takes the levels below with it
+        os.waitpid(pid, 0)
+        for fd in (err_r, status_r, go_w):
+            if fd >= 0:
+                os.close(fd)
+        if failure is not None:
+            raise _failure(failure)
+        raise LaunchFailed("the namespace's processes ended before the command could start")
+    try:
+        return _describe(spec, pid, children, reader, status_r, go_w)
+    except OSError as err:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise LaunchFailed(f"the new namespace vanished while starting: {err.strerror}") from None
+
+
+def _collect(
+    reader: report.Reader, spec: Spec
+) -> tuple[dict[int, int] | None, report.Record | None]:
+    """Read records until every stage has reported (None: the pipe closed first)."""
+    expected = spec.nest + (1 if spec.init and spec.argv is not None else 0)
+    children: dict[int, int] = {}
+    ready = False
+    while not (ready and len(children) == expected):
+        record = reader.next()
+        if record is None:
+            return None, None
+        if record.kind == "error":
+            return None, record
+        if record.kind == "child":
+            children[int(record.fields[0])] = int(record.fields[1])
+        elif record.kind == "ready":
+            ready = True
+    return children, None
+
+
+def _describe(
+    spec: Spec,
+    helper: int,
+    children: dict[int, int],
+    reader: report.Reader,
+    status_r: int,
+    go_w: int,
+) -> Launched:
+    """Translate each stage's child pid (numbered in the stage's namespace) to the caller's."""
+    helper_fd = pidfd.open_pid(helper)
+    inits = [children[0]]
+    outer_fd = pidfd.open_pid(inits[0])
+    namespaces: list[tuple[int, int]] = []
+    command: int | None = None
+    for level in range(1, spec.nest + 1):
+        ns_fd = nsfs.open_ns(f"/proc/{inits[-1]}/ns/pid")
+        try:
+            st = os.fstat(ns_fd)
+            namespaces.append((st.st_dev, st.st_ino))
+            below = children.get(level)
+            if below is None:
+                continue
+            host = nsfs.pid_from_pidns(ns_fd, below)
+            if level < spec.nest:
+                inits.append(host)
+            else:
+                command = host
+        finally:
+            os.close(ns_fd)
+    if not spec.init and spec.argv is not None:
+        command = inits[-1]
+    inner_fd = os.dup(outer_fd) if len(inits) == 1 else pidfd.open_pid(inits[-1])
+    return Launched(
+        spec,
+        helper,
+        inits,
+        namespaces,
+        command,
+        (helper_fd, outer_fd, inner_fd),
+        reader,
+        status_r,
+        go_w,
+    )
+
+
+def foreground() -> bool:
+    """Whether this process's group owns the terminal on stdin."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+_STEPS = {
+    "pidns": "creating a PID namespace",
+    "mountns": "creating a mount namespace",
+    "mount-proc": "mounting /proc",
+    "userns-map": "mapping the caller's uid/gid in the user namespace",
+    "fork": "forking",
+}
+
+
+def _failure(record: report.Record) -> Exception:
+    level, step, number, what = (
+        record.fields[0],
+        record.fields[1],
+        int(record.fields[2]),
+        record.fields[3],
+    )
+    if step == "exec":
+        if number in (errno.ENOENT, errno.ENOTDIR):
+            return CommandNotFound(f"{what}: command not found")
+        return NotExecutable(
+            f"{what}: cannot execute: {os.strerror(number) if number else 'failed'}"
+        )
+    if step == "userns":
+        from pidns.runtime.userns import why_unavailable
+
+        return LaunchFailed(why_unavailable(number))
+    action = _STEPS.get(step, step)
+    where = f" (level {level})" if level != "0" else ""
+    reason = os.strerror(number) if number else what
+    hint = ""
+    if step == "pidns" and number == errno.EPERM:
+        hint = (
+            ": needs CAP_SYS_ADMIN (run as root, or let pidns use a user namespace: drop --no-user)"
+        )
+    elif step == "pidns" and number == errno.ENOSPC:
+        hint = f": too deeply nested (the kernel allows {MAX_NEST} levels below the initial namespace; see also user.max_pid_namespaces)"
+    elif step == "mount-proc" and number == errno.EPERM:
+        hint = ": refused (in a user namespace the kernel mounts proc only where /proc is fully visible, with nothing mounted over its files)"
+    return LaunchFailed(f"{action}{where} failed: {reason}{hint}")

@@ -1,0 +1,126 @@
+"""`pidns run` as a function: launch, name, report status, forward signals, wait."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import IO
+
+from pidns.runtime.forward import Forwarder
+from pidns.runtime.init import FORWARDED
+from pidns.runtime.launcher import Launched, launch
+from pidns.runtime.launcher import foreground as _foreground
+from pidns.runtime.spec import Spec
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    nest: int = 1,
+    user: bool | None = None,
+    init: bool = True,
+    forward_to: str = "child",
+    kill_timeout: float = 2.0,
+    die_with_parent: bool = True,
+    name: str | None = None,
+    status_json: str | None = None,
+) -> int:
+    """Run argv in `nest` new nested PID namespaces and return its exit status (128+N when
+    killed by signal N). Raises a PidnsError when the command could not be started
+    (LaunchFailed 125, NotExecutable 126, CommandNotFound 127) or the input is wrong.
+    Signals are forwarded when called from the main thread."""
+    if forward_to not in ("child", "group"):
+        from pidns.errors import UsageError
+
+        raise UsageError(f"forward_to must be 'child' or 'group', not {forward_to!r}")
+    spec = Spec(
+        tuple(argv),
+        nest=nest,
+        user=user,
+        init=init,
+        to_group=forward_to == "group",
+        kill_timeout=kill_timeout,
+        die_with_parent=die_with_parent,
+        hold=name is not None,
+    )
+    reservation = None
+    if name is not None:
+        from pidns.runtime.registry import Registry
+
+        reservation = Registry().reserve(name)
+    status = _open_status(status_json) if status_json is not None else None
+    foreground = _foreground()
+    try:
+        forwarder: Forwarder | None = Forwarder(FORWARDED)
+    except ValueError:  # not the main thread: signals stay where they are
+        forwarder = None
+    launched: Launched | None = None
+    try:
+        launched = launch(spec)
+        if reservation is not None:
+            try:
+                reservation.commit(launched.inits[-1], [ino for _, ino in launched.namespaces])
+            except BaseException:
+                launched.kill()
+                launched.wait()
+                raise
+        if forwarder is not None:
+            forwarder.attach(launched.send_signal)
+        launched.start()
+        if status is not None:
+            _emit(
+                status,
+                {
+                    "event": "start",
+                    "host_pid": launched.command,
+                    "ns": [ino for _, ino in launched.namespaces],
+                    "inits": launched.inits,
+                    "name": name,
+                },
+            )
+        outcome = launched.wait()
+        if status is not None:
+            _emit(status, {"event": "exit", "exit_code": outcome.code, "signal": outcome.signal})
+        return outcome.code
+    finally:
+        if forwarder is not None:
+            forwarder.restore()
+        if launched is not None:
+            launched.close()
+        if reservation is not None:
+            reservation.release()
+        if status is not None and status is not sys.stdout:
+            status.close()
+        if foreground:
+            _reclaim_terminal()
+
+
+def _open_status(target: str) -> IO[str]:
+    if target == "-":
+        return sys.stdout
+    try:
+        return open(target, "w", encoding="utf-8")
+    except OSError as err:
+        from pidns.runtime.errors import LaunchFailed
+
+        raise LaunchFailed(f"--status-json {target}: {err.strerror}") from None
+
+
+def _emit(out: IO[str], record: dict[str, object]) -> None:
+    import json
+
+    out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    out.flush()
+
+
+def _reclaim_terminal() -> None:
+    """Take the terminal back from the command's process group (it was given away)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(0, os.getpgrp())
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -1,0 +1,196 @@
+"""What each forked process of a launch does. Everything here runs in a child and never returns.
+
+  helper (level 0)   stays in the caller's namespaces: unshare PID [+USER], fork, wait
+  level i >= 1       pid 1 of level i: own mount namespace, fresh /proc, then the next level
+                     (unshare PID + fork) or the command, then the init loop
+  command            own process group, the caller's signal mask, exec
+
+A failing step is reported as an `error` record and the process exits with 125 (126/127 for exec).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import os
+import signal
+from typing import TYPE_CHECKING, NoReturn
+
+from pidns.kernel import pidfd, syscalls
+from pidns.runtime import report
+from pidns.runtime.init import FORWARDED, exit_code, serve
+from pidns.runtime.userns import map_to_root
+
+if TYPE_CHECKING:
+    from pidns.runtime.spec import Spec
+
+PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+
+
+class Chain:
+    """State the forked processes of one launch share (copied into each by fork)."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        mask: set[int],
+        foreground: bool,
+        err_w: int,
+        status_w: int,
+        go_r: int,
+        parent_ends: tuple[int, ...],
+    ) -> None:
+        self.spec = spec
+        self.userns = spec.uses_userns(os.geteuid())
+        self.uid = os.geteuid()
+        self.gid = os.getegid()
+        self.mask = mask  # the caller's signal mask, restored for the command
+        self.foreground = foreground  # the caller owns the terminal: hand it to the command
+        self.err_w = err_w
+        self.status_w = status_w
+        self.go_r = go_r  # -1 unless spec.hold
+        self.parent_ends = parent_ends  # the launcher's ends of the pipes: closed in each child
+        self.step = "start"
+
+    def helper(self, launcher: int) -> NoReturn:
+        try:
+            self._enter_child()
+            if self.spec.die_with_parent:
+                syscalls.set_pdeathsig(signal.SIGKILL)
+                if os.getppid() != launcher:
+                    os._exit(125)
+            if self.userns:
+                self.step = "userns"
+                syscalls.unshare(syscalls.CLONE_NEWUSER)
+                self.step = "userns-map"
+                map_to_root(self.uid, self.gid)
+            self.step = "pidns"
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+            self.step = "fork"
+            me = pidfd.open_pid(os.getpid())
+            pid = os.fork()
+            if pid == 0:
+                self.level(1, me)
+            os.close(me)
+            self._forked(0, pid)
+            _, status = os.waitpid(pid, 0)
+            self._record_exit(0, status)
+            os._exit(exit_code(status))
+        except BaseException as err:
+            self._fail(0, err)
+
+    def level(self, level: int, parent_fd: int) -> NoReturn:
+        try:
+            if parent_fd >= 0:
+                # The helper outside may have died before the line above could take effect.
+                syscalls.set_pdeathsig(signal.SIGKILL)
+                if pidfd.exited(parent_fd):
+                    os._exit(125)
+                os.close(parent_fd)
+            self.step = "mountns"
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+            self.step = "mount-proc"
+            syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
+            _set_comm("pidns-init")
+            spec = self.spec
+            if level < spec.nest:
+                self.step = "pidns"
+                syscalls.unshare(syscalls.CLONE_NEWPID)
+                self.step = "fork"
+                pid = os.fork()
+                if pid == 0:
+                    self.level(level + 1, -1)
+                self._forked(level, pid)
+                self._serve(level, pid, to_group=False)
+            if spec.argv is None:
+                report.send(self.err_w, "ready", level)
+                self._forked(level, None)
+                self._serve(level, None, to_group=False)
+            if not spec.init:
+                self.command(level)
+            self.step = "fork"
+            pid = os.fork()
+            if pid == 0:
+                self.command(level)
+            report.send(self.err_w, "child", level, pid)
+            report.send(self.err_w, "ready", level)
+            self._forked(level, None)
+            self._serve(level, pid, to_group=spec.to_group)
+        except BaseException as err:
+            self._fail(level, err)
+
+    def command(self, level: int) -> NoReturn:
+        argv = self.spec.argv
+        assert argv is not None
+        try:
+            self.step = "exec"
+            os.setpgid(0, 0)
+            if self.foreground:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+                with contextlib.suppress(OSError):
+                    os.tcsetpgrp(0, os.getpgrp())
+            for sig in FORWARDED:  # the launcher's handlers; an inherited SIG_IGN stays
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores these two
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            if not self.spec.init:
+                report.send(self.err_w, "ready", level)
+            if self.go_r >= 0 and os.read(self.go_r, 1) != b"g":
+                os._exit(125)  # the launcher gave up before the start
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+            os.execvp(argv[0], argv)
+        except BaseException as err:
+            code = getattr(err, "errno", None)
+            self._fail(level, err, 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _enter_child(self) -> None:
+        gc.disable()  # a collection would touch (and so copy) every page shared with the launcher
+        for fd in self.parent_ends:
+            os.close(fd)
+
+    def _forked(self, level: int, pid: int | None) -> None:
+        """After forking: report the child, drop the fds only the child's side needs."""
+        if pid is not None:
+            report.send(self.err_w, "child", level, pid)
+        os.close(self.err_w)
+        if self.go_r >= 0:
+            os.close(self.go_r)
+        if not self.spec.waits_for_command(level):
+            os.close(self.status_w)
+
+    def _record_exit(self, level: int, status: int) -> None:
+        if self.spec.waits_for_command(level):
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+            os.write(self.status_w, f"exit\t{exit_code(status)}\t{sig}\n".encode())
+
+    def _serve(self, level: int, child: int | None, to_group: bool) -> NoReturn:
+        status_fd = self.status_w if self.spec.waits_for_command(level) else None
+        serve(child, to_group=to_group, kill_timeout=self.spec.kill_timeout, status_fd=status_fd)
+
+    def _fail(self, level: int, err: BaseException, code: int = 125) -> NoReturn:
+        try:
+            number = err.errno if isinstance(err, OSError) and err.errno else 0
+            what = self.spec.argv[0] if self.step == "exec" and self.spec.argv else str(err)
+            report.send(self.err_w, "error", level, self.step, number, what)
+        finally:
+            os._exit(code)
+
+
+def _set_comm(name: str) -> None:
+    """Name this process in ps (the command inherits nothing of it: exec renames)."""
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, name.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
