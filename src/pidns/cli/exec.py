@@ -1,0 +1,27 @@
+"""`pidns exec`: a command inside an existing namespace, with that namespace's /proc."""
+
+from __future__ import annotations
+
+import click
+
+from pidns.cli.options import proc_option
+
+
+@click.command(
+    "exec",
+    context_settings={"allow_interspersed_args": False},
+    epilog="Exit status: the command's; 128+N when signal N killed it; 125 when joining failed; "
+    "126 when it is not executable; 127 when it is not found.",
+)
+@click.option("--ns", "designator", required=True, metavar="NS", help="The namespace to enter.")
+@proc_option
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
+def command(designator: str, proc: str, argv: tuple[str, ...]) -> int:
+    """Run CMD inside namespace NS (setns + fork), in a private mount namespace where /proc is
+    NS's own procfs: ps, top or pstree inside show NS as NS sees itself.
+    """
+    if not argv:
+        raise click.UsageError("no command given: pidns exec --ns NS -- CMD [ARGS]...")
+    from pidns.runtime.execute import exec_in
+
+    return exec_in(designator, argv, proc)

@@ -1,0 +1,158 @@
+"""Start a command inside an existing PID namespace.
+
+subprocess.Popen does the stdio/cwd/env work. Its preexec hook runs in the forked child, which
+joins the namespaces and forks once more, because only a child enters a PID namespace:
+
+    caller ── joiner (joins user?, pid[, mount]; waits) ── command (in the namespace)
+
+The command returns from the hook into Popen and execs; the joiner waits for it and ends the same
+way (same exit code, same signal), so Popen's returncode is the command's. The joiner reports
+the command's pid over a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pidns.kernel import syscalls
+from pidns.runtime import report
+from pidns.runtime.errors import CommandNotFound, LaunchFailed, NotExecutable
+
+PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+
+
+class Target:
+    """How to get in. Either a pidfd of a member (joins its `nstypes` atomically, keeps its
+    mount namespace and so its /proc), or an nsfs fd of the PID namespace (with the owning user
+    namespace's fd when it must be joined too): then the command gets a private mount namespace
+    with a fresh procfs, which the kernel binds to the namespace the mounter lives in."""
+
+    def __init__(
+        self,
+        *,
+        pidfd: int = -1,
+        nstypes: int = 0,
+        pidns_fd: int = -1,
+        userns_fd: int = -1,
+    ) -> None:
+        self.pidfd = pidfd
+        self.nstypes = nstypes
+        self.pidns_fd = pidns_fd
+        self.userns_fd = userns_fd
+
+    def join(self) -> None:
+        if self.pidfd >= 0:
+            syscalls.setns(self.pidfd, self.nstypes)
+            return
+        if self.userns_fd >= 0:
+            syscalls.setns(self.userns_fd, syscalls.CLONE_NEWUSER)
+        syscalls.setns(self.pidns_fd, syscalls.CLONE_NEWPID)
+
+    @property
+    def mounts_proc(self) -> bool:
+        return self.pidfd < 0
+
+
+class Joined:
+    def __init__(self, popen: subprocess.Popen[Any], pid: int) -> None:
+        self.popen = popen
+        self.pid = pid  # the command's pid in the caller's namespace
+
+
+def spawn(argv: Sequence[str], target: Target, **popen_kwargs: Any) -> Joined:
+    """Start argv inside target's namespace. Raises CommandNotFound / NotExecutable /
+    LaunchFailed (joining or mounting failed)."""
+    if not argv:
+        from pidns.errors import UsageError
+
+        raise UsageError("no command given")
+    cwd = os.fspath(popen_kwargs.pop("cwd", None) or os.getcwd())
+    if "preexec_fn" in popen_kwargs:
+        raise TypeError("spawn() uses preexec_fn itself")
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            popen = subprocess.Popen(
+                list(argv), preexec_fn=_hook(target, report_w, cwd), **popen_kwargs
+            )
+        except FileNotFoundError:
+            raise CommandNotFound(f"{argv[0]}: command not found") from None
+        except (PermissionError, OSError) as err:
+            if isinstance(err, subprocess.SubprocessError):
+                raise
+            raise NotExecutable(f"{argv[0]}: cannot execute: {err.strerror}") from None
+        except subprocess.SubprocessError:
+            os.close(report_w)
+            report_w = -1
+            raise _failure(report.read_all(report_r)) from None
+        os.close(report_w)
+        report_w = -1
+        records = report.read_all(report_r)
+    finally:
+        if report_w >= 0:
+            os.close(report_w)
+        os.close(report_r)
+    pid = next((int(r.fields[1]) for r in records if r.kind == "child"), None)
+    if pid is None:
+        popen.wait()
+        raise _failure(records)
+    return Joined(popen, pid)
+
+
+def _failure(records: list[report.Record]) -> LaunchFailed:
+    for record in records:
+        if record.kind == "error":
+            step, number = record.fields[1], int(record.fields[2])
+            reason = os.strerror(number) if number else record.fields[3]
+            if number == errno.ENOMEM:
+                reason = "the namespace is dying (its pid 1 has exited)"
+            return LaunchFailed(f"{step} failed: {reason}")
+    return LaunchFailed("joining the namespace failed")
+
+
+def _hook(target: Target, report_w: int, cwd: str) -> Callable[[], None]:
+    def hook() -> None:
+        step = "joining the namespace"
+        try:
+            target.join()
+            pid = os.fork()
+            if pid == 0:
+                if target.mounts_proc:
+                    step = "mounting its /proc"
+                    syscalls.unshare(syscalls.CLONE_NEWNS)
+                    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+                    syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
+                step = f"changing to {cwd}"
+                os.chdir(cwd)  # joining a mount namespace moved us to its root
+                return  # on to Popen's exec
+        except OSError as err:
+            report.send(report_w, "error", 0, step, err.errno or 0, str(err))
+            raise
+        report.send(report_w, "child", 0, pid)
+        _mirror(pid)
+
+    return hook
+
+
+def _mirror(pid: int) -> None:
+    """In the joiner: drop every fd (Popen waits for its pipes to close), wait, end alike."""
+    os.closerange(0, 1 << 20)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(OSError, ValueError):
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core of the joiner
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL/SIGSTOP refuse a handler
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))
