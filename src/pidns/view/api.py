@@ -138,11 +138,14 @@ def open_view(
 
 
 def _has_init(fd: int) -> bool:
+    """Whether the namespace's init still runs (an exited init may linger as a zombie)."""
     try:
-        nsfs.pid_from_pidns(fd, 1)
+        host = nsfs.pid_from_pidns(fd, 1)
+        with open(f"/proc/{host}/stat", "rb") as f:
+            data = f.read()
     except OSError:
         return False
-    return True
+    return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def fuse_missing() -> str | None:
