@@ -95,7 +95,7 @@ def test_exit_disappears_from_every_view(tmp_path: Path) -> None:
         host = int(Path(f"/proc/{ns}/task/{ns}/children").read_text().split()[0])
         start = time.monotonic()
         os.kill(host, 9)
-        gone = {}
+        gone: dict[str, float] = {}
         while len(gone) < 2 and time.monotonic() - start < 5:
             for d in ("a", "b"):
                 if d not in gone and not os.path.exists(tmp_path / d / "2"):
