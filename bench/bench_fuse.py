@@ -1,0 +1,149 @@
+"""The FUSE view against its peers: LXCFS (a C FUSE proc server) and the kernel's procfs.
+
+fuse_status_vs_lxcfs   open+read+close of /<pid>/status through the view / LXCFS's /proc/loadavg
+fuse_status_vs_kernel  the same / the kernel view's /<pid>/status
+fuse_ps_vs_kernel_1k   `ps -ef` inside a namespace of 1,000 tasks, view / kernel view at /proc
+exit_flush_p99_ms      task exit -> its /<pid> gone from the view, p99 over 1,000 exits (ms)
+daemon_rss_mb_1k       the daemon's RSS after a full `ps -ef` of 1,000 tasks (MB)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.timing import interleaved_ratio, run_quiet
+
+
+def _open_read(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    os.read(fd, 65536)
+    os.close(fd)
+
+
+def _loop(path: str, n: int = 300) -> object:
+    def call() -> None:
+        for _ in range(n):
+            _open_read(path)
+
+    return call
+
+
+@contextlib.contextmanager
+def _namespace(tasks: int) -> Iterator[int]:
+    """A namespace whose init is a shell with `tasks - 1` sleeping children; yields the init's host pid."""
+    script = f"for i in $(seq {tasks - 1}); do sleep 100000 & done; wait"
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
+    try:
+        init = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if kids:
+                init = int(kids[0])
+                n = len(Path(f"/proc/{init}/task/{init}/children").read_text().split())
+                if n >= tasks - 1:
+                    break
+            time.sleep(0.05)
+        yield init
+    finally:
+        with contextlib.suppress(OSError, IndexError):
+            os.kill(int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0]), 9)
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def _views(init: int) -> Iterator[tuple[str, str]]:
+    from pidns.view.api import open_view
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fuse, kernel = f"{tmp}/fuse", f"{tmp}/kernel"
+        os.mkdir(fuse)
+        os.mkdir(kernel)
+        with open_view(f"@{init}", fuse, backend="fuse"), open_view(f"@{init}", kernel, backend="kernel"):
+            yield fuse, kernel
+
+
+@contextlib.contextmanager
+def _lxcfs() -> Iterator[str | None]:
+    if shutil.which("lxcfs") is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(["lxcfs", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                if os.path.exists(f"{tmp}/proc/loadavg"):
+                    break
+                time.sleep(0.05)
+            yield f"{tmp}/proc/loadavg"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+            subprocess.run(["umount", "-l", tmp], stderr=subprocess.DEVNULL, check=False)
+
+
+def _inside(init: int, proc_dir: str, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--pid=/proc/{init}/ns/pid", "--", "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", 'mount --bind "$0" /proc && exec "$@"', proc_dir, *argv]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _exit_flush(init: int, fuse: str, n: int) -> list[float]:
+    """Kill a child of the namespace's init and time until its entry is gone from the view."""
+    from pidns.kernel import nsfs
+
+    fd = nsfs.open_ns(f"/proc/{init}/ns/pid")
+    delays = []
+    try:
+        # One child is spared: the init's `wait` returns, and the namespace dies, when the last exits.
+        kids = [int(k) for k in Path(f"/proc/{init}/task/{init}/children").read_text().split()][:-1][:n]
+        for host in kids:
+            ns_pid = nsfs.pid_in_pidns(fd, host)
+            path = f"{fuse}/{ns_pid}"
+            os.stat(path)  # cached in the kernel, as a client's earlier walk leaves it
+            start = time.perf_counter()
+            os.kill(host, signal.SIGKILL)
+            while os.path.exists(path):
+                pass
+            delays.append((time.perf_counter() - start) * 1000)
+    finally:
+        os.close(fd)
+    return delays
+
+
+def run() -> dict[str, float]:
+    results: dict[str, float] = {}
+    with _namespace(1002) as init, _views(init) as (fuse, kernel):
+        from pidns.view import control, state
+
+        daemon = int(control.request(str(state.socket_path()), {"op": "ping"})["pid"])
+        pid = sorted(int(n) for n in os.listdir(kernel) if n.isdigit())[1]
+        status_fuse = _loop(f"{fuse}/{pid}/status")
+        _, _, results["fuse_status_vs_kernel"] = interleaved_ratio(status_fuse, _loop(f"{kernel}/{pid}/status"))
+        with _lxcfs() as loadavg:
+            if loadavg is not None:
+                _, _, results["fuse_status_vs_lxcfs"] = interleaved_ratio(status_fuse, _loop(loadavg))
+        _, _, results["fuse_ps_vs_kernel_1k"] = interleaved_ratio(
+            run_quiet(_inside(init, fuse, ["ps", "-ef"])), run_quiet(_inside(init, kernel, ["ps", "-ef"])),
+            rounds=7, warmup=1)
+        results["daemon_rss_mb_1k"] = _rss_mb(daemon)
+        delays = _exit_flush(init, fuse, 1000)
+        results["exit_flush_p99_ms"] = statistics.quantiles(delays, n=100)[98] if len(delays) > 2 else float("nan")
+        results["exit_flush_median_ms"] = statistics.median(delays) if delays else float("nan")
+    return results
