@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench.timing import interleaved_ratio, run_quiet
@@ -29,7 +29,7 @@ def _open_read(path: str) -> None:
     os.close(fd)
 
 
-def _loop(path: str, n: int = 300) -> object:
+def _loop(path: str, n: int = 300) -> Callable[[], object]:
     def call() -> None:
         for _ in range(n):
             _open_read(path)
