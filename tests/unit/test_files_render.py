@@ -1,0 +1,37 @@
+"""Renderers of translated proc files, on captured bytes."""
+
+from __future__ import annotations
+
+from pidns.view.files.children import render_children
+from pidns.view.files.ids import task_ids
+from pidns.view.files.sched import render_sched
+from pidns.view.files.stat import render_stat
+from pidns.view.files.status import render_status
+
+STATUS = (b"Name:\tsleep\nState:\tS (sleeping)\nTgid:\t5001\nNgid:\t0\nPid:\t5001\nPPid:\t5000\n"
+          b"TracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNStgid:\t5001\t2\nNSpid:\t5001\t2\n"
+          b"NSpgid:\t4000\t0\nNSsid:\t4000\t0\nThreads:\t1\n")
+STAT = b"5001 (sl) eep) S 5000 4000 4000 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 123 0 0 0 11 12 13\n"
+HOST_TO_NS = {5000: 1, 5001: 2}.get
+
+
+def to_ns(pid: int) -> int:
+    return HOST_TO_NS(pid) or 0
+
+
+def test_status_translates_ids_and_chains() -> None:
+    out = render_status(STATUS, task_ids(STATUS, 1, to_ns)).decode()
+    assert "Tgid:\t2\n" in out and "Pid:\t2\n" in out and "PPid:\t1\n" in out
+    assert "NSpid:\t2\n" in out and "NSpgid:\t0\n" in out and "Ngid:\t0\n" in out
+
+
+def test_stat_splits_at_last_paren_and_hides_addresses() -> None:
+    ids = task_ids(STATUS, 1, to_ns)
+    fields = render_stat(STAT, ids, to_ns, permitted=False).rsplit(b") ", 1)[1].split()
+    assert render_stat(STAT, ids, to_ns).startswith(b"2 (sl) eep) S 1 0 0 0 -1 ")
+    assert fields[23:26] == [b"1", b"1", b"0"]
+
+
+def test_children_and_sched() -> None:
+    assert render_children(b"5001 777 ", to_ns) == b"2 "
+    assert render_sched(b"sleep (5001, #threads: 1)\n---\n", 2) == b"sleep (2, #threads: 1)\n---\n"
