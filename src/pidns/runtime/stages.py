@@ -142,7 +142,7 @@ class Chain:
             if self.go_r >= 0 and os.read(self.go_r, 1) != b"g":
                 os._exit(125)  # the launcher gave up before the start
             signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
-            os.execvp(argv[0], argv)
+            _execvp(argv)
         except BaseException as err:
             code = getattr(err, "errno", None)
             self._fail(level, err, 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126)
@@ -194,3 +194,22 @@ def _set_comm(name: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _execvp(argv: tuple[str, ...]) -> NoReturn:
+    """execvp with a shell's verdicts: a PATH directory we may not search is skipped (Python's
+    execvp would report its EACCES as "permission denied" for a command that isn't there)."""
+    if "/" in argv[0]:
+        os.execv(argv[0], argv)
+    denied: OSError | None = None
+    for directory in os.get_exec_path():
+        path = os.path.join(directory, argv[0])
+        try:
+            os.execv(path, argv)
+        except OSError as err:
+            missing = err.errno in (errno.ENOENT, errno.ENOTDIR) or (
+                err.errno == errno.EACCES and not os.path.exists(path)
+            )
+            if not missing and denied is None:
+                denied = err
+    raise denied or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
