@@ -37,7 +37,7 @@ def _needs_userns() -> None:
         pytest.skip(f"unprivileged user namespaces are disabled: {reason}")
 
 
-def nobody(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def nobody(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "HOME")}
     return subprocess.run(
         [*AS_NOBODY, sys.executable, "-m", "pidns.cli.main", *args],
@@ -46,7 +46,6 @@ def nobody(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env={**env, "HOME": "/tmp"},
         cwd="/",
-        **kwargs,  # type: ignore[call-overload]
     )
 
 
