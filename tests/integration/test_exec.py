@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,10 +16,10 @@ pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def sandbox() -> Sandbox:
+def sandbox() -> Iterator[Sandbox]:
     with Sandbox(nest=2) as sb:
         sb.spawn(["sh", "-c", "sleep 60 & sleep 60"], stdout=subprocess.DEVNULL)
-        yield sb  # type: ignore[misc]
+        yield sb
 
 
 @pytest.mark.parametrize("how", ["inode", "pid:[inode]", "@pid", "path"])
