@@ -36,7 +36,7 @@ class Process:
         self.args = list(args)
         self.pid = HostPid(joined.pid)  # in the caller's namespace
         self.ns_pid = NsPid(ns_pid)  # in the sandbox's innermost namespace
-        self._fd = pidfd.open_pid(joined.pid)
+        self._fd = joined.pidfd
         self.stdin: IO[Any] | None = self._popen.stdin
         self.stdout: IO[Any] | None = self._popen.stdout
         self.stderr: IO[Any] | None = self._popen.stderr

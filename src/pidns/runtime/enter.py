@@ -7,7 +7,8 @@ joins the namespaces and forks once more, because only a child enters a PID name
 
 The command returns from the hook into Popen and execs; the joiner waits for it and ends the same
 way (same exit code, same signal), so Popen's returncode is the command's. The joiner reports
-the command's pid over a pipe.
+the command's pid over a pipe and hands over a pidfd for it (SCM_RIGHTS): it is the command's
+parent, so the pidfd is taken before anyone could reap the command and free its pid.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,9 +62,10 @@ class Target:
 
 
 class Joined:
-    def __init__(self, popen: subprocess.Popen[Any], pid: int) -> None:
+    def __init__(self, popen: subprocess.Popen[Any], pid: int, pidfd: int) -> None:
         self.popen = popen
         self.pid = pid  # the command's pid in the caller's namespace
+        self.pidfd = pidfd  # the caller owns it
 
 
 def spawn(argv: Sequence[str], target: Target, **popen_kwargs: Any) -> Joined:
@@ -76,33 +79,38 @@ def spawn(argv: Sequence[str], target: Target, **popen_kwargs: Any) -> Joined:
     if "preexec_fn" in popen_kwargs:
         raise TypeError("spawn() uses preexec_fn itself")
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:
             popen = subprocess.Popen(
-                list(argv), preexec_fn=_hook(target, report_w, cwd), **popen_kwargs
+                list(argv), preexec_fn=_hook(target, report_w, theirs, cwd), **popen_kwargs
             )
         except FileNotFoundError:
             raise CommandNotFound(f"{argv[0]}: command not found") from None
-        except (PermissionError, OSError) as err:
-            if isinstance(err, subprocess.SubprocessError):
-                raise
-            raise NotExecutable(f"{argv[0]}: cannot execute: {err.strerror}") from None
         except subprocess.SubprocessError:
             os.close(report_w)
             report_w = -1
             raise _failure(report.read_all(report_r)) from None
+        except OSError as err:
+            raise NotExecutable(f"{argv[0]}: cannot execute: {err.strerror}") from None
         os.close(report_w)
         report_w = -1
+        theirs.close()
         records = report.read_all(report_r)
+        _, fds, _, _ = socket.recv_fds(mine, 1, 1)
     finally:
         if report_w >= 0:
             os.close(report_w)
         os.close(report_r)
+        theirs.close()
+        mine.close()
     pid = next((int(r.fields[1]) for r in records if r.kind == "child"), None)
-    if pid is None:
+    if pid is None or not fds:
+        for fd in fds:
+            os.close(fd)
         popen.wait()
         raise _failure(records)
-    return Joined(popen, pid)
+    return Joined(popen, pid, fds[0])
 
 
 def _failure(records: list[report.Record]) -> LaunchFailed:
@@ -116,7 +124,7 @@ def _failure(records: list[report.Record]) -> LaunchFailed:
     return LaunchFailed("joining the namespace failed")
 
 
-def _hook(target: Target, report_w: int, cwd: str) -> Callable[[], None]:
+def _hook(target: Target, report_w: int, sock: socket.socket, cwd: str) -> Callable[[], None]:
     def hook() -> None:
         step = "joining the namespace"
         try:
@@ -135,6 +143,7 @@ def _hook(target: Target, report_w: int, cwd: str) -> Callable[[], None]:
             report.send(report_w, "error", 0, step, err.errno or 0, str(err))
             raise
         report.send(report_w, "child", 0, pid)
+        socket.send_fds(sock, [b"p"], [os.pidfd_open(pid)])
         _mirror(pid)
 
     return hook

@@ -29,10 +29,12 @@ def exec_in(designator: str, argv: Sequence[str], proc: str = "/proc") -> int:
             forwarder = None
         try:
             joined = spawn(argv, Target(pidns_fd=ns_fd, userns_fd=userns_fd))
-            if forwarder is not None:
-                fd = pidfd.open_pid(joined.pid)
-                forwarder.attach(lambda sig: _send(fd, sig))
-            code = joined.popen.wait()
+            try:
+                if forwarder is not None:
+                    forwarder.attach(lambda sig: _send(joined.pidfd, sig))
+                code = joined.popen.wait()
+            finally:
+                os.close(joined.pidfd)
         finally:
             if forwarder is not None:
                 forwarder.restore()
