@@ -71,7 +71,9 @@ class Launched:
     def start(self) -> None:
         """Let the command run (after a held launch) and wait until it has been executed."""
         if self._go_w >= 0:
-            os.write(self._go_w, b"g")
+            # Nobody reads it without a command, or when the command's stage died: then EPIPE.
+            with contextlib.suppress(BrokenPipeError):
+                os.write(self._go_w, b"g")
             os.close(self._go_w)
             self._go_w = -1
         while (record := self._reader.next()) is not None:
@@ -121,15 +123,16 @@ class Launched:
 
 
 def launch(spec: Spec) -> Launched:
-    """Create the namespaces and everything up to the command. With spec.hold the command waits
-    for Launched.start(); otherwise call start() to learn whether it could be executed."""
+    """Create the namespaces and everything up to the command, which waits for
+    Launched.start(): until then every pid 1 is alive, so their pids can be translated and a
+    name registered before the command can run (or end)."""
     if spec.nest < 1:
         raise UsageError(f"--nest must be at least 1 (got {spec.nest})")
     if spec.argv is not None and not spec.argv:
         raise UsageError("no command given (put it after '--')")
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.hold else (-1, -1)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     # The forked processes start with the forwarded signals blocked (init.py takes them with
     # sigwaitinfo); the command gets the caller's mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
@@ -173,6 +176,8 @@ def launch(spec: Spec) -> Launched:
     except OSError as err:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        for fd in (err_r, status_r, go_w):
+            os.close(fd)
         raise LaunchFailed(f"the new namespace vanished while starting: {err.strerror}") from None
 
 

@@ -43,7 +43,6 @@ def run(
         to_group=forward_to == "group",
         kill_timeout=kill_timeout,
         die_with_parent=die_with_parent,
-        hold=name is not None,
     )
     reservation = None
     if name is not None:

@@ -11,7 +11,6 @@ class Spec:
     __slots__ = (
         "argv",
         "die_with_parent",
-        "hold",
         "init",
         "kill_timeout",
         "nest",
@@ -29,7 +28,6 @@ class Spec:
         to_group: bool = False,
         kill_timeout: float = 2.0,
         die_with_parent: bool = True,
-        hold: bool = False,
     ) -> None:
         self.argv = argv  # None: no command; the namespace idles until killed (Sandbox)
         self.nest = nest
@@ -38,7 +36,6 @@ class Spec:
         self.to_group = to_group  # forward signals to the command's process group
         self.kill_timeout = kill_timeout
         self.die_with_parent = die_with_parent
-        self.hold = hold  # the command waits for Launched.start() (time to register a name)
 
     def uses_userns(self, euid: int) -> bool:
         return euid != 0 if self.user is None else self.user

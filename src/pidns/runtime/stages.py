@@ -50,7 +50,7 @@ class Chain:
         self.foreground = foreground  # the caller owns the terminal: hand it to the command
         self.err_w = err_w
         self.status_w = status_w
-        self.go_r = go_r  # -1 unless spec.hold
+        self.go_r = go_r  # the command waits on it for Launched.start()
         self.parent_ends = parent_ends  # the launcher's ends of the pipes: closed in each child
         self.step = "start"
 
