@@ -71,20 +71,16 @@ def command(
     """
     if not argv:
         raise click.UsageError("no command given: pidns run [OPTIONS] -- CMD [ARGS]...")
-    from pidns.runtime.run import run
+    from pidns.cli.run_fast import execute
 
-    if name is not None:
-        from pidns.runtime.registry import check_name
-
-        check_name(name)
-    return run(
-        argv,
+    return execute(
         nest=nest,
         user=user,
-        init=not no_init,
+        no_init=no_init,
         forward_to=forward_to,
         kill_timeout=kill_timeout,
         die_with_parent=die_with_parent,
         name=name,
         status_json=status_json,
+        argv=argv,
     )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterable
-from types import FrameType
-from typing import Any
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None
+TYPE_CHECKING = False  # importing typing would slow down pidns run
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
+
+    _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Forwarder:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import NoReturn
+
+TYPE_CHECKING = False  # no typing in pid 1: it would cost memory and start-up
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 FORWARDED = (
     signal.SIGINT,

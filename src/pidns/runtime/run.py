@@ -6,13 +6,16 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import IO
 
 from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
 from pidns.runtime.launcher import Launched, launch
 from pidns.runtime.launcher import foreground as _foreground
 from pidns.runtime.spec import Spec
+
+TYPE_CHECKING = False  # typing itself costs more to import than pidns run spends starting
+if TYPE_CHECKING:
+    from typing import IO
 
 
 def run(

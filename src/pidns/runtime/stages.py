@@ -15,14 +15,16 @@ import errno
 import gc
 import os
 import signal
-from typing import TYPE_CHECKING, NoReturn
 
 from pidns.kernel import pidfd, syscalls
 from pidns.runtime import report
 from pidns.runtime.init import FORWARDED, exit_code, serve
 from pidns.runtime.userns import map_to_root
 
+TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from pidns.runtime.spec import Spec
 
 PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
