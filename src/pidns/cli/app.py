@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
 from pidns.cli.commands import COMMANDS, NS_HELP, SUMMARY
-from pidns.errors import PidnsError
+from pidns.cli.failure import exit_status, fail
 
 
 class LazyGroup(click.Group):
@@ -31,11 +30,6 @@ def cli() -> None:
     pass
 
 
-def fail(message: str, code: int) -> int:
-    sys.stderr.write(f"pidns: error: {message}\n")
-    return code
-
-
 def run(args: list[str]) -> int:
     try:
         result = cli.main(args, prog_name="pidns", standalone_mode=False)
@@ -48,12 +42,6 @@ def run(args: list[str]) -> int:
         return err.exit_code
     except click.Abort:
         return fail("aborted", 1)
-    except PidnsError as err:
-        return fail(str(err), err.exit_code)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-    except OSError as err:  # last resort: anything the kernel refused that no layer translated
-        return fail(f"{err.filename or 'pidns'}: {err.strerror or err}", 1)
+    except (Exception, KeyboardInterrupt) as err:
+        return exit_status(err)
     return result if isinstance(result, int) else 0

@@ -29,15 +29,12 @@ def _fast_run(args: list[str]) -> int | None:
     options = parse(args)
     if options is None:
         return None
-    from pidns.errors import PidnsError
-
     try:
         return execute(**options)  # type: ignore[arg-type]
-    except PidnsError as err:
-        sys.stderr.write(f"pidns: error: {err}\n")
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except (Exception, KeyboardInterrupt) as err:
+        from pidns.cli.failure import exit_status
+
+        return exit_status(err)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -94,7 +95,8 @@ def run(
         if reservation is not None:
             reservation.release()
         if status is not None and status is not sys.stdout:
-            status.close()
+            with contextlib.suppress(BrokenPipeError):
+                status.close()
         if foreground:
             _reclaim_terminal()
 
@@ -113,8 +115,10 @@ def _open_status(target: str) -> IO[str]:
 def _emit(out: IO[str], record: dict[str, object]) -> None:
     import json
 
-    out.write(json.dumps(record, separators=(",", ":")) + "\n")
-    out.flush()
+    # A reader that went away is not the command's failure: the run goes on, unreported.
+    with contextlib.suppress(BrokenPipeError):
+        out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        out.flush()
 
 
 def _reclaim_terminal() -> None:
