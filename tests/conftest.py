@@ -14,9 +14,9 @@ def _fuse_missing() -> str | None:
     if shutil.which("fusermount3") is None:
         return "needs fusermount3 (apt-get install fuse3)"
     try:
-        import pyfuse3  # noqa: F401
-    except ImportError as err:
-        return f"needs pyfuse3 ({err})"
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as err:
+        return f"needs a usable /dev/fuse ({err.strerror})"
     return None
 
 

@@ -17,24 +17,71 @@ from pidns.cli.options import json_option
 @click.command("mount")
 @click.argument("ns")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(["auto", "kernel", "fuse"]), default="auto", show_default=True,
-              help="kernel: a procfs owned by NS (needs root); fuse: pidns's own view; auto: kernel when permitted.")
-@click.option("--hidepid", type=click.Choice(["off", "noaccess", "invisible", "ptraceable"]), default="off",
-              show_default=True, help="Hide other users' tasks, as procfs's hidepid=.")
-@click.option("--gid", type=int, default=None, metavar="G", help="Members of group G see every task (hidepid).")
-@click.option("--subset", type=click.Choice(["pid"]), default=None, help="Only pid directories, self and thread-self.")
-@click.option("--allow-other", is_flag=True, help="Let other users enter the view (each checked like procfs would).")
-@click.option("--virtualize", is_flag=True, help="fuse only: uptime and loadavg of NS (LXCFS-style).")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "kernel", "fuse"]),
+    default="auto",
+    show_default=True,
+    help="kernel: a procfs owned by NS (needs root); fuse: pidns's own view; auto: kernel when permitted.",
+)
+@click.option(
+    "--hidepid",
+    type=click.Choice(["off", "noaccess", "invisible", "ptraceable"]),
+    default="off",
+    show_default=True,
+    help="Hide other users' tasks, as procfs's hidepid=.",
+)
+@click.option(
+    "--gid",
+    type=int,
+    default=None,
+    metavar="G",
+    help="Members of group G see every task (hidepid).",
+)
+@click.option(
+    "--subset",
+    type=click.Choice(["pid"]),
+    default=None,
+    help="Only pid directories, self and thread-self.",
+)
+@click.option(
+    "--allow-other",
+    is_flag=True,
+    help="Let other users enter the view (each checked like procfs would).",
+)
+@click.option(
+    "--virtualize", is_flag=True, help="fuse only: uptime and loadavg of NS (LXCFS-style)."
+)
 @click.option("--foreground", is_flag=True, help="Stay attached until interrupted, then unmount.")
-def mount_command(ns: str, mountpoint: str, backend: str, hidepid: str, gid: int | None, subset: str | None,
-                  allow_other: bool, virtualize: bool, foreground: bool) -> None:
+def mount_command(
+    ns: str,
+    mountpoint: str,
+    backend: str,
+    hidepid: str,
+    gid: int | None,
+    subset: str | None,
+    allow_other: bool,
+    virtualize: bool,
+    foreground: bool,
+) -> None:
     """Serve the proc tree of namespace NS at MOUNTPOINT."""
     from pidns.view.api import open_view
 
-    handle = open_view(ns, mountpoint, backend=backend, hidepid=hidepid, gid=gid, subset_pid=subset == "pid",
-                       allow_other=allow_other, virtualize=virtualize)
-    click.echo(f"{handle.mountpoint}: pid:[{handle.ns}] ({handle.backend}"
-               + (f", daemon {handle.daemon_pid}" if handle.daemon_pid else "") + ")")
+    handle = open_view(
+        ns,
+        mountpoint,
+        backend=backend,
+        hidepid=hidepid,
+        gid=gid,
+        subset_pid=subset == "pid",
+        allow_other=allow_other,
+        virtualize=virtualize,
+    )
+    click.echo(
+        f"{handle.mountpoint}: pid:[{handle.ns}] ({handle.backend}"
+        + (f", daemon {handle.daemon_pid}" if handle.daemon_pid else "")
+        + ")"
+    )
     if not foreground:
         return
     from pidns.view.mountsys import is_mountpoint
@@ -81,7 +128,17 @@ def mounts_command(as_json: bool) -> None:
         words += [f"gid={opts['gid']}"] if opts.get("gid") is not None else []
         words += ["subset=pid"] if opts.get("subset") else []
         words += [w for w in ("allow_other", "virtualize") if opts.get(w)]
-        rows.append([str(v["mountpoint"]), f"pid:[{v['ns']}]", str(v["backend"]),
-                     str(v.get("daemon_pid") or "-"), ",".join(words) or "-"])
-    print_columns(["MOUNTPOINT", "NAMESPACE", "BACKEND", "DAEMON", "OPTIONS"], rows,
-                  left={"MOUNTPOINT", "NAMESPACE", "BACKEND", "OPTIONS"})
+        rows.append(
+            [
+                str(v["mountpoint"]),
+                f"pid:[{v['ns']}]",
+                str(v["backend"]),
+                str(v.get("daemon_pid") or "-"),
+                ",".join(words) or "-",
+            ]
+        )
+    print_columns(
+        ["MOUNTPOINT", "NAMESPACE", "BACKEND", "DAEMON", "OPTIONS"],
+        rows,
+        left={"MOUNTPOINT", "NAMESPACE", "BACKEND", "OPTIONS"},
+    )

@@ -20,17 +20,7 @@ from typing import Any
 from pidns.errors import NamespaceGone, PidnsError, Unsupported, UsageError, from_oserror
 from pidns.kernel import nsfs, syscalls
 from pidns.view import control, state
-from pidns.view.mountsys import (
-    MNT_DETACH,
-    MS_BIND,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_RDONLY,
-    MS_REMOUNT,
-    is_mountpoint,
-    mount_fstype,
-)
+from pidns.view.mountsys import is_mountpoint, mount_fstype
 from pidns.view.options import Hidepid, ViewOptions
 
 BACKENDS = ("auto", "kernel", "fuse")
@@ -161,35 +151,56 @@ def fuse_missing() -> str | None:
 
 
 def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> ViewHandle:
+    """Mount here (in this process's mount namespace), then hand the connection to the daemon."""
+    from pidns.kernel import fuse_mount
+
     missing = fuse_missing()
     if missing:
         raise Unsupported(f"{path}: FUSE is not available: {missing}")
-    if os.geteuid() != 0:
-        raise Unsupported(
-            f"{path}: FUSE views for unprivileged users are not implemented yet (the daemon binds "
-            "its views into place, which needs CAP_SYS_ADMIN)"
-        )
-    ensure_daemon()
-    reply = control.request(str(state.socket_path()), {
+    message = {
         "op": "open", "mountpoint": path, "auto_unmount": auto_unmount,
         "options": {"hidepid": options.hidepid.word, "gid": options.gid, "subset_pid": options.subset_pid,
                     "allow_other": options.allow_other, "virtualize": options.virtualize,
                     "owner_uid": options.owner_uid},
-    }, fd=fd)
-    if not reply.get("ok"):
-        raise PidnsError(f"{path}: the view daemon refused: {reply.get('error')}")
-    view_id = str(reply["view"])
+    }
+    ensure_daemon()
     try:
-        syscalls.mount(str(reply["path"]), path, None, MS_BIND)
-        syscalls.mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        fuse_fd = fuse_mount.mount(path, allow_other=options.allow_other)
+    except fuse_mount.MountError as err:
+        raise PidnsError(f"{path}: cannot mount the view: {err.strerror}") from None
+    try:
+        mnt_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            reply = _send_open(message, [fd, fuse_fd, mnt_fd])
+        finally:
+            os.close(mnt_fd)
+    except BaseException:
+        os.close(fuse_fd)
+        fuse_mount.unmount_quietly(path)
+        raise
+    os.close(fuse_fd)  # the daemon holds the connection now
+    if not reply.get("ok"):
+        fuse_mount.unmount_quietly(path)
+        raise PidnsError(f"{path}: the view daemon refused: {reply.get('error')}")
+    try:
         os.lstat(os.path.join(path, "self"))  # answering
     except OSError as err:
-        with contextlib.suppress(OSError):
-            syscalls.umount2(path, MNT_DETACH)
-        with contextlib.suppress(OSError):
-            control.request(str(state.socket_path()), {"op": "close", "view": view_id})
-        raise PidnsError(f"{path}: cannot mount the view: {err.strerror}") from None
-    return ViewHandle(path, "fuse", int(reply["ns"]), int(reply["pid"]), view_id, options.describe())
+        fuse_mount.unmount_quietly(path)
+        raise PidnsError(f"{path}: the view does not answer: {err.strerror}") from None
+    return ViewHandle(path, "fuse", int(reply["ns"]), int(reply["pid"]), str(reply["view"]), options.describe())
+
+
+def _send_open(message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    """The open request; once more with a fresh daemon if the one asked was just leaving."""
+    sock = str(state.socket_path())
+    try:
+        reply = control.request(sock, message, fds=fds)
+    except OSError:
+        reply = {"ok": False, "error": "no reply"}
+    if reply.get("error") == "no reply":
+        ensure_daemon()
+        reply = control.request(sock, message, fds=fds)
+    return reply
 
 
 def ensure_daemon(timeout: float = 10.0) -> int:
@@ -216,7 +227,7 @@ def ensure_daemon(timeout: float = 10.0) -> int:
 
 
 def close_view(mountpoint: str) -> None:
-    """Unmount a view made by open_view and tell its daemon."""
+    """Unmount a view made by open_view (its daemon notices and drops the view)."""
     path = os.path.abspath(mountpoint)
     rec = state.lookup(path)
     if rec is None or not is_mountpoint(path):
@@ -225,15 +236,17 @@ def close_view(mountpoint: str) -> None:
         raise UsageError(f"{mountpoint}: not a view made by 'pidns mount'"
                          + (f" (a {fstype} mount is there)" if fstype else " (see 'pidns mounts')"))
     try:
-        syscalls.umount2(path, 0)
+        if rec.get("backend") == "fuse":
+            from pidns.kernel import fuse_mount
+
+            fuse_mount.unmount(path)
+        else:
+            syscalls.umount2(path, 0)
     except OSError as err:
         if err.errno == errno.EBUSY:
             raise PidnsError(f"{mountpoint}: busy (a process uses the view; close it or retry)") from None
         raise from_oserror(err, mountpoint) from None
     state.forget(path)
-    if rec.get("backend") == "fuse" and rec.get("view"):
-        with contextlib.suppress(OSError):
-            control.request(str(state.socket_path()), {"op": "close", "view": rec["view"]})
 
 
 def list_views() -> list[dict[str, Any]]:

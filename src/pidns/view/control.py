@@ -1,10 +1,12 @@
-"""The daemon's control socket: one JSON request (with an nsfs fd, for `open`) and one JSON reply."""
+"""The daemon's control socket: one JSON request (with fds for `open`: the namespace's nsfs fd, the
+mount's /dev/fuse fd, the mounting process's mount namespace) and one JSON reply."""
 
 from __future__ import annotations
 
 import array
 import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 MAX_MESSAGE = 1 << 20
@@ -14,13 +16,15 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-def request(path: str, message: dict[str, Any], fd: int | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """Send one request and wait for the reply. OSError when no daemon listens at path."""
+def request(path: str, message: dict[str, Any], fds: Sequence[int] = (), timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request (passing fds) and wait for the reply. OSError when no daemon listens at path."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        fds = [] if fd is None else [fd]
-        socket.send_fds(sock, [encode(message)], fds) if fds else sock.sendall(encode(message))
+        if fds:
+            socket.send_fds(sock, [encode(message)], list(fds))
+        else:
+            sock.sendall(encode(message))
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)

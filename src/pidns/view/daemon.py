@@ -1,10 +1,15 @@
-"""The per-user daemon: one pyfuse3 session (the hub) serving every view of the user.
+"""The per-user daemon: serves every FUSE view of its user, each mount on its own /dev/fuse fd.
 
-pyfuse3 serves one mount per process, so the hub holds a directory per view and `pidns mount` binds
-that directory where the user asked. Views of one namespace share its instance; the registry knows
-every view, which is what lets one exit be flushed from all of them.
+`pidns mount` mounts (mount(2) as root, fusermount3 otherwise) in its own mount namespace and hands
+the connection's fd to this daemon with the namespace's nsfs fd; a view's threads answer that fd
+until it is unmounted (the device then reads ENODEV). Views of one namespace share its instance; the
+registry knows every view, which is what lets one exit be flushed from all of them.
 
-    python -m pidns.view.daemon [--foreground]
+Threads: the main one answers the control socket; each view has its request threads; one watcher
+reports exits; one notifier writes invalidations. The daemon leaves when it has served no view for
+LINGER seconds.
+
+    python -m pidns.view.daemon [--foreground] [--debug]
 """
 
 from __future__ import annotations
@@ -15,62 +20,111 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
+import struct
+import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
-import pyfuse3
-import trio
-
 from pidns.errors import PidnsError
-from pidns.kernel import syscalls
+from pidns.kernel import fuse_mount
 from pidns.view import control, state
-from pidns.view.fuse import Adapter
+from pidns.view.fuse import Notifier, Session
 from pidns.view.instances import Instance, Registry, View
-from pidns.view.mountsys import MNT_DETACH
-from pidns.view.nodes import Hub
+from pidns.view.nodes import Root
 from pidns.view.options import Hidepid, ViewOptions
 from pidns.view.watch import Watcher
 
 log = logging.getLogger("pidns.daemon")
 
+LINGER = 2.0  # s without views before the daemon exits (a burst of mounts reuses it)
+THREADS_PER_VIEW = 2  # one answers while another is stuck in a slow host read (or interrupted)
+_PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+
 
 class Daemon:
-    def __init__(self) -> None:
+    def __init__(self, threads_per_view: int = THREADS_PER_VIEW) -> None:
+        self.lock = threading.RLock()  # views, sessions and instances change under it
         self.registry = Registry()
-        self.adapter = Adapter(Hub(self.registry.views))
-        self.watcher = Watcher(self.registry, self.adapter.flush_task)
-        self.watcher.on_dead = self._on_dead  # type: ignore[method-assign]
-        self.auto_unmount: set[str] = set()
-        self.stop = trio.Event()
+        self.notifier = Notifier()
+        self.sessions: dict[str, Session] = {}  # view id -> the session serving its mount
+        self.auto_unmount: dict[str, int] = {}  # view id -> mount namespace fd (-1: the daemon's)
+        self.threads_per_view = threads_per_view
+        self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
+        self.own_pidns = os.stat("/proc/self/ns/pid").st_ino
+        self.watcher = Watcher(self.registry, self.flush_task, self._on_dead, self.lock,
+                               shown=self._shown, shown_pids=self._shown_pids)
+        self.stop = threading.Event()
+        self.idle_since = time.monotonic()
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- exits -----------------------------------------------------------------------------------
 
-    def _on_dead(self, instance: object) -> None:
-        assert isinstance(instance, Instance)
-        self.adapter.flush_instance(self.adapter.host_pids_of(instance))
-        for view in list(instance.views.values()):
-            if view.id in self.auto_unmount and view.mountpoint:
-                with contextlib.suppress(OSError):
-                    syscalls.umount2(view.mountpoint, MNT_DETACH)
-                state.forget(view.mountpoint)
-                self.registry.close_view(view.id)
-        self._maybe_stop()
+    def flush_task(self, host_pid: int) -> None:
+        for session in list(self.sessions.values()):
+            session.flush_task(host_pid)
 
-    def _maybe_stop(self) -> None:
-        if not self.registry.views:
-            self.stop.set()
+    def _shown(self, host_pid: int) -> bool:
+        return any(host_pid in s.by_host for s in list(self.sessions.values()))
+
+    def _shown_pids(self) -> list[int]:
+        return [pid for s in list(self.sessions.values()) for pid in list(s.by_host)]
+
+    def _on_dead(self, instance: Instance) -> None:
+        """The namespace's init was reaped: its views show a dead namespace; auto-unmount them."""
+        unmount = []
+        with self.lock:
+            for view in list(instance.views.values()):
+                session = self.sessions.get(view.id)
+                if session is not None:
+                    session.flush_all()
+                if view.id in self.auto_unmount and view.mountpoint:
+                    unmount.append((view.mountpoint, self.auto_unmount.pop(view.id)))
+        for mountpoint, mnt_fd in unmount:
+            _unmount_lazily(mountpoint, mnt_fd)
+            state.forget(mountpoint)
+
+    def _session_ended(self, session: Session) -> None:
+        """The mount is gone (the device read ENODEV): close its view."""
+        with self.lock:
+            view_id = session.name
+            self.sessions.pop(view_id, None)
+            self.registry.close_view(view_id)
+            fd = self.auto_unmount.pop(view_id, -1)
+            if fd >= 0:
+                os.close(fd)
+            if not self.sessions:
+                self.idle_since = time.monotonic()
+        log.info("view %s unmounted", view_id)
 
     # -- control requests ----------------------------------------------------------------------
 
-    def handle(self, message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def handle(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
         op = message.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid(), "watch": self.watcher.mode}
         if op == "open":
-            if len(fds) != 1:
-                return {"ok": False, "error": "open needs one nsfs fd"}
-            opts = message.get("options", {})
+            return self._open(message, fds, peer_pid)
+        if op == "list":
+            with self.lock:
+                return {"ok": True, "views": [self._describe(v) for v in self.registry.views.values()]}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _open(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
+        if len(fds) not in (2, 3):
+            return {"ok": False, "error": "open needs an nsfs fd, a /dev/fuse fd and optionally a mount namespace fd"}
+        # FUSE numbers each requester in the mounting process's pid namespace (the connection's):
+        # this daemon reads those numbers as its own.
+        try:
+            same_pidns = peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
+        except OSError:
+            same_pidns = False
+        if not same_pidns:
+            return {"ok": False, "error": "the view daemon serves only mounts made in its own PID namespace"}
+        opts = message.get("options", {})
+        try:
             options = ViewOptions(
                 hidepid=Hidepid.parse(str(opts.get("hidepid", "off"))),
                 gid=opts.get("gid"),
@@ -79,29 +133,36 @@ class Daemon:
                 virtualize=bool(opts.get("virtualize")),
                 owner_uid=int(opts.get("owner_uid", 0)),
             )
-            try:
-                view = self.registry.open_view(fds.pop(), options, str(message.get("mountpoint", "")))
-            except PidnsError as err:
-                return {"ok": False, "error": str(err)}
-            if message.get("auto_unmount"):
-                self.auto_unmount.add(view.id)
-            self.watcher.watch(view.instance.init_host)
-            return {
-                "ok": True,
-                "view": view.id,
-                "path": str(state.hub_path() / view.id),
-                "ns": view.instance.id.ino,
-                "shared": len(view.instance.views) > 1,
-                "pid": os.getpid(),
-            }
-        if op == "close":
-            self.registry.close_view(str(message.get("view")))
-            self.auto_unmount.discard(str(message.get("view")))
-            self._maybe_stop()
-            return {"ok": True}
-        if op == "list":
-            return {"ok": True, "views": [self._describe(v) for v in self.registry.views.values()]}
-        return {"ok": False, "error": f"unknown op {op!r}"}
+        except ValueError as err:
+            return {"ok": False, "error": str(err)}
+        mnt_fd = fds.pop(2) if len(fds) == 3 else -1
+        fuse_fd = fds.pop(1)
+        ns_fd = fds.pop(0)
+        try:
+            if mnt_fd >= 0 and os.fstat(mnt_fd).st_ino == self.own_mntns:
+                os.close(mnt_fd)
+                mnt_fd = -1
+            with self.lock:
+                try:
+                    view = self.registry.open_view(ns_fd, options, str(message.get("mountpoint", "")))
+                except PidnsError as err:
+                    os.close(fuse_fd)
+                    return {"ok": False, "error": str(err)}
+                session = Session(fuse_fd, Root(view), view.admits, self.notifier, watch=self.watcher.watch,
+                                  on_end=self._session_ended, threads=self.threads_per_view, name=view.id)
+                fuse_fd = -1
+                self.sessions[view.id] = session
+                if message.get("auto_unmount"):
+                    self.auto_unmount[view.id] = mnt_fd
+                    mnt_fd = -1
+                session.start()
+                self.watcher.watch(view.instance.init_host)
+                return {"ok": True, "view": view.id, "ns": view.instance.id.ino,
+                        "shared": len(view.instance.views) > 1, "pid": os.getpid()}
+        finally:
+            for fd in (mnt_fd, fuse_fd):
+                if fd >= 0:
+                    os.close(fd)
 
     def _describe(self, view: View) -> dict[str, Any]:
         return {
@@ -113,98 +174,128 @@ class Daemon:
             "options": view.options.describe(),
         }
 
-    async def serve_control(self, listener: socket.socket) -> None:
-        while True:
-            await trio.lowlevel.wait_readable(listener)
+    # -- the main thread -----------------------------------------------------------------------
+
+    def serve_control(self, listener: socket.socket) -> None:
+        listener.settimeout(0.2)
+        while not self.stop.is_set():
+            with self.lock:
+                if not self.sessions and time.monotonic() - self.idle_since > LINGER:
+                    return
             try:
                 conn, _ = listener.accept()
-            except BlockingIOError:
+            except TimeoutError:
                 continue
             with conn:
-                conn.setblocking(False)
-                with trio.move_on_after(5):
-                    await trio.lowlevel.wait_readable(conn)
-                    fds: list[int] = []
-                    try:
-                        conn.setblocking(True)
-                        conn.settimeout(2)
-                        message, fds = control.receive(conn)
-                        reply = self.handle(message, fds)
-                    except Exception as err:  # a bad client must not stop the daemon
-                        log.exception("control request failed")
-                        reply = {"ok": False, "error": str(err)}
-                    finally:
-                        for fd in fds:
-                            os.close(fd)
-                    with contextlib.suppress(OSError):
-                        conn.sendall(control.encode(reply))
+                self._one_request(conn)
 
-    async def run(self, listener: socket.socket) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._fuse_main, nursery)
-            nursery.start_soon(self.watcher.run)
-            nursery.start_soon(self.serve_control, listener)
-            await self.stop.wait()
-            nursery.cancel_scope.cancel()
+    def _one_request(self, conn: socket.socket) -> None:
+        fds: list[int] = []
+        try:
+            conn.settimeout(5)
+            pid, _uid, _gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+            message, fds = control.receive(conn)
+            reply = self.handle(message, fds, pid)
+        except Exception as err:  # a bad client must not stop the daemon
+            log.exception("control request failed")
+            reply = {"ok": False, "error": str(err)}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            conn.sendall(control.encode(reply))
 
-    async def _fuse_main(self, nursery: trio.Nursery) -> None:
-        # One worker: handlers never await, so more workers only add scheduling cost.
-        await pyfuse3.main(min_tasks=1, max_tasks=1)
-        self.stop.set()
+    def shutdown(self) -> None:
+        """Leaving with views still mounted (a signal): unmount them, so none is left dangling."""
+        with self.lock:
+            views = [(v.mountpoint, self.auto_unmount.get(v.id, -1)) for v in self.registry.views.values()]
+        for mountpoint, mnt_fd in views:
+            if mountpoint:
+                _unmount_lazily(mountpoint, mnt_fd)
+                state.forget(mountpoint)
+        self.watcher.stop()
+        self.notifier.stop()
+        self.registry.close()
+
+
+def _unmount_lazily(mountpoint: str, mnt_fd: int) -> None:
+    """Detach a view's mount, in the mount namespace it was made in (mnt_fd; -1: ours)."""
+    if mnt_fd < 0:
+        fuse_mount.unmount_quietly(mountpoint)
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["nsenter", f"--mount=/proc/self/fd/{mnt_fd}", "umount", "-l", "--", mountpoint],
+                       pass_fds=[mnt_fd], stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+    os.close(mnt_fd)
+
+
+def _take_lock(base: str, sock_path: str) -> int | None:
+    """This user's daemon lock; None when another daemon answers. A daemon that is leaving still
+    holds the lock for a moment: wait for it rather than leave the user without one."""
+    lock = os.open(f"{base}/daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            pass
+        with contextlib.suppress(OSError, ValueError):
+            if control.request(sock_path, {"op": "ping"}, timeout=1).get("ok"):
+                os.close(lock)
+                return None
+        if time.monotonic() > deadline:
+            os.close(lock)
+            return None
+        time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pidns-daemon")
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--threads", type=int, default=THREADS_PER_VIEW, help="request threads per view")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s")
     base = state.state_dir()
-    lock = os.open(base / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another daemon serves this user
-    hub = state.hub_path()
-    with contextlib.suppress(OSError):
-        syscalls.umount2(str(hub), MNT_DETACH)  # left by a daemon that died
-    hub.mkdir(mode=0o700, exist_ok=True)
     sock_path = state.socket_path()
+    lock = _take_lock(str(base), str(sock_path))
+    if lock is None:
+        return 0  # another daemon serves this user
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     listener.bind(str(sock_path))
     os.chmod(sock_path, 0o600)
-    listener.listen(16)
-    listener.setblocking(False)
+    listener.listen(64)
+    sock_ino = os.stat(sock_path).st_ino
     _raise_fd_limit()
-    daemon = Daemon()
-    options = {"fsname=pidns", "subtype=pidns", "ro", "default_permissions", "nosuid", "nodev", "noexec"}
-    if os.geteuid() == 0:
-        options.add("allow_other")  # each view admits users by its own --allow-other
-    pyfuse3.init(daemon.adapter, str(hub), options)
+    daemon = Daemon(max(1, args.threads))
+    daemon.watcher.start()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: daemon.stop.set())
     (base / "daemon.pid").write_text(json.dumps({"pid": os.getpid()}))
     try:
-        trio.run(daemon.run, listener)
+        daemon.serve_control(listener)
     finally:
         listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            sock_path.unlink()
-        pyfuse3.close(unmount=True)
-        daemon.registry.close()
+        with contextlib.suppress(OSError):
+            if os.stat(sock_path).st_ino == sock_ino:
+                sock_path.unlink()
+        daemon.shutdown()
         with contextlib.suppress(FileNotFoundError):
             (base / "daemon.pid").unlink()
+        os.close(lock)
     return 0
 
 
 def _raise_fd_limit() -> None:
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    del soft
 
 
 if __name__ == "__main__":

@@ -1,30 +1,55 @@
-"""The pyfuse3 adapter: inodes for nodes, exact lookup counts, errno mapping. No policy here.
+"""One mounted view on its own /dev/fuse fd: the request loop and the adapter. No policy here.
+
+The loop blocks in os.read of the device in plain threads (no event loop: the wait costs nothing in
+Python) and answers each request with one os.write. The adapter maps inodes to nodes with exact
+lookup counts and maps errors to errnos; what a path is, lists and contains comes from the nodes, who
+may enter from the gate the view gives.
 
 Entries live long in the kernel's cache (ENTRY_TIMEOUT); that is safe because `flush_task` drops a
-task's entries from every view explicitly, through invalidate_entry_async, once it is reaped.
+reaped task's entries explicitly. Those FUSE_NOTIFY_INVAL_ENTRY messages are written by the
+Notifier's thread, never by a request thread: the kernel takes the directory's lock to invalidate,
+and a request pending in that directory holds it until a request thread answers.
+
+INTERRUPT: a request still being handled (another thread of the mount is stuck in it) is answered
+EINTR at once and the late answer is dropped; one this loop has not registered yet is answered
+EAGAIN, which makes the kernel send the interrupt again. A request answered only once is the rule
+`inflight` enforces: whoever pops a request's unique from it answers that request.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
-from collections.abc import Hashable, Sequence
-from typing import Any
-
-import pyfuse3
+import queue
+import stat as st
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 from pidns.errors import AccessDenied, NamespaceGone, NotPermitted, PidnsError, ProcessGone
-from pidns.view.nodes import Attr, Node, PidDir
+from pidns.kernel import fuse_abi as abi
+from pidns.view.nodes import Attr, Node
 from pidns.view.tree import Requester
 
 log = logging.getLogger(__name__)
 
 ENTRY_TIMEOUT = 86400.0  # correct because of explicit invalidation on exit
 ATTR_TIMEOUT = 1.0  # owners and link counts of a task's directory may change (setuid, threads)
+READ_BUFFER = 4 * abi.MIN_READ_BUFFER  # > the largest request we accept (max_write 4096 + headers)
+# Asked of the kernel at INIT. READDIRPLUS puts the attributes of /proc/N into the listing, so a
+# `ps` walking the root costs no LOOKUP or GETATTR per task; PARALLEL_DIROPS lets lookups in one
+# directory (all of a view's /N are in its root) proceed without the kernel serialising them.
+WANTED = abi.DO_READDIRPLUS | abi.READDIRPLUS_AUTO | abi.PARALLEL_DIROPS | abi.ASYNC_READ
+OPEN_FLAGS = abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH  # content is a snapshot taken at open
+_DOT_ATTR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
+_IN = abi.IN_HEADER.size
+_UNKNOWN_INO = 0xFFFFFFFF
+_RETRY = (errno.ENOENT, errno.EINTR, errno.EAGAIN)  # ENOENT: a request aborted before we read it
 
 
-def _errno(err: BaseException) -> int:
+def errno_of(err: BaseException) -> int:
     if isinstance(err, OSError) and err.errno:
         return err.errno
     if isinstance(err, ProcessGone):
@@ -37,241 +62,445 @@ def _errno(err: BaseException) -> int:
         return errno.EPERM
     if isinstance(err, PidnsError):
         return errno.EIO
-    log.exception("unexpected error in a FUSE handler", exc_info=err)
+    log.error("unexpected error in a FUSE handler", exc_info=err)
     return errno.EIO
 
 
-class Adapter(pyfuse3.Operations):
-    supports_dot_lookup = False
-    enable_writeback_cache = False
-    enable_acl = False
+def _fail(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
 
-    def __init__(self, root: Node) -> None:
-        super().__init__()
-        self.nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: root}
-        self.counts: dict[int, int] = {pyfuse3.ROOT_INODE: 1}
-        self.by_key: dict[Hashable, int] = {root.key: pyfuse3.ROOT_INODE}
+
+@dataclass(slots=True)
+class _DirHandle:
+    ino: int
+    req: Requester
+    listing: list[tuple[int, str, Node]] | None = None
+
+
+Handler = Callable[[int, int, Requester, bytes], "bytes | None"]
+
+
+class Notifier:
+    """The one thread that writes invalidations to the devices of every mount, in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Session, bytes] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
+        self._thread.start()
+
+    def push(self, session: Session, message: bytes) -> None:
+        self._queue.put((session, message))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            session, message = item
+            session.write_notification(message)
+
+
+class Session:
+    """One mount: its device fd, its inode table, the threads that answer its requests."""
+
+    def __init__(
+        self,
+        fd: int,
+        root: Node,
+        gate: Callable[[Requester], bool],
+        notifier: Notifier,
+        *,
+        watch: Callable[[int], None] = lambda host_pid: None,
+        on_end: Callable[[Session], None] = lambda session: None,
+        threads: int = 1,
+        name: str = "view",
+    ) -> None:
+        self.fd = fd  # owned: closed once every thread has stopped
+        self.gate = gate  # may this requester enter the view at all (the view decides)
+        self.notifier = notifier
+        self.watch = watch  # called with the host pid of every pid directory given an inode
+        self.on_end = on_end
+        self.name = name
+        self.lock = threading.Lock()  # the inode table and `inflight` change together under it
+        self.nodes: dict[int, Node] = {abi.ROOT_ID: root}
+        self.counts: dict[int, int] = {abi.ROOT_ID: 1}
+        self.by_key: dict[Hashable, int] = {root.key: abi.ROOT_ID}
         self.entry_of: dict[int, tuple[int, bytes]] = {}  # inode -> (parent inode, name)
         self.by_host: dict[int, set[int]] = {}  # host pid -> inodes of its pid directories
-        self.handles: dict[int, Any] = {}
-        self._next_inode = pyfuse3.ROOT_INODE + 1
-        self._next_fh = 1
+        self.files: dict[int, bytes] = {}  # fh -> the snapshot rendered at open
+        self.dirs: dict[int, _DirHandle] = {}
+        self.inflight: dict[int, bool] = {}  # requests read and not answered yet
+        self._inodes = itertools.count(abi.ROOT_ID + 1)
+        self._handles = itertools.count(1)
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"fuse-{name}-{i}", daemon=True) for i in range(threads)
+        ]
+        self._running = threads
+        self._closed = False
+        self.initialized = threading.Event()
+        self.handlers: dict[int, Handler] = {
+            abi.LOOKUP: self._lookup,
+            abi.GETATTR: self._getattr,
+            abi.READLINK: self._readlink,
+            abi.OPEN: self._open,
+            abi.READ: self._read,
+            abi.RELEASE: self._release,
+            abi.OPENDIR: self._opendir,
+            abi.READDIR: self._readdir,
+            abi.READDIRPLUS: self._readdirplus,
+            abi.RELEASEDIR: self._releasedir,
+            abi.STATFS: self._statfs,
+            abi.INIT: self._init,
+        }
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        fd = self.fd
+        read = os.read
+        write = os.write
+        unpack = abi.IN_HEADER.unpack_from
+        handlers = self.handlers
+        inflight = self.inflight
+        try:
+            while True:
+                try:
+                    buf = read(fd, READ_BUFFER)
+                except OSError as err:
+                    if err.errno in _RETRY:
+                        continue
+                    break  # ENODEV: unmounted (or the connection was aborted)
+                _len, op, unique, nodeid, uid, gid, pid, _ext, _pad = unpack(buf)
+                handler = handlers.get(op)
+                if handler is None:
+                    if op == abi.FORGET:
+                        self._forget(nodeid, abi.FORGET_IN.unpack_from(buf, _IN)[0])
+                    elif op == abi.BATCH_FORGET:
+                        for ino, n in abi.unpack_batch_forget(buf[_IN:]):
+                            self._forget(ino, n)
+                    elif op == abi.INTERRUPT:
+                        self._interrupt(unique, abi.INTERRUPT_IN.unpack_from(buf, _IN)[0])
+                    elif op == abi.DESTROY:
+                        self._send(abi.reply(unique))
+                        break
+                    else:
+                        # FLUSH (answered once: the kernel then stops sending it), ACCESS, xattrs,
+                        # POLL, LSEEK...: ENOSYS is the kernel's cue to handle them itself.
+                        self._send(abi.error_reply(unique, errno.ENOSYS))
+                    continue
+                inflight[unique] = True
+                try:
+                    out = handler(unique, nodeid, Requester(pid, uid, gid), buf)
+                except Exception as err:
+                    out = abi.error_reply(unique, errno_of(err))
+                if out is not None and inflight.pop(unique, False):
+                    try:
+                        write(fd, out)
+                    except OSError as err:
+                        if err.errno == errno.ENODEV:
+                            break
+                        # ENOENT: the request was aborted meanwhile
+        finally:
+            self._thread_done()
+
+    def _send(self, message: bytes) -> None:
+        try:
+            os.write(self.fd, message)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENODEV):
+                log.warning("%s: reply failed: %s", self.name, err)
+
+    def _claim(self, unique: int) -> bool:
+        """Take the duty to answer `unique` (False: an INTERRUPT answered it already)."""
+        return self.inflight.pop(unique, False)
+
+    def _interrupt(self, unique: int, target: int) -> None:
+        with self.lock:
+            claimed = self._claim(target)
+        self._send(abi.error_reply(target, errno.EINTR) if claimed else abi.error_reply(unique, errno.EAGAIN))
+
+    def _thread_done(self) -> None:
+        with self.lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            self._close()
+            self.on_end(self)
+
+    def _close(self) -> None:
+        """After the last thread stopped (never earlier: a thread blocked in read would go on
+        reading whatever the fd number gets reused for). Drops every node and its host fds; the
+        notifier closes the device fd after any invalidation still queued for it."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            nodes = list(self.nodes.values())
+            self.nodes.clear()
+            self.by_key.clear()
+            self.by_host.clear()
+            self.files.clear()
+            self.dirs.clear()
+        for node in nodes:
+            _release(node)
+        self.notifier.push(self, b"")  # b"": close the fd, in order after queued invalidations
+
+    def write_notification(self, message: bytes) -> None:
+        """Called on the notifier's thread only."""
+        if not message:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            return
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, message)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF, errno.ENOTDIR):
+                log.warning("%s: invalidation failed: %s", self.name, err)
 
     # -- the inode table -----------------------------------------------------------------------
 
-    def _inode_for(self, node: Node) -> tuple[int, bool]:
+    def _commit(self, node: Node, parent: int, name: bytes) -> int:
+        """One more lookup of node (called with the lock held); its inode."""
         ino = self.by_key.get(node.key)
         if ino is not None:
-            return ino, False
-        ino = self._next_inode
-        self._next_inode += 1
-        return ino, True
-
-    def _commit(self, ino: int, fresh: bool, node: Node, parent: int, name: bytes) -> None:
-        if fresh:
-            self.nodes[ino] = node
-            self.by_key[node.key] = ino
-            self.counts[ino] = 1
-            self.entry_of[ino] = (parent, name)
-            if isinstance(node, PidDir):
-                self.by_host.setdefault(node.host_pid, set()).add(ino)
-        else:
             self.counts[ino] += 1
             if node is not self.nodes[ino]:
-                node.release()
+                _release(node)
+            return ino
+        ino = next(self._inodes)
+        self.nodes[ino] = node
+        self.by_key[node.key] = ino
+        self.counts[ino] = 1
+        self.entry_of[ino] = (parent, name)
+        if node.host_pid:
+            self.by_host.setdefault(node.host_pid, set()).add(ino)
+            self.watch(node.host_pid)
+        return ino
 
-    def _node(self, ino: int) -> Node:
-        node = self.nodes.get(ino)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.ESTALE)
-        return node
-
-    def _entry(self, ino: int, attr: Attr) -> Any:
-        entry = pyfuse3.EntryAttributes()
-        entry.st_ino = ino
-        entry.generation = 0
-        entry.entry_timeout = ENTRY_TIMEOUT
-        entry.attr_timeout = ATTR_TIMEOUT
-        entry.st_mode = attr.mode
-        entry.st_nlink = attr.nlink
-        entry.st_uid = attr.uid
-        entry.st_gid = attr.gid
-        entry.st_size = attr.size
-        entry.st_blksize = 1024
-        entry.st_blocks = 0
-        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = attr.mtime_ns
-        return entry
-
-    @staticmethod
-    def _req(ctx: Any) -> Requester:
-        return Requester(ctx.pid, ctx.uid, ctx.gid)
-
-    def _admit(self, node: Node, req: Requester) -> None:
-        view = getattr(node, "view", None)
-        if view is not None and not view.admits(req):
-            raise pyfuse3.FUSEError(errno.EACCES)
-
-    def flush_task(self, host_pid: int) -> None:
-        """Drop a reaped task's directories from every view: new lookups get new inodes."""
-        for ino in self.by_host.pop(host_pid, ()):
-            node = self.nodes.get(ino)
-            if node is not None and self.by_key.get(node.key) == ino:
-                del self.by_key[node.key]
-            parent_name = self.entry_of.get(ino)
-            if parent_name is not None:
-                pyfuse3.invalidate_entry_async(parent_name[0], parent_name[1], ignore_enoent=True)
-
-    def flush_instance(self, pids: list[int]) -> None:
-        for pid in pids:
-            self.flush_task(pid)
-
-    def host_pids_of(self, instance: object) -> list[int]:
-        """Host pids with entries in any view of instance (for flushing a dead namespace)."""
-        return [
-            pid
-            for pid, inos in self.by_host.items()
-            if any(getattr(getattr(self.nodes.get(i), "view", None), "instance", None) is instance for i in inos)
-        ]
-
-    # -- requests --------------------------------------------------------------------------------
-
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> Any:
-        parent = self._node(parent_inode)
-        req = self._req(ctx)
+    def _forget(self, ino: int, nlookup: int) -> None:
+        """FORGET never fails and is never answered."""
         try:
-            self._admit(parent, req)
-            child = parent.lookup(os.fsdecode(name), req)
-            attr = child.attr(req)
-        except pyfuse3.FUSEError:
-            raise
-        except Exception as err:
-            raise pyfuse3.FUSEError(_errno(err)) from None
-        ino, fresh = self._inode_for(child)
-        self._commit(ino, fresh, child, parent_inode, name)
-        return self._entry(ino, attr)
-
-    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        for ino, nlookup in inode_list:
-            try:
+            with self.lock:
                 left = self.counts.get(ino, 0) - nlookup
                 if left > 0:
                     self.counts[ino] = left
-                    continue
+                    return
                 self.counts.pop(ino, None)
-                if ino == pyfuse3.ROOT_INODE:
-                    continue
+                if ino == abi.ROOT_ID:
+                    return
                 node = self.nodes.pop(ino, None)
                 self.entry_of.pop(ino, None)
                 if node is None:
-                    continue
+                    return
                 if self.by_key.get(node.key) == ino:
                     del self.by_key[node.key]
-                if isinstance(node, PidDir):
+                if node.host_pid:
                     inos = self.by_host.get(node.host_pid)
                     if inos is not None:
                         inos.discard(ino)
                         if not inos:
                             del self.by_host[node.host_pid]
-                node.release()
-            except Exception:  # forget must never raise
-                log.exception("forget of inode %d", ino)
+            _release(node)
+        except Exception:
+            log.exception("%s: forget of inode %d", self.name, ino)
 
-    async def getattr(self, inode: int, ctx: Any) -> Any:
-        node = self._node(inode)
-        try:
-            return self._entry(inode, node.attr(self._req(ctx)))
-        except Exception as err:
-            raise pyfuse3.FUSEError(_errno(err)) from None
+    def flush_task(self, host_pid: int) -> None:
+        """A task was reaped: drop its directories from this view. New lookups get new inodes,
+        and the kernel forgets the cached names at once (from the notifier's thread)."""
+        with self.lock:
+            inos = self.by_host.pop(host_pid, ())
+            entries = []
+            for ino in inos:
+                node = self.nodes.get(ino)
+                if node is not None and self.by_key.get(node.key) == ino:
+                    del self.by_key[node.key]
+                entry = self.entry_of.get(ino)
+                if entry is not None:
+                    entries.append(entry)
+        for parent, name in entries:
+            self.notifier.push(self, abi.notify_inval_entry(parent, name))
 
-    async def readlink(self, inode: int, ctx: Any) -> bytes:
-        node = self._node(inode)
-        req = self._req(ctx)
+    def flush_all(self) -> None:
+        """Every task directory of this view, as when its namespace died."""
+        with self.lock:
+            pids = list(self.by_host)
+        for pid in pids:
+            self.flush_task(pid)
+
+    def _node(self, ino: int) -> Node:
+        node = self.nodes.get(ino)
+        if node is None:
+            raise _fail(errno.ESTALE)
+        return node
+
+    def _entered(self, ino: int, req: Requester) -> Node:
+        node = self._node(ino)
+        if not self.gate(req):
+            raise _fail(errno.EACCES)
+        return node
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _init(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        kernel = abi.unpack_init(buf[_IN:])
+        log.debug("%s: INIT %d.%d flags %#x", self.name, kernel.major, kernel.minor, kernel.flags)
+        self.initialized.set()
+        return abi.pack_init_reply(unique, kernel, WANTED)
+
+    def _lookup(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
+        parent = self._entered(nodeid, req)
+        name = abi.name_of(buf[_IN:])
+        child = parent.lookup(os.fsdecode(name), req)
         try:
-            self._admit(node, req)
-            return node.readlink(req)
-        except pyfuse3.FUSEError:
+            attr = child.attr(req)
+        except BaseException:
+            _release(child)
             raise
-        except Exception as err:
-            raise pyfuse3.FUSEError(_errno(err)) from None
+        with self.lock:
+            if not self._claim(unique):
+                _release(child)
+                return None
+            ino = self._commit(child, nodeid, name)
+        self._send(abi.reply(unique, abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)))
+        return None
 
-    async def opendir(self, inode: int, ctx: Any) -> int:
-        node = self._node(inode)
-        req = self._req(ctx)
-        try:
-            self._admit(node, req)
-            node.check_open_dir(req)
-        except pyfuse3.FUSEError:
-            raise
-        except Exception as err:
-            raise pyfuse3.FUSEError(_errno(err)) from None
-        fh = self._next_fh
-        self._next_fh += 1
-        self.handles[fh] = [inode, req, None]
-        return fh
+    def _getattr(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        attr = self._node(nodeid).attr(req)
+        return abi.reply(unique, abi.pack_attr_out(nodeid, attr, ATTR_TIMEOUT))
 
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        handle = self.handles[fh]
-        inode, req, listing = handle
-        node = self._node(inode)
-        if listing is None or start_id == 0:
-            try:
-                listing = node.listing(req)
-            except Exception as err:
-                raise pyfuse3.FUSEError(_errno(err)) from None
-            handle[2] = listing
-        # "." and ".." take cookies 1 and 2; they do not count as lookups (readdirplus rule).
-        if start_id < 1 and not pyfuse3.readdir_reply(
-            token, b".", self._entry(inode, node.attr(req)), 1
-        ):
-            return
-        if start_id < 2:
-            parent = self.entry_of.get(inode, (pyfuse3.ROOT_INODE, b""))[0]
-            if not pyfuse3.readdir_reply(token, b"..", self._entry(parent, Attr(0o40555, 2, 0, 0)), 2):
-                return
-        for cookie, name, child in listing:
-            if cookie + 2 <= start_id:
+    def _readlink(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        return abi.reply(unique, self._entered(nodeid, req).readlink(req))
+
+    def _open(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
+        node = self._entered(nodeid, req)
+        flags = abi.OPEN_IN.unpack_from(buf, _IN)[0]
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            raise _fail(errno.EROFS)
+        data = node.content(req)
+        fh = next(self._handles)
+        with self.lock:
+            if not self._claim(unique):
+                return None
+            self.files[fh] = data
+        self._send(abi.reply(unique, abi.pack_open(fh, OPEN_FLAGS)))
+        return None
+
+    def _read(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        fh, offset, size, *_ = abi.READ_IN.unpack_from(buf, _IN)
+        data = self.files.get(fh)
+        if data is None:
+            raise _fail(errno.EBADF)
+        return abi.reply(unique, data[offset : offset + size])
+
+    def _release(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        self.files.pop(abi.RELEASE_IN.unpack_from(buf, _IN)[0], None)
+        return abi.reply(unique)
+
+    def _opendir(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
+        node = self._entered(nodeid, req)
+        node.check_open_dir(req)
+        fh = next(self._handles)
+        with self.lock:
+            if not self._claim(unique):
+                return None
+            self.dirs[fh] = _DirHandle(nodeid, req)
+        self._send(abi.reply(unique, abi.pack_open(fh, 0)))
+        return None
+
+    def _releasedir(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        self.dirs.pop(abi.RELEASE_IN.unpack_from(buf, _IN)[0], None)
+        return abi.reply(unique)
+
+    def _statfs(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        return abi.reply(unique, abi.pack_statfs())
+
+    def _listing(self, buf: bytes) -> tuple[_DirHandle, Node, int, int]:
+        fh, offset, size, *_ = abi.READ_IN.unpack_from(buf, _IN)
+        handle = self.dirs.get(fh)
+        if handle is None:
+            raise _fail(errno.EBADF)
+        node = self._node(handle.ino)
+        if handle.listing is None or offset == 0:
+            handle.listing = node.listing(handle.req)
+        return handle, node, offset, size
+
+    def _entries(
+        self, handle: _DirHandle, node: Node, offset: int
+    ) -> list[tuple[bytes, Attr, int, Node | None]]:
+        """(name, attr, next offset, node) from offset on. Offsets are stable ids: "." is 1, ".."
+        2, and each entry's cookie + 2 after it, so a listing that changed meanwhile resumes in
+        the right place rather than at an index."""
+        req = handle.req
+        out: list[tuple[bytes, Attr, int, Node | None]] = []
+        if offset < 1:
+            out.append((b".", node.attr(req), 1, None))
+        if offset < 2:
+            out.append((b"..", _DOT_ATTR, 2, None))
+        assert handle.listing is not None
+        for cookie, name, child in handle.listing:
+            if cookie + 2 <= offset:
                 continue
             try:
                 attr = child.attr(req)
             except Exception:
                 continue  # vanished since the listing
-            ino, fresh = self._inode_for(child)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(ino, attr), cookie + 2):
-                if fresh:
-                    child.release()
-                return
-            self._commit(ino, fresh, child, inode, os.fsencode(name))
+            out.append((os.fsencode(name), attr, cookie + 2, child))
+        return out
 
-    async def releasedir(self, fh: int) -> None:
-        self.handles.pop(fh, None)
+    def _readdir(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
+        handle, node, offset, size = self._listing(buf)
+        records = []
+        used = 0
+        for name, attr, next_off, child in self._entries(handle, node, offset):
+            # d_ino only: an inode the kernel knows when there is one (no lookup is counted here)
+            ino = handle.ino if child is None else self.by_key.get(child.key, _UNKNOWN_INO)
+            record = abi.pack_dirent(ino, next_off, name, attr.mode >> 12)
+            if used + len(record) > size:
+                break
+            used += len(record)
+            records.append(record)
+        return abi.reply(unique, b"".join(records))
 
-    async def open(self, inode: int, flags: int, ctx: Any) -> Any:
-        node = self._node(inode)
-        req = self._req(ctx)
-        if flags & (os.O_WRONLY | os.O_RDWR):
-            raise pyfuse3.FUSEError(errno.EROFS)
-        try:
-            self._admit(node, req)
-            data = node.content(req)
-        except pyfuse3.FUSEError:
-            raise
-        except Exception as err:
-            raise pyfuse3.FUSEError(_errno(err)) from None
-        fh = self._next_fh
-        self._next_fh += 1
-        self.handles[fh] = data
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+    def _readdirplus(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
+        handle, node, offset, size = self._listing(buf)
+        fitting = []
+        used = 0
+        for entry in self._entries(handle, node, offset):
+            need = (abi.ENTRY_OUT.size + abi.DIRENT.size + len(entry[0]) + 7) & ~7
+            if used + need > size:
+                break
+            used += need
+            fitting.append(entry)
+        records = []
+        with self.lock:
+            if not self._claim(unique):
+                for entry in fitting:
+                    if entry[3] is not None:
+                        _release(entry[3])
+                return None
+            parent = self.entry_of.get(handle.ino, (abi.ROOT_ID, b""))[0]
+            for name, attr, next_off, child in fitting:
+                if child is None:  # "." and ".." are no lookups: the kernel skips them
+                    ino = handle.ino if name == b"." else parent
+                    entry_out = abi.pack_entry(ino, attr, 0, 0)
+                else:
+                    ino = self._commit(child, handle.ino, name)
+                    entry_out = abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)
+                records.append(abi.pack_direntplus(entry_out, ino, next_off, name, attr.mode >> 12))
+        self._send(abi.reply(unique, b"".join(records)))
+        return None
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        data: bytes = self.handles[fh]
-        return data[off : off + size]
 
-    async def flush(self, fh: int) -> None:
-        # ENOSYS once and the kernel stops sending flush at every close.
-        raise pyfuse3.FUSEError(errno.ENOSYS)
-
-    async def release(self, fh: int) -> None:
-        self.handles.pop(fh, None)
-
-    async def statfs(self, ctx: Any) -> Any:
-        return pyfuse3.StatvfsData()
+def _release(node: Node) -> None:
+    try:
+        node.release()
+    except Exception:
+        log.exception("releasing a node")

@@ -173,6 +173,7 @@ class Registry:
         instance = self.instances.get(ns_id)
         if instance is None or instance.dead:
             instance = Instance(ns_fd)
+            instance.nsmap.cacheable = self.fork_events
             self.instances[ns_id] = instance
         else:
             os.close(ns_fd)
@@ -199,15 +200,16 @@ class Registry:
             return None
         if ino == instance.id.ino and not instance.dead:
             return instance.nsmap
-        for other in self.instances.values():
+        for other in list(self.instances.values()):
             if other.id.ino == ino and not other.dead:
                 return other.nsmap
         cached = self._readers.get(ino)
         if cached is None:
             try:
                 cached = NsMap(nsfs.open_ns(f"/proc/{tid}/ns/pid"))
-            except (OSError, Exception):
+            except Exception:
                 return None
+            cached.cacheable = self.fork_events
             if len(self._readers) > 64:
                 for old in self._readers.values():
                     old.release()
@@ -218,25 +220,24 @@ class Registry:
     # -- events ------------------------------------------------------------------------------
 
     def forked(self) -> None:
-        for instance in self.instances.values():
+        for instance in list(self.instances.values()):
             instance.nsmap.invalidate()
-        for reader in self._readers.values():
+        for reader in list(self._readers.values()):
             reader.invalidate()
 
-    def reaped(self, host_pid: int) -> list[Instance]:
-        """A task is gone for good: new lookups of its pid get new inodes. Returns the instances
-        whose init it was (now dead)."""
-        self.generations[host_pid] = self.generations.get(host_pid, 0) + 1
+    def reaped(self, host_pid: int, shown: bool = True) -> list[Instance]:
+        """A task is gone for good. When a view has shown it (`shown`), new lookups of its pid get
+        new nodes (a reused pid must not reach the old task's files). Returns the instances whose
+        init it was (now dead)."""
+        if shown:
+            self.generations[host_pid] = self.generations.get(host_pid, 0) + 1
         self.forked()
         dead = []
-        for instance in self.instances.values():
+        for instance in list(self.instances.values()):
             if not instance.dead and instance.init_host == host_pid:
                 instance.die()
                 dead.append(instance)
         return dead
-
-    def listing_cacheable(self) -> bool:
-        return self.fork_events
 
     def close(self) -> None:
         for instance in self.instances.values():

@@ -6,14 +6,13 @@ import errno
 
 from pidns.errors import NotPermitted, PidnsError, Unsupported
 from pidns.kernel import syscalls
-from pidns.view.mountsys import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from pidns.view.options import ViewOptions
 
 
 def mount_proc(ns_fd: int, mountpoint: str, options: ViewOptions) -> None:
     data = ",".join([f"pidns=/proc/self/fd/{ns_fd}", *options.kernel_options()])
     try:
-        syscalls.mount("proc", mountpoint, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, data)
+        syscalls.mount("proc", mountpoint, "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, data)
     except OSError as err:
         if err.errno == errno.EPERM:
             raise NotPermitted(

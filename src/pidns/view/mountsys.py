@@ -1,16 +1,9 @@
-"""Mount flags the kernel layer does not name, and where the mount table says a view is."""
+"""Where the mount table says a view is."""
 
 from __future__ import annotations
 
 import os
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MNT_DETACH = 0x2
 
 def is_mountpoint(path: str) -> bool:
     """True when path is the root of a mount (per /proc/self/mountinfo, which sees bind mounts)."""

@@ -433,22 +433,3 @@ class Special(Node):
             return b"%d\n" % reader.last_pid()
         return b"%d\n" % NEW_NS_PID_MAX
 
-
-class Hub(Node):
-    """The daemon's one FUSE root: a directory per view, each bind-mounted where the user asked."""
-
-    def __init__(self, views: dict[str, View]) -> None:
-        self.views = views
-        self.key = ("hub",)
-
-    def attr(self, req: Requester) -> Attr:
-        return Attr(st.S_IFDIR | 0o500, 2 + len(self.views), 0, 0)
-
-    def lookup(self, name: str, req: Requester) -> Node:
-        view = self.views.get(name)
-        if view is None:
-            raise _fail(errno.ENOENT)
-        return Root(view)
-
-    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
-        return [(int(vid[1:]), vid, Root(view)) for vid, view in sorted(self.views.items(), key=lambda kv: int(kv[0][1:]))]

@@ -1,5 +1,6 @@
 """One namespace's pid map as the daemon sees it: kernel translation through an nsfs fd, and the
-cached list of its thread-group leaders (rebuilt only after a fork or exit event).
+cached list of its thread-group leaders (rebuilt only after a fork or exit event; never cached when
+nothing reports those events).
 
 The daemon's own pid namespace numbers host pids; the ioctls ask the kernel for the namespace's
 number of a host pid and back, so no status file is read to translate.
@@ -23,6 +24,8 @@ class NsMap:
         self.id: NsId = nsfs.identity(ns_fd)
         self.level = _level_below_self(ns_fd)
         self._leaders: list[tuple[int, int]] | None = None  # (ns pid, host pid), ascending
+        self._epoch = 0  # bumped by invalidate(): a listing read across an event is not kept
+        self.cacheable = True  # False when no fork/exit events arrive to invalidate the listing
         self._host_to_ns: dict[int, int] = {}
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -81,21 +84,29 @@ class NsMap:
     # -- the leaders' listing --------------------------------------------------------------------
 
     def invalidate(self) -> None:
+        """Any thread may call this (the watcher's, on a fork or exit)."""
+        self._epoch += 1
         self._leaders = None
 
     def leaders(self) -> list[tuple[int, int]]:
         """(ns pid, host pid) of every thread-group leader with a number here, ascending."""
-        if self._leaders is None:
-            found = []
-            for name in os.listdir(self.proc_fd):
+        cached = self._leaders
+        if cached is not None and self.cacheable:
+            return cached
+        epoch = self._epoch
+        found = []
+        proc_fd = self.proc_fd
+        if proc_fd >= 0:
+            for name in os.listdir(proc_fd):
                 if name.isdigit():
                     host = int(name)
                     pid = self.to_ns(host)
                     if pid:
                         found.append((pid, host))
-            found.sort()
+        found.sort()
+        if epoch == self._epoch:
             self._leaders = found
-        return self._leaders
+        return found
 
     def last_pid(self) -> int:
         """The highest pid in use here (the kernel's exact last allocated pid is not readable from

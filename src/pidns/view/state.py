@@ -1,4 +1,4 @@
-"""Where a user's views are recorded: the daemon's socket and hub, and one record per mountpoint.
+"""Where a user's views are recorded: the daemon's socket, and one record per mountpoint.
 
 `pidns mounts` reads the records (kernel-backend views have no daemon to ask); a record whose
 mountpoint is no longer mounted is stale and dropped.
@@ -29,10 +29,6 @@ def state_dir() -> Path:
 
 def socket_path() -> Path:
     return state_dir() / "daemon.sock"
-
-
-def hub_path() -> Path:
-    return state_dir() / "hub"
 
 
 def _record_path(mountpoint: str) -> Path:

@@ -1,141 +1,199 @@
 """Task exits, from the proc connector when the daemon may listen to it, from pidfds otherwise.
 
-An exit is reported while the task is still a zombie, and a zombie stays listed (KERNEL-PROC 4); it is
-gone once reaped, which nothing reports. So each exited task is kept in `pending` and checked with
-its pidfd (pidfd_send_signal(0) fails with ESRCH only after the reap) at a short, growing interval.
+One thread polls the connector socket (or the pidfds of every task a view has shown), a wake-up
+eventfd, and the pidfds of exited tasks. An exit is reported while the task is still a zombie, and a
+zombie stays listed (KERNEL-PROC 4); it is gone once reaped. A reaped task's pidfd reports POLLHUP,
+and each exited task is also checked (pidfd_send_signal(0) fails with ESRCH only after the reap) at
+a short, growing interval in case that wake-up does not come.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import queue
+import select
 import signal
-import socket
+import threading
+import time
 from collections.abc import Callable
 
-import trio
-
 from pidns.kernel import connector
-from pidns.view.instances import Registry
+from pidns.view.instances import Instance, Registry
 
 log = logging.getLogger(__name__)
 
 FIRST_CHECK = 0.0005  # s after an exit; most tasks are reaped by their parent at once
 LAST_CHECK = 0.05  # s between checks of a long-lived zombie
+PIDFD_THREAD = os.O_EXCL  # pidfd_open flag (6.9+): a pidfd for one thread, not its group
 
 
 class Watcher:
-    def __init__(self, registry: Registry, flush: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        flush: Callable[[int], None],
+        on_dead: Callable[[Instance], None],
+        lock: threading.RLock,
+        shown: Callable[[int], bool] = lambda pid: True,
+        shown_pids: Callable[[], list[int]] = list,
+    ) -> None:
         self.registry = registry
         self.flush = flush  # drop a reaped task's entries from every view
-        self.pending: dict[int, int] = {}  # host pid -> pidfd (-1 when it could not be opened)
-        self.watched: set[int] = set()  # pidfd mode: tasks with an exit waiter
-        self._wake = trio.Event()
-        self._nursery: trio.Nursery | None = None
-        self.sock: socket.socket | None = None
+        self.on_dead = on_dead  # an instance's init was reaped
+        self.lock = lock  # the daemon's: registry changes happen under it
+        self.shown = shown  # whether some view has an inode for this host pid
+        self.shown_pids = shown_pids
+        self.pending: dict[int, int] = {}  # exited, not yet reaped: host pid -> pidfd (-1: none)
+        self.watched: dict[int, int] = {}  # pidfd mode: pidfd -> host pid of a shown task
+        self._watched_pids: set[int] = set()
+        self._requests: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._stop = False
+        self.sock = None
         try:
             self.sock = connector.open_listener()
             registry.fork_events = True
         except OSError as err:
             log.info("proc connector unavailable (%s): watching pidfds", err)
+        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
 
     @property
     def mode(self) -> str:
         return "connector" if self.sock is not None else "pidfd"
 
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._reaper)
-            if self.sock is not None:
-                nursery.start_soon(self._listen)
-            for instance in self.registry.instances.values():
-                self.watch(instance.init_host)
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        os.eventfd_write(self._wake, 1)
+        self._thread.join(timeout=5)
 
     def watch(self, host_pid: int) -> None:
-        """pidfd mode: report this task's exit (the connector reports every exit by itself)."""
-        if self.sock is not None or self._nursery is None or host_pid in self.watched or not host_pid:
+        """pidfd mode: report this task's exit (the connector reports every exit by itself).
+        Any thread may call this."""
+        if self.sock is not None or not host_pid or host_pid in self._watched_pids:
             return
-        try:
-            fd = os.pidfd_open(host_pid)
-        except OSError:
-            self.exited(host_pid)
-            return
-        self.watched.add(host_pid)
-        self._nursery.start_soon(self._wait_exit, host_pid, fd)
+        self._watched_pids.add(host_pid)
+        self._requests.put(host_pid)
+        os.eventfd_write(self._wake, 1)
 
-    async def _wait_exit(self, host_pid: int, fd: int) -> None:
-        try:
-            await trio.lowlevel.wait_readable(fd)
-        finally:
-            os.close(fd)
-            self.watched.discard(host_pid)
-        self.exited(host_pid)
+    # -- the thread --------------------------------------------------------------------------------
 
-    def exited(self, host_pid: int) -> None:
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake, select.POLLIN)
+        if self.sock is not None:
+            poller.register(self.sock.fileno(), select.POLLIN)
+        delay = FIRST_CHECK
+        next_check = 0.0
+        while not self._stop:
+            timeout = None
+            if self.pending:
+                timeout = max(0, int((next_check - time.monotonic()) * 1000 + 0.999))
+            try:
+                events = poller.poll(timeout)
+            except InterruptedError:
+                continue
+            try:
+                for fd, _mask in events:
+                    if fd == self._wake:
+                        self._drain(poller)
+                    elif self.sock is not None and fd == self.sock.fileno():
+                        self._listen(poller)
+                    elif fd in self.watched:
+                        pid = self.watched.pop(fd)
+                        poller.unregister(fd)
+                        os.close(fd)
+                        self._watched_pids.discard(pid)
+                        self._exited(pid, poller)
+                    else:  # POLLHUP of a pending pidfd: reaped; checked below
+                        next_check = 0.0
+                if self.pending and time.monotonic() >= next_check:
+                    reaped = [pid for pid, fd in self.pending.items() if _reaped(fd)]
+                    for pid in reaped:
+                        fd = self.pending.pop(pid)
+                        if fd >= 0:
+                            poller.unregister(fd)
+                            os.close(fd)
+                        self.reap(pid)
+                    delay = FIRST_CHECK if reaped else min(delay * 2, LAST_CHECK)
+                    next_check = time.monotonic() + delay
+                elif not self.pending:
+                    delay = FIRST_CHECK
+            except Exception:  # the watcher must outlive any one bad event
+                log.exception("watcher")
+
+    def _drain(self, poller: select.poll) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake)
+        while True:
+            try:
+                pid = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            fd = _pidfd(pid)
+            if fd < 0:
+                self._watched_pids.discard(pid)
+                self._exited(pid, poller)
+                continue
+            self.watched[fd] = pid
+            poller.register(fd, select.POLLIN)
+
+    def _exited(self, host_pid: int, poller: select.poll) -> None:
         if host_pid in self.pending:
             return
-        try:
-            self.pending[host_pid] = os.pidfd_open(host_pid)
-        except OSError:
-            self.pending[host_pid] = -1  # already reaped
-        self._wake.set()
+        fd = _pidfd(host_pid)
+        self.pending[host_pid] = fd
+        if fd >= 0:
+            poller.register(fd, 0)  # POLLHUP only: readable it already is (a zombie)
 
-    async def _listen(self) -> None:
+    def _listen(self, poller: select.poll) -> None:
         assert self.sock is not None
-        sock = self.sock
         while True:
-            await trio.lowlevel.wait_readable(sock)
-            while True:
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    break
-                except OSError as err:  # ENOBUFS: events were lost; recheck everything
-                    log.warning("proc connector: %s", err)
-                    self.registry.forked()
-                    for pid in list(self.registry.generations) + self._known_pids():
-                        self.exited(pid)
-                    break
-                forked = False
-                for event in connector.parse(data):
-                    if event.what == connector.PROC_EVENT_EXIT:
-                        self.exited(event.pid)
-                    elif event.what == connector.PROC_EVENT_FORK:
-                        forked = True
-                if forked:
-                    self.registry.forked()
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as err:  # ENOBUFS: events were lost; recheck everything
+                log.warning("proc connector: %s", err)
+                self.registry.forked()
+                for pid in self.shown_pids() + self._known_pids():
+                    self._exited(pid, poller)
+                return
+            forked = False
+            for event in connector.parse(data):
+                if event.what == connector.PROC_EVENT_EXIT:
+                    self._exited(event.pid, poller)
+                elif event.what == connector.PROC_EVENT_FORK:
+                    forked = True
+            if forked:
+                self.registry.forked()
 
     def _known_pids(self) -> list[int]:
-        return [i.init_host for i in self.registry.instances.values() if i.init_host]
-
-    async def _reaper(self) -> None:
-        delay = FIRST_CHECK
-        while True:
-            if not self.pending:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                delay = FIRST_CHECK
-            with trio.move_on_after(delay):
-                await trio.sleep(delay)
-            reaped = [pid for pid, fd in self.pending.items() if _reaped(fd)]
-            for pid in reaped:
-                fd = self.pending.pop(pid)
-                if fd >= 0:
-                    os.close(fd)
-                self.reap(pid)
-            delay = FIRST_CHECK if reaped else min(delay * 2, LAST_CHECK)
+        return [i.init_host for i in list(self.registry.instances.values()) if i.init_host]
 
     def reap(self, pid: int) -> None:
-        for instance in self.registry.reaped(pid):
-            for view in instance.views.values():
-                log.info("namespace %s died: view %s now shows a dead namespace", instance.id, view.id)
+        with self.lock:
+            dead = self.registry.reaped(pid, self.shown(pid))
+        for instance in dead:
+            log.info("namespace %s died: its views now show a dead namespace", instance.id)
             self.on_dead(instance)
         self.flush(pid)
 
-    def on_dead(self, instance: object) -> None:
-        """Replaced by the daemon: flush a dead namespace's entries, auto-unmount its views."""
+
+def _pidfd(pid: int) -> int:
+    """A pidfd for the task or thread `pid`; -1 when it is gone (reaped)."""
+    for flags in (0, PIDFD_THREAD):
+        try:
+            return os.pidfd_open(pid, flags)
+        except OSError as err:
+            if err.errno != errno.EINVAL:  # EINVAL: a thread, not a group leader
+                return -1
+    return -1
 
 
 def _reaped(pidfd: int) -> bool:
@@ -146,7 +204,5 @@ def _reaped(pidfd: int) -> bool:
     except ProcessLookupError:
         return True
     except OSError:
-        with contextlib.suppress(OSError):
-            return not os.path.exists(f"/proc/self/fdinfo/{pidfd}")
         return False
     return False
