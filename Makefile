@@ -22,5 +22,9 @@ lint: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# The churn soak at full length (the test suite runs it for 60 s).
+soak: setup
+	PIDNS_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest tests/soak -q
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
