@@ -246,6 +246,12 @@ def pack_entry(ino: int, attr: Attr, entry_valid: float, attr_valid: float, gene
     return ENTRY_OUT.pack(ino, generation, e_sec, a_sec, e_nsec, a_nsec, *pack_attr(ino, attr))
 
 
+def pack_negative_entry(entry_valid: float) -> bytes:
+    """A LOOKUP reply saying "no such name" that the kernel may cache for entry_valid seconds."""
+    e_sec, e_nsec = _valid(entry_valid)
+    return ENTRY_OUT.pack(0, 0, e_sec, 0, e_nsec, 0, *(0,) * 16)
+
+
 def pack_attr_out(ino: int, attr: Attr, attr_valid: float) -> bytes:
     a_sec, a_nsec = _valid(attr_valid)
     return ATTR_OUT.pack(a_sec, a_nsec, 0, *pack_attr(ino, attr))

@@ -36,9 +36,11 @@ def options(fd: int | None, uid: int, gid: int, allow_other: bool) -> str:
     """The mount data string. fusermount3 adds fd=, rootmode=, user_id= and group_id= itself."""
     opts = [f"fd={fd}", "rootmode=40000", f"user_id={uid}", f"group_id={gid}"] if fd is not None else [
         f"fsname={FSNAME}", "subtype=pidns", "ro", "nosuid", "nodev", "noexec"]
-    opts.append("default_permissions")  # the kernel checks modes and owners as procfs's do
     if allow_other:
-        opts.append("allow_other")
+        # Other users' requests: the kernel checks modes and owners as procfs's do. Without
+        # allow_other only the mounting user gets in, whose rights the server shares (or root,
+        # whom modes do not stop): checking costs a GETATTR per path step once attributes age.
+        opts += ["allow_other", "default_permissions"]
     return ",".join(opts)
 
 

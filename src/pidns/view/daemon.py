@@ -41,7 +41,7 @@ from pidns.view.watch import Watcher
 log = logging.getLogger("pidns.daemon")
 
 LINGER = 2.0  # s without views before the daemon exits (a burst of mounts reuses it)
-THREADS_PER_VIEW = 2  # one answers while another is stuck in a slow host read (or interrupted)
+THREADS_PER_VIEW = 2  # a request thread, and a standby for when it is stuck in a slow host read
 _PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 

@@ -23,14 +23,16 @@ import itertools
 import logging
 import os
 import queue
+import select
 import stat as st
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from pidns.errors import AccessDenied, NamespaceGone, NotPermitted, PidnsError, ProcessGone
 from pidns.kernel import fuse_abi as abi
-from pidns.view.nodes import Attr, Node
+from pidns.view.nodes import Absent, Attr, Node
 from pidns.view.tree import Requester
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ OPEN_FLAGS = abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH  # content is a snapshot ta
 _DOT_ATTR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
 _IN = abi.IN_HEADER.size
 _UNKNOWN_INO = 0xFFFFFFFF
+_unpack_in = abi.IN_HEADER.unpack_from
+SPIN = 0.0002  # s the request thread stays awake after an answer
+STUCK = 0.1  # s in one request before the standby thread answers the others
 _RETRY = (errno.ENOENT, errno.EINTR, errno.EAGAIN)  # ENOENT: a request aborted before we read it
 
 
@@ -113,7 +118,7 @@ class Session:
         *,
         watch: Callable[[int], None] = lambda host_pid: None,
         on_end: Callable[[Session], None] = lambda session: None,
-        threads: int = 1,
+        threads: int = 2,
         name: str = "view",
     ) -> None:
         self.fd = fd  # owned: closed once every thread has stopped
@@ -133,10 +138,12 @@ class Session:
         self.inflight: dict[int, bool] = {}  # requests read and not answered yet
         self._inodes = itertools.count(abi.ROOT_ID + 1)
         self._handles = itertools.count(1)
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"fuse-{name}-{i}", daemon=True) for i in range(threads)
-        ]
-        self._running = threads
+        self._threads = [threading.Thread(target=self._serve, name=f"fuse-{name}", daemon=True)]
+        if threads > 1:
+            self._threads.append(threading.Thread(target=self._standby, name=f"fuse-{name}-standby", daemon=True))
+        self._running = len(self._threads)
+        self.current: bytes | None = None  # the request the request thread is answering
+        self._ending = False
         self._closed = False
         self.initialized = threading.Event()
         self.handlers: dict[int, Handler] = {
@@ -157,56 +164,114 @@ class Session:
     # -- the loop ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        os.set_blocking(self.fd, False)  # the loop spins on EAGAIN, then waits in poll()
         for thread in self._threads:
             thread.start()
 
     def _serve(self) -> None:
+        """The request thread: answers requests in turn. After each answer it keeps reading the
+        device for SPIN seconds before it sleeps: a client like `ps` sends its next request within
+        microseconds, and a thread still awake takes it without being woken (waking a thread on
+        another CPU is an inter-processor interrupt, dear in a VM). That halves the time of a
+        `ps` through the view; an idle view costs nothing."""
         fd = self.fd
         read = os.read
-        write = os.write
-        unpack = abi.IN_HEADER.unpack_from
-        handlers = self.handlers
-        inflight = self.inflight
+        clock = time.perf_counter
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        handle = self._handle
+        until = 0.0
         try:
             while True:
                 try:
                     buf = read(fd, READ_BUFFER)
+                except BlockingIOError:
+                    if clock() < until:
+                        continue
+                    poller.poll()
+                    until = clock() + SPIN
+                    continue
                 except OSError as err:
                     if err.errno in _RETRY:
                         continue
                     break  # ENODEV: unmounted (or the connection was aborted)
-                _len, op, unique, nodeid, uid, gid, pid, _ext, _pad = unpack(buf)
-                handler = handlers.get(op)
-                if handler is None:
-                    if op == abi.FORGET:
-                        self._forget(nodeid, abi.FORGET_IN.unpack_from(buf, _IN)[0])
-                    elif op == abi.BATCH_FORGET:
-                        for ino, n in abi.unpack_batch_forget(buf[_IN:]):
-                            self._forget(ino, n)
-                    elif op == abi.INTERRUPT:
-                        self._interrupt(unique, abi.INTERRUPT_IN.unpack_from(buf, _IN)[0])
-                    elif op == abi.DESTROY:
-                        self._send(abi.reply(unique))
-                        break
-                    else:
-                        # FLUSH (answered once: the kernel then stops sending it), ACCESS, xattrs,
-                        # POLL, LSEEK...: ENOSYS is the kernel's cue to handle them itself.
-                        self._send(abi.error_reply(unique, errno.ENOSYS))
+                self.current = buf
+                if not handle(buf):
+                    break
+                self.current = None
+                until = clock() + SPIN
+        finally:
+            self._ending = True
+            self._thread_done()
+
+    def _standby(self) -> None:
+        """The second thread: asleep unless the request thread has been inside one request for
+        STUCK seconds (a host file that blocks, say). Then it answers the others, INTERRUPTs of
+        the stuck one among them (its client gets EINTR), until the request thread is back. It
+        never waits on the device otherwise: every request would wake it."""
+        fd = self.fd
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        seen = None
+        try:
+            while not self._ending:
+                time.sleep(STUCK)
+                stuck = self.current
+                if stuck is None or stuck is not seen:
+                    seen = stuck
                     continue
-                inflight[unique] = True
-                try:
-                    out = handler(unique, nodeid, Requester(pid, uid, gid), buf)
-                except Exception as err:
-                    out = abi.error_reply(unique, errno_of(err))
-                if out is not None and inflight.pop(unique, False):
+                log.warning("%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK)
+                while not self._ending and self.current is stuck:
+                    if not poller.poll(int(STUCK * 1000)):
+                        continue
                     try:
-                        write(fd, out)
+                        buf = os.read(fd, READ_BUFFER)
+                    except BlockingIOError:
+                        continue
                     except OSError as err:
-                        if err.errno == errno.ENODEV:
-                            break
-                        # ENOENT: the request was aborted meanwhile
+                        if err.errno in _RETRY:
+                            continue
+                        return
+                    if not self._handle(buf):
+                        return
+                seen = None
         finally:
             self._thread_done()
+
+    def _handle(self, buf: bytes) -> bool:
+        """Answer one request; False when the connection is gone."""
+        _len, op, unique, nodeid, uid, gid, pid, _ext, _pad = _unpack_in(buf)
+        handler = self.handlers.get(op)
+        if handler is None:
+            if op == abi.FORGET:
+                self._forget(nodeid, abi.FORGET_IN.unpack_from(buf, _IN)[0])
+            elif op == abi.BATCH_FORGET:
+                for ino, n in abi.unpack_batch_forget(buf[_IN:]):
+                    self._forget(ino, n)
+            elif op == abi.INTERRUPT:
+                self._interrupt(unique, abi.INTERRUPT_IN.unpack_from(buf, _IN)[0])
+            elif op == abi.DESTROY:
+                self._send(abi.reply(unique))
+                return False
+            else:
+                # FLUSH (answered once: the kernel then stops sending it), ACCESS, xattrs, POLL,
+                # LSEEK...: ENOSYS is the kernel's cue to do without them.
+                self._send(abi.error_reply(unique, errno.ENOSYS))
+            return True
+        inflight = self.inflight
+        inflight[unique] = True
+        try:
+            out = handler(unique, nodeid, Requester(pid, uid, gid), buf)
+        except Exception as err:
+            out = abi.error_reply(unique, errno_of(err))
+        if out is not None and inflight.pop(unique, False):
+            try:
+                os.write(self.fd, out)
+            except OSError as err:
+                if err.errno == errno.ENODEV:
+                    return False
+                # ENOENT: the request was aborted meanwhile
+        return True
 
     def _send(self, message: bytes) -> None:
         try:
@@ -358,7 +423,10 @@ class Session:
     def _lookup(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
         parent = self._entered(nodeid, req)
         name = abi.name_of(buf[_IN:])
-        child = parent.lookup(os.fsdecode(name), req)
+        try:
+            child = parent.lookup(os.fsdecode(name), req)
+        except Absent:
+            return abi.reply(unique, abi.pack_negative_entry(ENTRY_TIMEOUT))
         try:
             attr = child.attr(req)
         except BaseException:

@@ -228,15 +228,22 @@ class Registry:
     def reaped(self, host_pid: int, shown: bool = True) -> list[Instance]:
         """A task is gone for good. When a view has shown it (`shown`), new lookups of its pid get
         new nodes (a reused pid must not reach the old task's files). Returns the instances whose
-        init it was (now dead)."""
+        init it was, if they were not dead yet."""
         if shown:
             self.generations[host_pid] = self.generations.get(host_pid, 0) + 1
         self.forked()
+        return self.init_exited(host_pid)
+
+    def init_exited(self, host_pid: int) -> list[Instance]:
+        """The instances whose init host_pid is: dead from its exit on (KERNEL-PROC 18), zombie or
+        not, so they drop their references to the namespace now."""
         dead = []
         for instance in list(self.instances.values()):
             if not instance.dead and instance.init_host == host_pid:
                 instance.die()
                 dead.append(instance)
+        if dead:
+            self.forked()
         return dead
 
     def close(self) -> None:

@@ -40,6 +40,14 @@ def _fail(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
+class Absent(FileNotFoundError):
+    """ENOENT for a name that can never exist in its directory (a task directory's entries are a
+    fixed set): the kernel may remember the absence (`ps` asks every task for `ctty`)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
 @dataclass(slots=True)
 class Attr:
     mode: int
@@ -212,7 +220,12 @@ class PidDir(Node):
 
     def lookup(self, name: str, req: Requester) -> Node:
         self.check_open_dir(req)
-        return self._child(name)
+        try:
+            return self._child(name)
+        except OSError as err:
+            if err.errno == errno.ENOENT:  # not ESRCH: the task is there, the name is not
+                raise Absent() from None
+            raise
 
     def _child(self, name: str) -> Node:
         if name == "task" and self.group is None:

@@ -150,6 +150,10 @@ class Watcher:
         self.pending[host_pid] = fd
         if fd >= 0:
             poller.register(fd, 0)  # POLLHUP only: readable it already is (a zombie)
+        with self.lock:
+            dead = self.registry.init_exited(host_pid)
+        for instance in dead:
+            self._died(instance)
 
     def _listen(self, poller: select.poll) -> None:
         assert self.sock is not None
@@ -180,9 +184,12 @@ class Watcher:
         with self.lock:
             dead = self.registry.reaped(pid, self.shown(pid))
         for instance in dead:
-            log.info("namespace %s died: its views now show a dead namespace", instance.id)
-            self.on_dead(instance)
+            self._died(instance)
         self.flush(pid)
+
+    def _died(self, instance: Instance) -> None:
+        log.info("namespace %s died: its views now show a dead namespace", instance.id)
+        self.on_dead(instance)
 
 
 def _pidfd(pid: int) -> int:
