@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 from pidns.procfs.reader import read_at
 from pidns.view import tree
 from pidns.view.files.children import render_children
-from pidns.view.files.ids import task_ids
+from pidns.view.files.ids import TaskIds, task_ids
 from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
 from pidns.view.files.locks import render_locks
 from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import render_stat
-from pidns.view.files.status import render_status
+from pidns.view.files.stat import translate_stat
+from pidns.view.files.status import translate_status
 from pidns.view.tree import Creds, Requester
 
 if TYPE_CHECKING:
@@ -38,6 +38,17 @@ NEW_NS_PID_MAX = 4 * 1024 * 1024
 
 def _fail(code: int) -> OSError:
     return OSError(code, os.strerror(code))
+
+
+def _alive(host_pid: int) -> bool:
+    """Whether a task host_pid exists (zombie or not), whoever owns it."""
+    try:
+        os.kill(host_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Absent(FileNotFoundError):
@@ -307,19 +318,22 @@ class Rendered(Node):
     def content(self, req: Requester) -> bytes:
         task = self.task
         nsmap = task.view.instance.nsmap
-        if self.name == "children":
-            return render_children(task.read("children"), nsmap.to_ns)
-        status = task.read("status")
+        name = self.name
         try:
-            ids = task_ids(status, nsmap.level, nsmap.to_ns)
-        except ValueError:
+            if name == "status":
+                return translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
+            if name == "stat":
+                permitted = req.uid == 0 or tree.may_ptrace_read(req, task.creds())
+                return translate_stat(task.read("stat"), task.ns_pid, nsmap.to_ns, self._ids, _alive, permitted)
+            if name == "children":
+                return render_children(task.read("children"), nsmap.to_ns)
+            return render_sched(task.read("sched"), task.ns_pid)
+        except ValueError:  # no number in the namespace (any more)
             raise _fail(errno.ESRCH) from None
-        if self.name == "status":
-            return render_status(status, ids)
-        if self.name == "sched":
-            return render_sched(task.read("sched"), ids.pid)
-        permitted = req.uid == 0 or tree.may_ptrace_read(req, task.creds())
-        return render_stat(task.read("stat"), ids, nsmap.to_ns, permitted)
+
+    def _ids(self) -> TaskIds:
+        nsmap = self.task.view.instance.nsmap
+        return task_ids(self.task.read("status"), nsmap.level, nsmap.to_ns)
 
 
 # -- everything passed through -------------------------------------------------------------------

@@ -8,6 +8,8 @@ own rights, so they are masked here the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pidns.view.files.ids import TaskIds, ToNs
 
 # 1-based field numbers, counted over the whole line (pid is 1, comm 2, state 3).
@@ -47,3 +49,43 @@ def _tpgid(host_tpgid: int, ids: TaskIds, to_ns: ToNs) -> int:
     if host_tpgid == ids.host_sid:
         return ids.sid
     return to_ns(host_tpgid)
+
+
+def translate_stat(
+    host_stat: bytes,
+    ns_pid: int,
+    to_ns: ToNs,
+    ids: Callable[[], TaskIds],
+    leader_alive: Callable[[int], bool],
+    permitted: bool = True,
+) -> bytes:
+    """render_stat without reading status when the kernel can translate: ppid, pgrp and session
+    by the namespace's ioctl, which asks about the group's leader. A group whose leader is alive
+    and has no number in the namespace shows 0 there; one whose leader has exited keeps its
+    number with no task to ask about: then `ids()` (the status chains) decide, as in render_stat."""
+    close_at = host_stat.rfind(b")")
+    if close_at < 0:
+        raise ValueError("stat has no (comm)")
+    rest = host_stat[close_at + 2 :].split(maxsplit=6)
+    if len(rest) < 7:
+        raise ValueError("stat is too short")
+    host_ppid, host_pgrp, host_sid = int(rest[1]), int(rest[2]), int(rest[3])
+    pgrp = to_ns(host_pgrp) if host_pgrp else 0
+    sid = to_ns(host_sid) if host_sid else 0
+    unknown = (host_pgrp and not pgrp and not leader_alive(host_pgrp)) or (
+        host_sid and not sid and not leader_alive(host_sid)
+    )
+    if unknown or not permitted:
+        return render_stat(host_stat, ids(), to_ns, permitted)
+    ppid = to_ns(host_ppid) if host_ppid else 0
+    host_tpgid = int(rest[5])
+    if host_tpgid <= 0:
+        tpgid = host_tpgid
+    elif host_tpgid == host_pgrp:
+        tpgid = pgrp
+    elif host_tpgid == host_sid:
+        tpgid = sid
+    else:
+        tpgid = to_ns(host_tpgid)
+    head = b"%d " % ns_pid + host_stat[host_stat.find(b"(") : close_at + 1]
+    return b"%s %s %d %d %d %s %d %s" % (head, rest[0], ppid, pgrp, sid, rest[4], tpgid, rest[6])
