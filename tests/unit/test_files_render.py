@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pidns.view.files.children import render_children
-from pidns.view.files.ids import task_ids
+from pidns.view.files.ids import TaskIds, task_ids
 from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import render_stat
-from pidns.view.files.status import render_status
+from pidns.view.files.stat import render_stat, translate_stat
+from pidns.view.files.status import render_status, translate_status
 
 STATUS = (b"Name:\tsleep\nState:\tS (sleeping)\nTgid:\t5001\nNgid:\t0\nPid:\t5001\nPPid:\t5000\n"
           b"TracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNStgid:\t5001\t2\nNSpid:\t5001\t2\n"
@@ -35,3 +37,36 @@ def test_stat_splits_at_last_paren_and_hides_addresses() -> None:
 def test_children_and_sched() -> None:
     assert render_children(b"5001 777 ", to_ns) == b"2 "
     assert render_sched(b"sleep (5001, #threads: 1)\n---\n", 2) == b"sleep (2, #threads: 1)\n---\n"
+
+
+def test_translate_status_is_render_status_in_one_pass() -> None:
+    for level in (0, 1):
+        assert translate_status(STATUS, level, to_ns) == render_status(STATUS, task_ids(STATUS, level, to_ns))
+    without_ngid = STATUS.replace(b"Ngid:\t0\n", b"")
+    assert translate_status(without_ngid, 1, to_ns) == render_status(without_ngid, task_ids(without_ngid, 1, to_ns))
+    traced = STATUS.replace(b"TracerPid:\t0", b"TracerPid:\t5000")
+    assert b"TracerPid:\t1\n" in translate_status(traced, 1, to_ns)
+    with pytest.raises(ValueError):
+        translate_status(STATUS, 2, to_ns)
+
+
+def test_translate_stat_asks_status_only_for_a_group_without_leader() -> None:
+    ids = task_ids(STATUS, 1, to_ns)
+    asked: list[int] = []
+
+    def chains() -> TaskIds:
+        asked.append(1)
+        return ids
+
+    # pgrp/session 4000: no number in the namespace. With its leader alive that is 0 there...
+    alive = translate_stat(STAT, 2, to_ns, chains, lambda pid: True)
+    assert alive == render_stat(STAT, ids, to_ns) and not asked
+    # ...and without it only the status chains can tell (here: 0 as well).
+    gone = translate_stat(STAT, 2, to_ns, chains, lambda pid: False)
+    assert gone == render_stat(STAT, ids, to_ns) and asked
+    visible = STAT.replace(b" 4000 4000 0 -1 ", b" 5000 5000 0 5000 ")
+    out = translate_stat(visible, 2, to_ns, chains, lambda pid: True)
+    assert out.startswith(b"2 (sl) eep) S 1 1 1 0 1 ")
+    assert translate_stat(STAT, 2, to_ns, chains, lambda pid: True, permitted=False) == render_stat(
+        STAT, ids, to_ns, permitted=False
+    )

@@ -195,6 +195,8 @@ class Session:
                     if err.errno in _RETRY:
                         continue
                     break  # ENODEV: unmounted (or the connection was aborted)
+                if not buf:
+                    break  # end of file: not the FUSE device (a socket in tests), closed
                 self.current = buf
                 if not handle(buf):
                     break
@@ -232,7 +234,7 @@ class Session:
                         if err.errno in _RETRY:
                             continue
                         return
-                    if not self._handle(buf):
+                    if not buf or not self._handle(buf):
                         return
                 seen = None
         finally:

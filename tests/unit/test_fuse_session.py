@@ -1,0 +1,227 @@
+"""The request loop and inode table, driven over a socket pair with the kernel's messages (no mount)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat as st
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pidns.kernel import fuse_abi as abi
+from pidns.view.fuse import ENTRY_TIMEOUT, Notifier, Session
+from pidns.view.nodes import Absent, Attr, Node
+from pidns.view.tree import Requester
+
+
+class File(Node):
+    def __init__(self, name: str, data: bytes, gate: threading.Event | None = None) -> None:
+        self.key = ("file", name)
+        self.data = data
+        self.gate = gate
+        self.released = 0
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr(st.S_IFREG | 0o444, 1, 0, 0)
+
+    def content(self, req: Requester) -> bytes:
+        if self.gate is not None:
+            self.gate.wait(10)
+        return self.data
+
+    def release(self) -> None:
+        self.released += 1
+
+
+class Dir(Node):
+    def __init__(self, names: list[str]) -> None:
+        self.key = ("dir",)
+        self.names = names
+        self.made: list[File] = []
+        self.slow = threading.Event()
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr(st.S_IFDIR | 0o555, 2, 0, 0)
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        if name == "ctty":
+            raise Absent()
+        if name == "slow":
+            return File("slow", b"late", self.slow)
+        if name not in self.names:
+            raise FileNotFoundError(errno.ENOENT, "no")
+        node = File(name, f"content of {name}\n".encode())
+        self.made.append(node)
+        return node
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        return [(i + 1, name, self.lookup(name, req)) for i, name in enumerate(self.names)]
+
+
+class Kernel:
+    """The kernel's end: sends requests, reads replies and notifications."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.unique = 100
+
+    def send(self, op: int, nodeid: int, body: bytes = b"", unique: int | None = None, uid: int = 0) -> int:
+        if unique is None:
+            self.unique += 2
+            unique = self.unique
+        header = abi.IN_HEADER.pack(abi.IN_HEADER.size + len(body), op, unique, nodeid, uid, 0, 4242, 0, 0)
+        self.sock.send(header + body)
+        return unique
+
+    def receive(self) -> tuple[int, int, bytes]:
+        data = self.sock.recv(1 << 16)
+        length, error, unique = abi.OUT_HEADER.unpack_from(data)
+        assert length == len(data)
+        return unique, error, data[abi.OUT_HEADER.size :]
+
+    def call(self, op: int, nodeid: int, body: bytes = b"", uid: int = 0) -> tuple[int, bytes]:
+        unique = self.send(op, nodeid, body, uid=uid)
+        got, error, payload = self.receive()
+        assert got == unique
+        return error, payload
+
+    def lookup(self, parent: int, name: bytes) -> int:
+        error, payload = self.call(abi.LOOKUP, parent, name + b"\0")
+        assert error == 0
+        return int(abi.ENTRY_OUT.unpack_from(payload)[0])
+
+
+@pytest.fixture
+def mount() -> Iterator[tuple[Kernel, Session, Dir]]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.settimeout(10)
+    root = Dir(["a", "bb", "ccc", "dddd"])
+    notifier = Notifier()
+    session = Session(os.dup(ours.fileno()), root, lambda req: req.uid != 666, notifier, threads=2, name="t")
+    ours.close()
+    session.start()
+    kernel = Kernel(theirs)
+    error, _ = kernel.call(abi.INIT, 0, struct_init())
+    assert error == 0
+    yield kernel, session, root
+    root.slow.set()
+    theirs.close()
+    notifier.stop()
+
+
+def struct_init() -> bytes:
+    return abi.INIT_IN.pack(7, 45, 65536, abi.DO_READDIRPLUS | abi.PARALLEL_DIROPS)
+
+
+def test_lookups_are_counted_and_forgotten_exactly(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, session, root = mount
+    ino = kernel.lookup(abi.ROOT_ID, b"a")
+    assert kernel.lookup(abi.ROOT_ID, b"a") == ino
+    assert session.counts[ino] == 2
+    kernel.send(abi.FORGET, ino, abi.FORGET_IN.pack(1))
+    kernel.send(abi.BATCH_FORGET, 0, abi.BATCH_FORGET_IN.pack(2, 0) + abi.FORGET_ONE.pack(ino, 1)
+                + abi.FORGET_ONE.pack(999, 5))  # an unknown inode is no failure
+    error, _ = kernel.call(abi.GETATTR, abi.ROOT_ID, abi.GETATTR_IN.pack(0, 0, 0))  # FORGETs are done
+    assert error == 0
+    assert ino not in session.nodes and ino not in session.counts
+    assert root.made[0].released == 1  # the node kept: released once forgotten
+    assert root.made[1].released == 1  # the duplicate of the second lookup: released at once
+    assert kernel.lookup(abi.ROOT_ID, b"a") != ino  # a new inode after a forget
+
+
+def test_absent_names_are_cacheable_and_missing_ones_not(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, _, _ = mount
+    error, payload = kernel.call(abi.LOOKUP, abi.ROOT_ID, b"ctty\0")
+    assert error == 0
+    nodeid, _gen, entry_valid, *_ = abi.ENTRY_OUT.unpack_from(payload)
+    assert nodeid == 0 and entry_valid == int(ENTRY_TIMEOUT)
+    assert kernel.call(abi.LOOKUP, abi.ROOT_ID, b"zz\0")[0] == -errno.ENOENT
+
+
+def test_open_serves_a_snapshot_with_direct_io(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, session, _ = mount
+    ino = kernel.lookup(abi.ROOT_ID, b"bb")
+    error, payload = kernel.call(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_RDONLY, 0))
+    fh, flags, _ = abi.OPEN_OUT.unpack(payload)
+    assert error == 0 and flags == abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH
+    assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 0, 5, 0, 0, 0, 0)) == (0, b"conte")
+    assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 5, 4096, 0, 0, 0, 0)) == (0, b"nt of bb\n")
+    assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 99, 4096, 0, 0, 0, 0)) == (0, b"")
+    assert kernel.call(abi.FLUSH, ino, bytes(24))[0] == -errno.ENOSYS
+    assert kernel.call(abi.RELEASE, ino, abi.RELEASE_IN.pack(fh, 0, 0, 0))[0] == 0
+    assert fh not in session.files
+    assert kernel.call(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_WRONLY, 0))[0] == -errno.EROFS
+    assert kernel.call(abi.READLINK, ino)[0] == -errno.EINVAL
+
+
+def test_the_gate_keeps_requesters_out(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, _, _ = mount
+    assert kernel.call(abi.LOOKUP, abi.ROOT_ID, b"a\0", uid=666)[0] == -errno.EACCES
+
+
+def _entries(payload: bytes) -> list[tuple[int, int, bytes]]:
+    """(nodeid, next offset, name) of a READDIRPLUS reply."""
+    out, at = [], 0
+    while at < len(payload):
+        nodeid = abi.ENTRY_OUT.unpack_from(payload, at)[0]
+        _ino, off, namelen, _type = abi.DIRENT.unpack_from(payload, at + abi.ENTRY_OUT.size)
+        start = at + abi.ENTRY_OUT.size + abi.DIRENT.size
+        out.append((nodeid, off, payload[start : start + namelen]))
+        at += (abi.ENTRY_OUT.size + abi.DIRENT.size + namelen + 7) & ~7
+    return out
+
+
+def test_readdirplus_resumes_at_stable_offsets_and_counts_what_it_sent(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, session, root = mount
+    error, payload = kernel.call(abi.OPENDIR, abi.ROOT_ID, abi.OPEN_IN.pack(0, 0))
+    assert error == 0
+    fh = abi.OPEN_OUT.unpack(payload)[0]
+    record = abi.ENTRY_OUT.size + abi.DIRENT.size + 8
+    _, first = kernel.call(abi.READDIRPLUS, abi.ROOT_ID, abi.READ_IN.pack(fh, 0, 3 * record, 0, 0, 0, 0))
+    got = _entries(first)
+    assert [name for _, _, name in got] == [b".", b"..", b"a"]
+    root.names.insert(0, "new")  # the listing changes; the open handle keeps its snapshot
+    _, rest = kernel.call(abi.READDIRPLUS, abi.ROOT_ID, abi.READ_IN.pack(fh, got[-1][1], 4096, 0, 0, 0, 0))
+    later = _entries(rest)
+    assert [name for _, _, name in later] == [b"bb", b"ccc", b"dddd"]
+    for nodeid, _, name in got[2:] + later:
+        assert session.counts[nodeid] == 1, name
+    assert kernel.call(abi.RELEASEDIR, abi.ROOT_ID, abi.RELEASE_IN.pack(fh, 0, 0, 0))[0] == 0
+
+
+def test_an_interrupt_answers_a_stuck_request_once(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, session, root = mount
+    ino = kernel.lookup(abi.ROOT_ID, b"slow")
+    stuck = kernel.send(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_RDONLY, 0))
+    kernel.send(abi.INTERRUPT, 0, abi.INTERRUPT_IN.pack(stuck), unique=stuck | abi.INT_REQ_BIT)
+    unique, error, _ = kernel.receive()  # from the standby thread, while the request thread waits
+    assert (unique, error) == (stuck, -errno.EINTR)
+    root.slow.set()
+    assert kernel.call(abi.GETATTR, ino, abi.GETATTR_IN.pack(0, 0, 0))[0] == 0  # no late OPEN reply
+    assert not session.files  # and no handle kept for it
+    unknown = 4000
+    kernel.send(abi.INTERRUPT, 0, abi.INTERRUPT_IN.pack(unknown), unique=unknown | abi.INT_REQ_BIT)
+    assert kernel.receive()[:2] == (unknown | abi.INT_REQ_BIT, -errno.EAGAIN)
+
+
+def test_a_reaped_task_is_invalidated_from_another_thread(mount: tuple[Kernel, Session, Dir]) -> None:
+    kernel, session, _ = mount
+
+    class Task(File):
+        host_pid = 777
+
+    class Tasks(Dir):
+        def lookup(self, name: str, req: Requester) -> Node:
+            return Task(name, b"")
+
+    session.nodes[abi.ROOT_ID] = Tasks([])
+    ino = kernel.lookup(abi.ROOT_ID, b"5")
+    assert session.by_host == {777: {ino}}
+    session.flush_task(777)
+    unique, code, body = kernel.receive()
+    assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
+    assert abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body) == (abi.ROOT_ID, 1, 0) and body[16:] == b"5\0"
+    assert kernel.lookup(abi.ROOT_ID, b"5") != ino
