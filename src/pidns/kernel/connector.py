@@ -1,14 +1,18 @@
 """The netlink proc connector: fork/exec/exit events with host pids.
 
-Needs CAP_NET_ADMIN and works only from the initial user and pid namespaces; `open_listener` raises
-OSError elsewhere so callers can fall back to pidfds.
+Works only from the initial user and pid namespaces (and, before Linux 6.6, with CAP_NET_ADMIN);
+`open_listener` raises OSError when the kernel does not confirm the subscription, so callers can fall
+back to pidfds.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 NETLINK_CONNECTOR = 11
@@ -19,6 +23,7 @@ PROC_CN_MCAST_IGNORE = 2
 NLMSG_DONE = 3
 NLMSG_ERROR = 2
 
+PROC_EVENT_NONE = 0x00000000  # the acknowledgement of a listen/ignore request
 PROC_EVENT_FORK = 0x00000001
 PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
@@ -46,10 +51,28 @@ def open_listener() -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         _send_op(sock, PROC_CN_MCAST_LISTEN)
         sock.setblocking(False)
+        _await_ack(sock)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def _await_ack(sock: socket.socket, timeout: float = 1.0) -> None:
+    """The kernel answers a listen request with a PROC_EVENT_NONE carrying an errno, and not at all
+    outside the initial namespaces: only an ack of 0 means events will come."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            break
+        data = sock.recv(65536)
+        at = _NLMSGHDR.size + _CN_MSG.size
+        if len(data) >= at + _EVENT_HEAD.size + 4 and _EVENT_HEAD.unpack_from(data, at)[0] == PROC_EVENT_NONE:
+            err = struct.unpack_from("=I", data, at + _EVENT_HEAD.size)[0]
+            if err:
+                raise OSError(err, os.strerror(err), "proc connector listen")
+            return
+    raise OSError(errno.ETIMEDOUT, "the proc connector did not acknowledge the listen request")
 
 
 def _send_op(sock: socket.socket, op: int) -> None:

@@ -141,12 +141,12 @@ def _has_init(fd: int) -> bool:
 def fuse_missing() -> str | None:
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse is missing (load the fuse module or use --backend kernel)"
+    if os.geteuid() != 0:  # the setuid helper opens the device
+        return None if shutil.which("fusermount3") else "fusermount3 is missing (apt-get install fuse3)"
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
     except OSError as err:
         return f"/dev/fuse cannot be opened ({err.strerror}); use --backend kernel"
-    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
-        return "fusermount3 is missing (apt-get install fuse3)"
     return None
 
 
@@ -210,8 +210,11 @@ def ensure_daemon(timeout: float = 10.0) -> int:
         return int(control.request(sock, {"op": "ping"}, timeout=2)["pid"])
     log = open(state.state_dir() / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
     with log:
+        # Through /proc/self/exe: this interpreter may sit where the user cannot reach it by path
+        # (root's interpreter, run by a user it switched to); argv[0] still finds its environment.
         child = subprocess.Popen(
             [sys.executable, "-m", "pidns.view.daemon"],
+            executable="/proc/self/exe",
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             close_fds=True,
         )

@@ -39,6 +39,7 @@ class Watcher:
         lock: threading.RLock,
         shown: Callable[[int], bool] = lambda pid: True,
         shown_pids: Callable[[], list[int]] = list,
+        use_connector: bool = True,
     ) -> None:
         self.registry = registry
         self.flush = flush  # drop a reaped task's entries from every view
@@ -54,8 +55,9 @@ class Watcher:
         self._stop = False
         self.sock = None
         try:
-            self.sock = connector.open_listener()
-            registry.fork_events = True
+            if use_connector:
+                self.sock = connector.open_listener()
+                registry.fork_events = True
         except OSError as err:
             log.info("proc connector unavailable (%s): watching pidfds", err)
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
@@ -70,7 +72,14 @@ class Watcher:
     def stop(self) -> None:
         self._stop = True
         os.eventfd_write(self._wake, 1)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self.sock is not None:
+            self.sock.close()
+        for fd in [*self.watched, *(fd for fd in self.pending.values() if fd >= 0)]:
+            os.close(fd)
+        self.watched.clear()
+        self.pending.clear()
 
     def watch(self, host_pid: int) -> None:
         """pidfd mode: report this task's exit (the connector reports every exit by itself).
