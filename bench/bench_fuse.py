@@ -5,6 +5,7 @@ fuse_status_vs_kernel  the same / the kernel view's /<pid>/status
 fuse_ps_vs_kernel_1k   `ps -ef` inside a namespace of 1,000 tasks, view / kernel view at /proc
 exit_flush_p99_ms      task exit -> its /<pid> gone from the view, p99 over 1,000 exits (ms)
 daemon_rss_mb_1k       the daemon's RSS after a full `ps -ef` of 1,000 tasks (MB)
+daemon_rss_mb_10k      a fresh daemon's RSS after a full `ps -ef` through a view of 10,000 tasks (MB)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench.tasks import live_tasks
 from bench.timing import interleaved_ratio, run_quiet
 
 
@@ -127,6 +129,35 @@ def _exit_flush(init: int, fuse: str, n: int) -> list[float]:
     return delays
 
 
+def _daemon_gone(timeout: float = 30) -> None:
+    """Wait until this user's view daemon has left (it does once it serves no view)."""
+    from pidns.view import control, state
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            control.request(str(state.socket_path()), {"op": "ping"}, timeout=1)
+        except OSError:
+            return
+        time.sleep(0.1)
+
+
+def _rss_10k() -> float:
+    """The host's namespace with 10,000 more tasks, viewed whole: `ps -ef` (in the host's pid
+    namespace, the view at /proc) touches every task's directory and files."""
+    from pidns.view.api import open_view
+
+    _daemon_gone()
+    with live_tasks(10_000), tempfile.TemporaryDirectory() as tmp:
+        view = f"{tmp}/fuse"
+        os.mkdir(view)
+        with open_view(f"@{os.getpid()}", view, backend="fuse") as handle:
+            assert handle.daemon_pid is not None
+            run_quiet(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       'mount --bind "$0" /proc && exec ps -ef', view])()
+            return _rss_mb(handle.daemon_pid)
+
+
 def run() -> dict[str, float]:
     results: dict[str, float] = {}
     with _namespace(1002) as init, _views(init) as (fuse, kernel):
@@ -146,4 +177,5 @@ def run() -> dict[str, float]:
         delays = _exit_flush(init, fuse, 1000)
         results["exit_flush_p99_ms"] = statistics.quantiles(delays, n=100)[98] if len(delays) > 2 else float("nan")
         results["exit_flush_median_ms"] = statistics.median(delays) if delays else float("nan")
+    results["daemon_rss_mb_10k"] = _rss_10k()
     return results

@@ -334,7 +334,7 @@ class Session:
 
     # -- the inode table -----------------------------------------------------------------------
 
-    def _commit(self, node: Node, parent: int, name: bytes) -> int:
+    def _commit(self, node: Node, parent: int, name: bytes, attr: Attr) -> int:
         """One more lookup of node (called with the lock held); its inode."""
         ino = self.by_key.get(node.key)
         if ino is not None:
@@ -346,7 +346,8 @@ class Session:
         self.nodes[ino] = node
         self.by_key[node.key] = ino
         self.counts[ino] = 1
-        self.entry_of[ino] = (parent, name)
+        if node.host_pid or st.S_ISDIR(attr.mode):  # to invalidate it, or to answer ".." in it
+            self.entry_of[ino] = (parent, name)
         if node.host_pid:
             self.by_host.setdefault(node.host_pid, set()).add(ino)
             self.watch(node.host_pid)
@@ -438,7 +439,7 @@ class Session:
             if not self._claim(unique):
                 _release(child)
                 return None
-            ino = self._commit(child, nodeid, name)
+            ino = self._commit(child, nodeid, name, attr)
         self._send(abi.reply(unique, abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)))
         return None
 
@@ -562,7 +563,7 @@ class Session:
                     ino = handle.ino if name == b"." else parent
                     entry_out = abi.pack_entry(ino, attr, 0, 0)
                 else:
-                    ino = self._commit(child, handle.ino, name)
+                    ino = self._commit(child, handle.ino, name, attr)
                     entry_out = abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)
                 records.append(abi.pack_direntplus(entry_out, ino, next_off, name, attr.mode >> 12))
         self._send(abi.reply(unique, b"".join(records)))

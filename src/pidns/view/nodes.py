@@ -76,6 +76,7 @@ class Attr:
 class Node:
     """A path of a view. `key` identifies what the node shows, so one inode serves repeated lookups."""
 
+    __slots__ = ()
     key: Hashable = None
     host_pid = 0  # the task a pid directory shows; 0 for every other node
 
@@ -106,6 +107,8 @@ class Node:
 
 
 class Root(Node):
+    __slots__ = ("key", "view")  # tens of thousands live at once: no per-node dict
+
     def __init__(self, view: View) -> None:
         self.view = view
         self.key = ("root", view.id)
@@ -149,6 +152,8 @@ class Root(Node):
 
 
 class SelfLink(Node):
+    __slots__ = ("key", "thread", "view")  # tens of thousands live at once: no per-node dict
+
     def __init__(self, view: View, thread: bool) -> None:
         self.view = view
         self.thread = thread
@@ -175,6 +180,8 @@ class SelfLink(Node):
 
 class PidDir(Node):
     """/N (leader or, by lookup only, any thread) or /N/task/T."""
+    __slots__ = ("_fd", "group", "host_pid", "key", "ns_pid", "view")  # tens of thousands live at once: no per-node dict
+
 
     def __init__(self, view: View, ns_pid: int, host_pid: int, group: PidDir | None) -> None:
         self.view = view
@@ -259,6 +266,8 @@ class PidDir(Node):
 
 
 class TaskDir(Node):
+    __slots__ = ("key", "task")  # tens of thousands live at once: no per-node dict
+
     def __init__(self, task: PidDir) -> None:
         self.task = task
         self.key = ("task", task.key)
@@ -303,6 +312,8 @@ class TaskDir(Node):
 
 class Rendered(Node):
     """A per-task file whose bytes name pids, rendered for the namespace at open."""
+    __slots__ = ("key", "name", "task")  # tens of thousands live at once: no per-node dict
+
 
     def __init__(self, task: PidDir, name: str) -> None:
         self.task = task
@@ -349,12 +360,14 @@ def passthrough(view: View, task: PidDir | None, rel: str) -> Node:
 
 
 class Pass(Node):
+    __slots__ = ("key", "rel", "task", "view")  # tens of thousands live at once: no per-node dict
+
     def __init__(self, view: View, task: PidDir | None, rel: str) -> None:
         self.view = view
         self.task = task
         self.rel = rel
         self.key = ("pass", view.id if task is None else task.key, rel)
-        self._attr = Attr.of(self._lstat())
+        self._lstat()  # ENOENT (ESRCH) now rather than at the first use
 
     def _base(self) -> int:
         return self.view.proc_fd if self.task is None else self.task.fd
@@ -431,6 +444,8 @@ class Pass(Node):
 
 class Special(Node):
     """A top-level file whose content follows the namespace or the reader (KERNEL-PROC 14, 16)."""
+    __slots__ = ("key", "rel", "view")  # tens of thousands live at once: no per-node dict
+
 
     def __init__(self, view: View, rel: str) -> None:
         self.view = view

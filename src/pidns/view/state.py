@@ -7,7 +7,6 @@ mountpoint is no longer mounted is stale and dropped.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -32,6 +31,8 @@ def socket_path() -> Path:
 
 
 def _record_path(mountpoint: str) -> Path:
+    import hashlib  # here: OpenSSL costs the daemon megabytes of RSS, and it rarely needs this
+
     digest = hashlib.sha1(os.fsencode(mountpoint)).hexdigest()[:16]
     return state_dir() / "views" / f"{digest}.json"
 
