@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 from pidns.errors import UsageError
 from pidns.ids import HostPid
@@ -18,8 +19,13 @@ from pidns.procfs.parse import parse_cmdline, parse_ns_link, parse_stat, parse_s
 _GONE = (errno.ENOENT, errno.ESRCH)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
-_PARALLEL_FROM = 512  # below this, starting threads costs more than it saves
-_MAX_WORKERS = 3
+_PARALLEL_FROM = 2000  # below this, forking a reader costs more than it saves
+
+
+def _single_threaded() -> bool:
+    """Forking is only safe while no other thread could hold a lock the copy would inherit."""
+    threading = sys.modules.get("threading")
+    return threading is None or threading.active_count() == 1
 
 
 class Vanished(Exception):
@@ -50,7 +56,7 @@ class ProcReader:
             self.fd = os.open(path, _DIR_FLAGS)
         except OSError as err:
             raise UsageError(f"{path}: cannot read it as a proc tree ({err.strerror})") from None
-        self.unreadable_ns = 0  # tasks whose ns/pid link was refused (needs ptrace access)
+        self.root_ino: int | None = None  # the namespace owning this tree, once a link told it
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -83,31 +89,50 @@ class ProcReader:
             os.close(dir_fd)
 
     def tasks(self, threads: bool = False) -> list[Task]:
-        """Every task readdir lists. Large trees are read by a few threads: most of the time is
-        the kernel rendering status/stat, which runs outside the GIL and so in parallel."""
+        """Every task readdir lists (a task that vanishes meanwhile is left out)."""
         pids = self.pids()
-        workers = min(_MAX_WORKERS, (os.cpu_count() or 1) + 1) if len(pids) >= _PARALLEL_FROM else 1
-        if workers == 1:
-            return self._read_all(pids, threads)
-        import threading
+        if len(pids) >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1 and _single_threaded():
+            return self._read_forked(pids, threads)
+        return self._read_all(pids, threads)
 
-        parts: list[list[Task]] = [[] for _ in range(workers)]
-        failures: list[BaseException] = []
+    def _read_forked(self, pids: list[HostPid], threads: bool) -> list[Task]:
+        """Read half the tasks in a forked copy of this process, which sends them back pickled.
 
-        def work(i: int) -> None:
+        A process rather than threads: after the kernel's share, what is left is Python parsing,
+        which the GIL would serialise. Should the copy fail, its half is read here instead.
+        """
+        import pickle
+
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the forked copy, which never returns
+            code = 1
             try:
-                parts[i] = self._read_all(pids[i::workers], threads)
-            except BaseException as err:  # re-raised in the caller's thread below
-                failures.append(err)
-
-        pool = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        if failures:
-            raise failures[0]
-        return [task for part in parts for task in part]
+                os.close(read_end)
+                data = pickle.dumps(
+                    (self._read_all(pids[1::2], threads), self.root_ino), pickle.HIGHEST_PROTOCOL
+                )
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_end, view) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        try:
+            mine = self._read_all(pids[0::2], threads)
+            with os.fdopen(read_end, "rb") as pipe:
+                data = pipe.read()
+        finally:
+            _, status = os.waitpid(child, 0)
+        if status != 0 or not data:
+            return mine + self._read_all(pids[1::2], threads)
+        theirs: list[Task]
+        root_ino: int | None
+        theirs, root_ino = pickle.loads(data)
+        if self.root_ino is None:
+            self.root_ino = root_ino
+        return mine + theirs
 
     def _read_all(self, pids: list[HostPid], threads: bool) -> list[Task]:
         found = []
@@ -129,7 +154,13 @@ class ProcReader:
         except ValueError:  # a file cut short as the task died
             raise Vanished from None
         if ns_ino is None:
-            ns_ino = self._ns_ino(dir_fd)
+            # Every level-0 task lives in the tree's own namespace: one readable link tells it.
+            if len(status.nspid) == 1 and self.root_ino is not None:
+                ns_ino = self.root_ino
+            else:
+                ns_ino = self._ns_ino(dir_fd)
+                if len(status.nspid) == 1:
+                    self.root_ino = ns_ino
         task = Task(
             host_pid=HostPid(status.pid),
             tgid=HostPid(status.tgid),
@@ -161,7 +192,6 @@ class ProcReader:
             if err.errno in _GONE:
                 raise Vanished from None
             if err.errno == errno.EACCES:
-                self.unreadable_ns += 1
                 return None
             raise
 
