@@ -58,7 +58,9 @@ def _namespace(tasks: int) -> Iterator[int]:
         yield init
     finally:
         with contextlib.suppress(OSError, IndexError):
-            os.kill(int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0]), 9)
+            os.kill(
+                int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0]), 9
+            )
         proc.kill()
         proc.wait()
 
@@ -71,7 +73,10 @@ def _views(init: int) -> Iterator[tuple[str, str]]:
         fuse, kernel = f"{tmp}/fuse", f"{tmp}/kernel"
         os.mkdir(fuse)
         os.mkdir(kernel)
-        with open_view(f"@{init}", fuse, backend="fuse"), open_view(f"@{init}", kernel, backend="kernel"):
+        with (
+            open_view(f"@{init}", fuse, backend="fuse"),
+            open_view(f"@{init}", kernel, backend="kernel"),
+        ):
             yield fuse, kernel
 
 
@@ -81,7 +86,9 @@ def _lxcfs() -> Iterator[str | None]:
         yield None
         return
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(["lxcfs", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["lxcfs", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             for _ in range(200):
                 if os.path.exists(f"{tmp}/proc/loadavg"):
@@ -95,8 +102,20 @@ def _lxcfs() -> Iterator[str | None]:
 
 
 def _inside(init: int, proc_dir: str, argv: list[str]) -> list[str]:
-    return ["nsenter", f"--pid=/proc/{init}/ns/pid", "--", "unshare", "--mount", "--propagation", "private",
-            "sh", "-c", 'mount --bind "$0" /proc && exec "$@"', proc_dir, *argv]
+    return [
+        "nsenter",
+        f"--pid=/proc/{init}/ns/pid",
+        "--",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /proc && exec "$@"',
+        proc_dir,
+        *argv,
+    ]
 
 
 def _rss_mb(pid: int) -> float:
@@ -114,7 +133,9 @@ def _exit_flush(init: int, fuse: str, n: int) -> list[float]:
     delays = []
     try:
         # One child is spared: the init's `wait` returns, and the namespace dies, when the last exits.
-        kids = [int(k) for k in Path(f"/proc/{init}/task/{init}/children").read_text().split()][:-1][:n]
+        kids = [int(k) for k in Path(f"/proc/{init}/task/{init}/children").read_text().split()][
+            :-1
+        ][:n]
         for host in kids:
             ns_pid = nsfs.pid_in_pidns(fd, host)
             path = f"{fuse}/{ns_pid}"
@@ -153,8 +174,18 @@ def _rss_10k() -> float:
         os.mkdir(view)
         with open_view(f"@{os.getpid()}", view, backend="fuse") as handle:
             assert handle.daemon_pid is not None
-            run_quiet(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                       'mount --bind "$0" /proc && exec ps -ef', view])()
+            run_quiet(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    'mount --bind "$0" /proc && exec ps -ef',
+                    view,
+                ]
+            )()
             return _rss_mb(handle.daemon_pid)
 
 
@@ -166,16 +197,25 @@ def run() -> dict[str, float]:
         daemon = int(control.request(str(state.socket_path()), {"op": "ping"})["pid"])
         pid = sorted(int(n) for n in os.listdir(kernel) if n.isdigit())[1]
         status_fuse = _loop(f"{fuse}/{pid}/status")
-        _, _, results["fuse_status_vs_kernel"] = interleaved_ratio(status_fuse, _loop(f"{kernel}/{pid}/status"))
+        _, _, results["fuse_status_vs_kernel"] = interleaved_ratio(
+            status_fuse, _loop(f"{kernel}/{pid}/status")
+        )
         with _lxcfs() as loadavg:
             if loadavg is not None:
-                _, _, results["fuse_status_vs_lxcfs"] = interleaved_ratio(status_fuse, _loop(loadavg))
+                _, _, results["fuse_status_vs_lxcfs"] = interleaved_ratio(
+                    status_fuse, _loop(loadavg)
+                )
         _, _, results["fuse_ps_vs_kernel_1k"] = interleaved_ratio(
-            run_quiet(_inside(init, fuse, ["ps", "-ef"])), run_quiet(_inside(init, kernel, ["ps", "-ef"])),
-            rounds=7, warmup=1)
+            run_quiet(_inside(init, fuse, ["ps", "-ef"])),
+            run_quiet(_inside(init, kernel, ["ps", "-ef"])),
+            rounds=7,
+            warmup=1,
+        )
         results["daemon_rss_mb_1k"] = _rss_mb(daemon)
         delays = _exit_flush(init, fuse, 1000)
-        results["exit_flush_p99_ms"] = statistics.quantiles(delays, n=100)[98] if len(delays) > 2 else float("nan")
+        results["exit_flush_p99_ms"] = (
+            statistics.quantiles(delays, n=100)[98] if len(delays) > 2 else float("nan")
+        )
         results["exit_flush_median_ms"] = statistics.median(delays) if delays else float("nan")
     results["daemon_rss_mb_10k"] = _rss_10k()
     return results

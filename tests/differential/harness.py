@@ -15,15 +15,31 @@ from typing import Any
 
 BUILDER = Path(__file__).with_name("builder.py")
 
-STATUS_KEYS = ("Name", "Tgid", "Pid", "PPid", "TracerPid", "Uid", "Gid", "NStgid", "NSpid",
-               "NSpgid", "NSsid", "Threads")
+STATUS_KEYS = (
+    "Name",
+    "Tgid",
+    "Pid",
+    "PPid",
+    "TracerPid",
+    "Uid",
+    "Gid",
+    "NStgid",
+    "NSpid",
+    "NSpgid",
+    "NSsid",
+    "Threads",
+)
 STAT_FIELDS = (0, 1, 3, 4, 5, 6, 7, 19)  # 0-based: pid comm ppid pgrp session tty tpgid threads
 
 
 @contextlib.contextmanager
 def scenario(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    proc = subprocess.Popen([sys.executable, str(BUILDER), json.dumps(spec)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(BUILDER), json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -47,7 +63,9 @@ def descendants(pid: int) -> list[int]:
             continue
         for tid in tids:
             with contextlib.suppress(OSError):
-                todo.extend(int(c) for c in Path(f"/proc/{p}/task/{tid}/children").read_text().split())
+                todo.extend(
+                    int(c) for c in Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+                )
     return out
 
 
@@ -102,7 +120,9 @@ def task_dir(view: str, pid: str) -> dict[str, Any]:
     if isinstance(tids, list):
         for tid in tids:
             out[f"task/{tid}/status"] = attempt(status_fields, f"{base}/task/{tid}/status")
-            out[f"task/{tid}/children"] = attempt(lambda t=tid: sorted(Path(f"{base}/task/{t}/children").read_text().split()))
+            out[f"task/{tid}/children"] = attempt(
+                lambda t=tid: sorted(Path(f"{base}/task/{t}/children").read_text().split())
+            )
             if tid != pid:  # a non-leader tid opens at the top although not listed
                 out[f"/{tid}/status"] = attempt(status_fields, f"{view}/{tid}/status")
     return out
@@ -115,7 +135,12 @@ def top(view: str) -> dict[str, Any]:
         "self_lstat": attempt(lambda: oct(os.lstat(f"{view}/self").st_mode)),
         "thread-self": attempt(os.readlink, f"{view}/thread-self"),
         "missing": attempt(os.stat, f"{view}/999999"),
-        "outsider": attempt(lambda: os.path.exists(f"{view}/{os.getpid()}") and status_fields(f"{view}/{os.getpid()}/status")["Name"]),
+        "outsider": attempt(
+            lambda: (
+                os.path.exists(f"{view}/{os.getpid()}")
+                and status_fields(f"{view}/{os.getpid()}/status")["Name"]
+            )
+        ),
         "task_of_other": attempt(os.stat, f"{view}/1/task/999999"),
     }
 

@@ -16,17 +16,21 @@ from tests.differential.harness import compare, scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
 
-level = st.fixed_dictionaries({
-    "sleepers": st.integers(0, 3),
-    "threads": st.integers(0, 2),
-    "zombie": st.booleans(),
-    "setsid": st.booleans(),
-    "exiter": st.one_of(st.none(), st.floats(0.0, 0.05)),
-})
-specs = st.fixed_dictionaries({
-    "levels": st.lists(level, min_size=1, max_size=4),
-    "joined": st.booleans(),
-})
+level = st.fixed_dictionaries(
+    {
+        "sleepers": st.integers(0, 3),
+        "threads": st.integers(0, 2),
+        "zombie": st.booleans(),
+        "setsid": st.booleans(),
+        "exiter": st.one_of(st.none(), st.floats(0.0, 0.05)),
+    }
+)
+specs = st.fixed_dictionaries(
+    {
+        "levels": st.lists(level, min_size=1, max_size=4),
+        "joined": st.booleans(),
+    }
+)
 
 
 @contextlib.contextmanager
@@ -37,12 +41,16 @@ def views(host_pid: int) -> Iterator[tuple[str, str]]:
         fuse, kernel = os.path.join(tmp, "fuse"), os.path.join(tmp, "kernel")
         os.mkdir(fuse)
         os.mkdir(kernel)
-        with open_view(f"@{host_pid}", fuse, backend="fuse"), \
-             open_view(f"@{host_pid}", kernel, backend="kernel"):
+        with (
+            open_view(f"@{host_pid}", fuse, backend="fuse"),
+            open_view(f"@{host_pid}", kernel, backend="kernel"),
+        ):
             yield fuse, kernel
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False
+)
 @given(spec=specs, which=st.integers(0, 3))
 def test_fuse_view_matches_kernel(spec: dict[str, Any], which: int) -> None:
     with scenario(spec) as info:

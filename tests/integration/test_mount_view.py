@@ -25,7 +25,10 @@ def namespace(script: str = "sleep 1000 & sleep 1000 & wait") -> Iterator[int]:
     try:
         for _ in range(200):
             kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-            if kids and os.stat(f"/proc/{kids[0]}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino:
+            if (
+                kids
+                and os.stat(f"/proc/{kids[0]}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+            ):
                 yield int(kids[0])
                 break
             time.sleep(0.01)
@@ -54,9 +57,21 @@ def view(ns_pid: int, mountpoint: Path, backend: str, **options: object) -> Iter
 
 def inside(ns_pid: int, proc_dir: Path, argv: list[str], user: list[str] | None = None) -> str:
     """Run argv in the namespace (setns+fork) with proc_dir at /proc in a private mount namespace."""
-    wrapper = ["nsenter", f"--pid=/proc/{ns_pid}/ns/pid", "--", "unshare", "--mount", "--propagation",
-               "private", "sh", "-c", 'mount --bind "$0" /proc && exec "$@"', str(proc_dir),
-               *(user or []), *argv]
+    wrapper = [
+        "nsenter",
+        f"--pid=/proc/{ns_pid}/ns/pid",
+        "--",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /proc && exec "$@"',
+        str(proc_dir),
+        *(user or []),
+        *argv,
+    ]
     return subprocess.run(wrapper, capture_output=True, text=True, timeout=60).stdout
 
 
@@ -73,22 +88,40 @@ def rows_without_self(text: str, own_names: tuple[str, ...]) -> list[str]:
 
 
 def test_ps_pstree_top_psutil_agree(tmp_path: Path) -> None:
-    with namespace("sleep 1000 & (setsid sleep 1000 &) ; sleep 1000 & wait") as ns, both(ns, tmp_path):
+    with (
+        namespace("sleep 1000 & (setsid sleep 1000 &) ; sleep 1000 & wait") as ns,
+        both(ns, tmp_path),
+    ):
         for argv, own in (
             (["ps", "-eo", "pid,ppid,pgid,sid,stat,comm,args"], ("ps ",)),
             (["pstree", "-p"], ("pstree",)),
-            (["sh", "-c", "top -b -n1 | sed -n '8,$p' | awk '{print $1, $2, $12}'"], ("top", "sh", "sed", "awk")),
-            ([sys.executable, "-c", "import psutil\nfor p in psutil.process_iter(['pid','ppid','name','status']):\n print(sorted(p.info.items()))"], ("python",)),
+            (
+                ["sh", "-c", "top -b -n1 | sed -n '8,$p' | awk '{print $1, $2, $12}'"],
+                ("top", "sh", "sed", "awk"),
+            ),
+            (
+                [
+                    sys.executable,
+                    "-c",
+                    "import psutil\nfor p in psutil.process_iter(['pid','ppid','name','status']):\n print(sorted(p.info.items()))",
+                ],
+                ("python",),
+            ),
         ):
             fuse = rows_without_self(inside(ns, tmp_path / "fuse", argv), own)
             kernel = rows_without_self(inside(ns, tmp_path / "kernel", argv), own)
-            assert fuse == kernel, f"{argv[0]}:\nfuse:\n" + "\n".join(fuse) + "\nkernel:\n" + "\n".join(kernel)
+            assert fuse == kernel, (
+                f"{argv[0]}:\nfuse:\n" + "\n".join(fuse) + "\nkernel:\n" + "\n".join(kernel)
+            )
             assert len(kernel) >= 2
 
 
 def test_exit_disappears_from_every_view(tmp_path: Path) -> None:
-    with namespace("sleep 1000 & sleep 1000 & wait") as ns, \
-         view(ns, tmp_path / "a", "fuse"), view(ns, tmp_path / "b", "fuse"):
+    with (
+        namespace("sleep 1000 & sleep 1000 & wait") as ns,
+        view(ns, tmp_path / "a", "fuse"),
+        view(ns, tmp_path / "b", "fuse"),
+    ):
         for d in ("a", "b"):
             assert {"1", "2", "3"} <= set(os.listdir(tmp_path / d))
             os.stat(tmp_path / d / "2" / "status")  # a cached entry
@@ -122,16 +155,20 @@ def test_init_death_dead_view_and_no_reference(tmp_path: Path) -> None:
                 names = os.listdir(tmp_path / d)
                 assert not [n for n in names if n.isdigit()]
                 assert "self" in names and "thread-self" in names and "meminfo" in names
-            links = [os.readlink(f"/proc/{daemon}/fd/{fd}") for fd in os.listdir(f"/proc/{daemon}/fd")]
+            links = [
+                os.readlink(f"/proc/{daemon}/fd/{fd}") for fd in os.listdir(f"/proc/{daemon}/fd")
+            ]
             assert f"pid:[{ino}]" not in links
 
 
 @pytest.mark.parametrize("hidepid", ["off", "noaccess", "invisible"])
 def test_unprivileged_requester_per_hidepid(tmp_path: Path, hidepid: str) -> None:
     user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    script = ("for d in /proc/[0-9]*; do echo $d $(cat $d/status 2>&1 | sed -n 's/^Pid:\\s*//p' | head -1) "
-              "$(cat $d/environ >/dev/null 2>&1 && echo env || echo noenv) "
-              "$(readlink $d/cwd >/dev/null 2>&1 && echo cwd || echo nocwd); done; ls /proc/1/ 2>&1 | head -1")
+    script = (
+        "for d in /proc/[0-9]*; do echo $d $(cat $d/status 2>&1 | sed -n 's/^Pid:\\s*//p' | head -1) "
+        "$(cat $d/environ >/dev/null 2>&1 && echo env || echo noenv) "
+        "$(readlink $d/cwd >/dev/null 2>&1 && echo cwd || echo nocwd); done; ls /proc/1/ 2>&1 | head -1"
+    )
     with namespace() as ns, both(ns, tmp_path, hidepid=hidepid, allow_other=True):
         fuse = inside(ns, tmp_path / "fuse", ["sh", "-c", script], user)
         kernel = inside(ns, tmp_path / "kernel", ["sh", "-c", script], user)

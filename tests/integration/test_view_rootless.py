@@ -99,7 +99,11 @@ def device_for_users() -> Iterator[None]:
 
 def _own_rows(text: str) -> list[str]:
     """ps output without the rows of the probing tools themselves (their pids differ by design)."""
-    return [line for line in text.splitlines() if not any(w in line for w in ("ps -eo", "unshare -m", " ps"))]
+    return [
+        line
+        for line in text.splitlines()
+        if not any(w in line for w in ("ps -eo", "unshare -m", " ps"))
+    ]
 
 
 @pytest.fixture
@@ -113,7 +117,9 @@ def home() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_unprivileged_view_matches_the_kernel_for_its_owner(home: Path, device_for_users: None) -> None:
+def test_unprivileged_view_matches_the_kernel_for_its_owner(
+    home: Path, device_for_users: None
+) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home))
     result = subprocess.run(
@@ -127,7 +133,9 @@ def test_unprivileged_view_matches_the_kernel_for_its_owner(home: Path, device_f
         assert out["watch"] in ("connector", "pidfd")  # the connector is open to users since 6.6
         assert out["problems"] == []
         fuse, kernel = _own_rows(out["ps_fuse"]), _own_rows(out["ps_kernel"])
-        assert fuse == kernel and len(kernel) >= 4, f"fuse:\n{out['ps_fuse']}\nkernel:\n{out['ps_kernel']}"
+        assert fuse == kernel and len(kernel) >= 4, (
+            f"fuse:\n{out['ps_fuse']}\nkernel:\n{out['ps_kernel']}"
+        )
         assert out["gone"] and out["gone_from_kernel"]
         assert not out["mounted_after"]
     finally:

@@ -10,9 +10,11 @@ from pidns.view.files.sched import render_sched
 from pidns.view.files.stat import render_stat, translate_stat
 from pidns.view.files.status import render_status, translate_status
 
-STATUS = (b"Name:\tsleep\nState:\tS (sleeping)\nTgid:\t5001\nNgid:\t0\nPid:\t5001\nPPid:\t5000\n"
-          b"TracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNStgid:\t5001\t2\nNSpid:\t5001\t2\n"
-          b"NSpgid:\t4000\t0\nNSsid:\t4000\t0\nThreads:\t1\n")
+STATUS = (
+    b"Name:\tsleep\nState:\tS (sleeping)\nTgid:\t5001\nNgid:\t0\nPid:\t5001\nPPid:\t5000\n"
+    b"TracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNStgid:\t5001\t2\nNSpid:\t5001\t2\n"
+    b"NSpgid:\t4000\t0\nNSsid:\t4000\t0\nThreads:\t1\n"
+)
 STAT = b"5001 (sl) eep) S 5000 4000 4000 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 123 0 0 0 11 12 13\n"
 HOST_TO_NS = {5000: 1, 5001: 2}.get
 
@@ -41,9 +43,13 @@ def test_children_and_sched() -> None:
 
 def test_translate_status_is_render_status_in_one_pass() -> None:
     for level in (0, 1):
-        assert translate_status(STATUS, level, to_ns) == render_status(STATUS, task_ids(STATUS, level, to_ns))
+        assert translate_status(STATUS, level, to_ns) == render_status(
+            STATUS, task_ids(STATUS, level, to_ns)
+        )
     without_ngid = STATUS.replace(b"Ngid:\t0\n", b"")
-    assert translate_status(without_ngid, 1, to_ns) == render_status(without_ngid, task_ids(without_ngid, 1, to_ns))
+    assert translate_status(without_ngid, 1, to_ns) == render_status(
+        without_ngid, task_ids(without_ngid, 1, to_ns)
+    )
     traced = STATUS.replace(b"TracerPid:\t0", b"TracerPid:\t5000")
     assert b"TracerPid:\t1\n" in translate_status(traced, 1, to_ns)
     with pytest.raises(ValueError):

@@ -65,7 +65,9 @@ def test_init_reply_takes_the_smaller_minor_and_only_offered_flags() -> None:
     out = abi.pack_init_reply(99, kernel, wanted, max_write=4096)
     length, error, unique = abi.OUT_HEADER.unpack_from(out)
     assert (length, error, unique) == (len(out), 0, 99) and length == 16 + 64
-    major, minor, readahead, flags, _bg, _cong, max_write, time_gran, *_ = abi.INIT_OUT.unpack_from(out, 16)
+    major, minor, readahead, flags, _bg, _cong, max_write, time_gran, *_ = abi.INIT_OUT.unpack_from(
+        out, 16
+    )
     assert (major, minor, readahead) == (7, abi.KERNEL_MINOR_VERSION, 131072)
     assert flags == abi.DO_READDIRPLUS | abi.PARALLEL_DIROPS  # AUTO was not offered
     assert (max_write, time_gran) == (4096, 1)
@@ -89,12 +91,35 @@ def test_entry_layout() -> None:
     assert len(out) == 128
     nodeid, gen, e_sec, a_sec, e_nsec, a_nsec = struct.unpack_from("=QQQQII", out)
     assert (nodeid, gen, e_sec, a_sec, e_nsec, a_nsec) == (42, 0, 86400, 1, 0, 500_000_000)
-    ino, size, blocks, atime, mtime, ctime, atns, mtns, ctns, mode, nlink, uid, gid, rdev, blksize, flags = (
-        abi.ATTR.unpack_from(out, 40)
-    )
+    (
+        ino,
+        size,
+        blocks,
+        atime,
+        mtime,
+        ctime,
+        atns,
+        mtns,
+        ctns,
+        mode,
+        nlink,
+        uid,
+        gid,
+        rdev,
+        blksize,
+        flags,
+    ) = abi.ATTR.unpack_from(out, 40)
     assert (ino, size, blocks) == (42, 1025, 3)
     assert atime == mtime == ctime == 1_700_000_000 and atns == mtns == ctns == 123_456_789
-    assert (mode, nlink, uid, gid, rdev, blksize, flags) == (0o100444, 1, 1000, 1001, 0, abi.BLKSIZE, 0)
+    assert (mode, nlink, uid, gid, rdev, blksize, flags) == (
+        0o100444,
+        1,
+        1000,
+        1001,
+        0,
+        abi.BLKSIZE,
+        0,
+    )
 
 
 def test_negative_entry_has_no_node_and_a_lifetime() -> None:
@@ -112,7 +137,9 @@ def test_attr_out_layout() -> None:
 
 
 def test_open_and_statfs() -> None:
-    assert abi.pack_open(5, abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH) == struct.pack("=QII", 5, 0b100001, 0)
+    assert abi.pack_open(5, abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH) == struct.pack(
+        "=QII", 5, 0b100001, 0
+    )
     st = abi.STATFS_OUT.unpack(abi.pack_statfs())
     assert st[5:8] == (4096, 255, 4096)
 

@@ -68,11 +68,15 @@ class Kernel:
         self.sock = sock
         self.unique = 100
 
-    def send(self, op: int, nodeid: int, body: bytes = b"", unique: int | None = None, uid: int = 0) -> int:
+    def send(
+        self, op: int, nodeid: int, body: bytes = b"", unique: int | None = None, uid: int = 0
+    ) -> int:
         if unique is None:
             self.unique += 2
             unique = self.unique
-        header = abi.IN_HEADER.pack(abi.IN_HEADER.size + len(body), op, unique, nodeid, uid, 0, 4242, 0, 0)
+        header = abi.IN_HEADER.pack(
+            abi.IN_HEADER.size + len(body), op, unique, nodeid, uid, 0, 4242, 0, 0
+        )
         self.sock.send(header + body)
         return unique
 
@@ -100,7 +104,9 @@ def mount() -> Iterator[tuple[Kernel, Session, Dir]]:
     theirs.settimeout(10)
     root = Dir(["a", "bb", "ccc", "dddd"])
     notifier = Notifier()
-    session = Session(os.dup(ours.fileno()), root, lambda req: req.uid != 666, notifier, threads=2, name="t")
+    session = Session(
+        os.dup(ours.fileno()), root, lambda req: req.uid != 666, notifier, threads=2, name="t"
+    )
     ours.close()
     session.start()
     kernel = Kernel(theirs)
@@ -122,9 +128,14 @@ def test_lookups_are_counted_and_forgotten_exactly(mount: tuple[Kernel, Session,
     assert kernel.lookup(abi.ROOT_ID, b"a") == ino
     assert session.counts[ino] == 2
     kernel.send(abi.FORGET, ino, abi.FORGET_IN.pack(1))
-    kernel.send(abi.BATCH_FORGET, 0, abi.BATCH_FORGET_IN.pack(2, 0) + abi.FORGET_ONE.pack(ino, 1)
-                + abi.FORGET_ONE.pack(999, 5))  # an unknown inode is no failure
-    error, _ = kernel.call(abi.GETATTR, abi.ROOT_ID, abi.GETATTR_IN.pack(0, 0, 0))  # FORGETs are done
+    kernel.send(
+        abi.BATCH_FORGET,
+        0,
+        abi.BATCH_FORGET_IN.pack(2, 0) + abi.FORGET_ONE.pack(ino, 1) + abi.FORGET_ONE.pack(999, 5),
+    )  # an unknown inode is no failure
+    error, _ = kernel.call(
+        abi.GETATTR, abi.ROOT_ID, abi.GETATTR_IN.pack(0, 0, 0)
+    )  # FORGETs are done
     assert error == 0
     assert ino not in session.nodes and ino not in session.counts
     assert root.made[0].released == 1  # the node kept: released once forgotten
@@ -132,7 +143,9 @@ def test_lookups_are_counted_and_forgotten_exactly(mount: tuple[Kernel, Session,
     assert kernel.lookup(abi.ROOT_ID, b"a") != ino  # a new inode after a forget
 
 
-def test_absent_names_are_cacheable_and_missing_ones_not(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_absent_names_are_cacheable_and_missing_ones_not(
+    mount: tuple[Kernel, Session, Dir],
+) -> None:
     kernel, _, _ = mount
     error, payload = kernel.call(abi.LOOKUP, abi.ROOT_ID, b"ctty\0")
     assert error == 0
@@ -148,7 +161,10 @@ def test_open_serves_a_snapshot_with_direct_io(mount: tuple[Kernel, Session, Dir
     fh, flags, _ = abi.OPEN_OUT.unpack(payload)
     assert error == 0 and flags == abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH
     assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 0, 5, 0, 0, 0, 0)) == (0, b"conte")
-    assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 5, 4096, 0, 0, 0, 0)) == (0, b"nt of bb\n")
+    assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 5, 4096, 0, 0, 0, 0)) == (
+        0,
+        b"nt of bb\n",
+    )
     assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 99, 4096, 0, 0, 0, 0)) == (0, b"")
     assert kernel.call(abi.FLUSH, ino, bytes(24))[0] == -errno.ENOSYS
     assert kernel.call(abi.RELEASE, ino, abi.RELEASE_IN.pack(fh, 0, 0, 0))[0] == 0
@@ -174,17 +190,23 @@ def _entries(payload: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
-def test_readdirplus_resumes_at_stable_offsets_and_counts_what_it_sent(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_readdirplus_resumes_at_stable_offsets_and_counts_what_it_sent(
+    mount: tuple[Kernel, Session, Dir],
+) -> None:
     kernel, session, root = mount
     error, payload = kernel.call(abi.OPENDIR, abi.ROOT_ID, abi.OPEN_IN.pack(0, 0))
     assert error == 0
     fh = abi.OPEN_OUT.unpack(payload)[0]
     record = abi.ENTRY_OUT.size + abi.DIRENT.size + 8
-    _, first = kernel.call(abi.READDIRPLUS, abi.ROOT_ID, abi.READ_IN.pack(fh, 0, 3 * record, 0, 0, 0, 0))
+    _, first = kernel.call(
+        abi.READDIRPLUS, abi.ROOT_ID, abi.READ_IN.pack(fh, 0, 3 * record, 0, 0, 0, 0)
+    )
     got = _entries(first)
     assert [name for _, _, name in got] == [b".", b"..", b"a"]
     root.names.insert(0, "new")  # the listing changes; the open handle keeps its snapshot
-    _, rest = kernel.call(abi.READDIRPLUS, abi.ROOT_ID, abi.READ_IN.pack(fh, got[-1][1], 4096, 0, 0, 0, 0))
+    _, rest = kernel.call(
+        abi.READDIRPLUS, abi.ROOT_ID, abi.READ_IN.pack(fh, got[-1][1], 4096, 0, 0, 0, 0)
+    )
     later = _entries(rest)
     assert [name for _, _, name in later] == [b"bb", b"ccc", b"dddd"]
     for nodeid, _, name in got[2:] + later:
@@ -207,7 +229,9 @@ def test_an_interrupt_answers_a_stuck_request_once(mount: tuple[Kernel, Session,
     assert kernel.receive()[:2] == (unknown | abi.INT_REQ_BIT, -errno.EAGAIN)
 
 
-def test_a_reaped_task_is_invalidated_from_another_thread(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_a_reaped_task_is_invalidated_from_another_thread(
+    mount: tuple[Kernel, Session, Dir],
+) -> None:
     kernel, session, _ = mount
 
     class Task(File):
@@ -223,5 +247,7 @@ def test_a_reaped_task_is_invalidated_from_another_thread(mount: tuple[Kernel, S
     session.flush_task(777)
     unique, code, body = kernel.receive()
     assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
-    assert abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body) == (abi.ROOT_ID, 1, 0) and body[16:] == b"5\0"
+    assert (
+        abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body) == (abi.ROOT_ID, 1, 0) and body[16:] == b"5\0"
+    )
     assert kernel.lookup(abi.ROOT_ID, b"5") != ino

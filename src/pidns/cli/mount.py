@@ -1,6 +1,8 @@
 """`pidns mount`, `pidns umount`, `pidns mounts`: serve a namespace's proc tree at a directory.
 
-Imports stay lazy: pyfuse3 and trio load only in the daemon, never in this process.
+A FUSE view is mounted by this process (mount(2) as root, fusermount3 otherwise) and served by the
+user's view daemon, which is started when none runs. Imports stay lazy: the view machinery loads only
+when one of these commands runs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pidns.cli.options import json_option
     type=click.Choice(["auto", "kernel", "fuse"]),
     default="auto",
     show_default=True,
-    help="kernel: a procfs owned by NS (needs root); fuse: pidns's own view; auto: kernel when permitted.",
+    help="kernel: a procfs owned by NS (needs root); fuse: pidns's own view (any user); "
+    "auto: kernel when permitted.",
 )
 @click.option(
     "--hidepid",
@@ -47,7 +50,8 @@ from pidns.cli.options import json_option
 @click.option(
     "--allow-other",
     is_flag=True,
-    help="Let other users enter the view (each checked like procfs would).",
+    help="Let other users enter the view (each checked like procfs would; unprivileged users "
+    "need user_allow_other in /etc/fuse.conf).",
 )
 @click.option(
     "--virtualize", is_flag=True, help="fuse only: uptime and loadavg of NS (LXCFS-style)."

@@ -45,7 +45,9 @@ class Event:
 
 def open_listener() -> socket.socket:
     """A non-blocking netlink socket subscribed to proc events."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR
+    )
     try:
         sock.bind((0, CN_IDX_PROC))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -67,7 +69,10 @@ def _await_ack(sock: socket.socket, timeout: float = 1.0) -> None:
             break
         data = sock.recv(65536)
         at = _NLMSGHDR.size + _CN_MSG.size
-        if len(data) >= at + _EVENT_HEAD.size + 4 and _EVENT_HEAD.unpack_from(data, at)[0] == PROC_EVENT_NONE:
+        if (
+            len(data) >= at + _EVENT_HEAD.size + 4
+            and _EVENT_HEAD.unpack_from(data, at)[0] == PROC_EVENT_NONE
+        ):
             err = struct.unpack_from("=I", data, at + _EVENT_HEAD.size)[0]
             if err:
                 raise OSError(err, os.strerror(err), "proc connector listen")

@@ -235,11 +235,29 @@ def _valid(seconds: float) -> tuple[int, int]:
 def pack_attr(ino: int, attr: Attr) -> tuple[int, ...]:
     """fuse_attr fields, for splicing into ENTRY_OUT or ATTR_OUT."""
     sec, nsec = _split_ns(attr.mtime_ns)
-    return (ino, attr.size, (attr.size + 511) // 512, sec, sec, sec, nsec, nsec, nsec,
-            attr.mode, attr.nlink, attr.uid, attr.gid, 0, BLKSIZE, 0)
+    return (
+        ino,
+        attr.size,
+        (attr.size + 511) // 512,
+        sec,
+        sec,
+        sec,
+        nsec,
+        nsec,
+        nsec,
+        attr.mode,
+        attr.nlink,
+        attr.uid,
+        attr.gid,
+        0,
+        BLKSIZE,
+        0,
+    )
 
 
-def pack_entry(ino: int, attr: Attr, entry_valid: float, attr_valid: float, generation: int = 0) -> bytes:
+def pack_entry(
+    ino: int, attr: Attr, entry_valid: float, attr_valid: float, generation: int = 0
+) -> bytes:
     """fuse_entry_out for a LOOKUP reply or a READDIRPLUS record."""
     e_sec, e_nsec = _valid(entry_valid)
     a_sec, a_nsec = _valid(attr_valid)

@@ -34,8 +34,11 @@ class MountError(OSError):
 
 def options(fd: int | None, uid: int, gid: int, allow_other: bool) -> str:
     """The mount data string. fusermount3 adds fd=, rootmode=, user_id= and group_id= itself."""
-    opts = [f"fd={fd}", "rootmode=40000", f"user_id={uid}", f"group_id={gid}"] if fd is not None else [
-        f"fsname={FSNAME}", "subtype=pidns", "ro", "nosuid", "nodev", "noexec"]
+    opts = (
+        [f"fd={fd}", "rootmode=40000", f"user_id={uid}", f"group_id={gid}"]
+        if fd is not None
+        else [f"fsname={FSNAME}", "subtype=pidns", "ro", "nosuid", "nodev", "noexec"]
+    )
     if allow_other:
         # Other users' requests: the kernel checks modes and owners as procfs's do. Without
         # allow_other only the mounting user gets in, whose rights the server shares (or root,
@@ -72,7 +75,9 @@ def _mount_with_helper(mountpoint: str, allow_other: bool) -> int:
         proc = subprocess.Popen(
             [helper, "-o", options(None, 0, 0, allow_other), "--", mountpoint],
             env={**os.environ, "_FUSE_COMMFD": str(theirs.fileno())},
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         theirs.close()  # EOF on ours when the helper exits without sending a fd
@@ -85,7 +90,9 @@ def _mount_with_helper(mountpoint: str, allow_other: bool) -> int:
         for fd in fds:
             os.close(fd)
         reason = err.decode(errors="replace").strip().splitlines()
-        raise MountError(errno.EIO, reason[-1] if reason else f"{FUSERMOUNT} failed ({proc.returncode})")
+        raise MountError(
+            errno.EIO, reason[-1] if reason else f"{FUSERMOUNT} failed ({proc.returncode})"
+        )
     fd = fds[0]
     os.set_inheritable(fd, False)
     return fd
@@ -102,7 +109,9 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
         return
     helper = shutil.which(FUSERMOUNT) or FUSERMOUNT
     argv = [helper, "-u", *(["-z"] if lazy else []), "--", mountpoint]
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False
+    )
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip()
         code = errno.EBUSY if "busy" in reason.lower() else errno.EIO

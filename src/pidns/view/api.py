@@ -1,8 +1,8 @@
 """Open and close views: the one function other commands call (`run --view`, `exec --backend`).
 
-    handle = open_view("@1234", "/mnt/p", backend="fuse")
-    ...
-    handle.close()
+handle = open_view("@1234", "/mnt/p", backend="fuse")
+...
+handle.close()
 """
 
 from __future__ import annotations
@@ -77,9 +77,13 @@ def check_mountpoint(mountpoint: str) -> str:
     if not os.path.isdir(path):
         raise UsageError(f"{mountpoint}: not a directory (a view mounts on a directory)")
     if state.lookup(path) is not None and is_mountpoint(path):
-        raise PidnsError(f"{mountpoint}: already a view (see 'pidns mounts'; 'pidns umount {mountpoint}' first)")
+        raise PidnsError(
+            f"{mountpoint}: already a view (see 'pidns mounts'; 'pidns umount {mountpoint}' first)"
+        )
     if is_mountpoint(path):
-        raise PidnsError(f"{mountpoint}: busy: something is already mounted there (choose an empty directory)")
+        raise PidnsError(
+            f"{mountpoint}: busy: something is already mounted there (choose an empty directory)"
+        )
     return path
 
 
@@ -98,7 +102,9 @@ def open_view(
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     try:
-        options = ViewOptions(Hidepid.parse(hidepid), gid, subset_pid, allow_other, virtualize, os.geteuid())
+        options = ViewOptions(
+            Hidepid.parse(hidepid), gid, subset_pid, allow_other, virtualize, os.geteuid()
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     path = check_mountpoint(mountpoint)
@@ -122,8 +128,16 @@ def open_view(
             handle = _open_fuse(fd, path, options, auto_unmount)
     finally:
         os.close(fd)
-    state.record(path, {"backend": handle.backend, "ns": ino, "daemon_pid": handle.daemon_pid,
-                        "view": handle.view_id, "options": handle.options})
+    state.record(
+        path,
+        {
+            "backend": handle.backend,
+            "ns": ino,
+            "daemon_pid": handle.daemon_pid,
+            "view": handle.view_id,
+            "options": handle.options,
+        },
+    )
     return handle
 
 
@@ -142,7 +156,11 @@ def fuse_missing() -> str | None:
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse is missing (load the fuse module or use --backend kernel)"
     if os.geteuid() != 0:  # the setuid helper opens the device
-        return None if shutil.which("fusermount3") else "fusermount3 is missing (apt-get install fuse3)"
+        return (
+            None
+            if shutil.which("fusermount3")
+            else "fusermount3 is missing (apt-get install fuse3)"
+        )
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
     except OSError as err:
@@ -158,10 +176,17 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
     if missing:
         raise Unsupported(f"{path}: FUSE is not available: {missing}")
     message = {
-        "op": "open", "mountpoint": path, "auto_unmount": auto_unmount,
-        "options": {"hidepid": options.hidepid.word, "gid": options.gid, "subset_pid": options.subset_pid,
-                    "allow_other": options.allow_other, "virtualize": options.virtualize,
-                    "owner_uid": options.owner_uid},
+        "op": "open",
+        "mountpoint": path,
+        "auto_unmount": auto_unmount,
+        "options": {
+            "hidepid": options.hidepid.word,
+            "gid": options.gid,
+            "subset_pid": options.subset_pid,
+            "allow_other": options.allow_other,
+            "virtualize": options.virtualize,
+            "owner_uid": options.owner_uid,
+        },
     }
     ensure_daemon()
     try:
@@ -187,7 +212,9 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
     except OSError as err:
         fuse_mount.unmount_quietly(path)
         raise PidnsError(f"{path}: the view does not answer: {err.strerror}") from None
-    return ViewHandle(path, "fuse", int(reply["ns"]), int(reply["pid"]), str(reply["view"]), options.describe())
+    return ViewHandle(
+        path, "fuse", int(reply["ns"]), int(reply["pid"]), str(reply["view"]), options.describe()
+    )
 
 
 def _send_open(message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
@@ -215,7 +242,10 @@ def ensure_daemon(timeout: float = 10.0) -> int:
         child = subprocess.Popen(
             [sys.executable, "-m", "pidns.view.daemon"],
             executable="/proc/self/exe",
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             close_fds=True,
         )
     deadline = time.monotonic() + timeout
@@ -226,7 +256,9 @@ def ensure_daemon(timeout: float = 10.0) -> int:
             break
         time.sleep(0.02)
     tail = (state.state_dir() / "daemon.log").read_bytes()[-400:].decode(errors="replace").strip()
-    raise PidnsError(f"the view daemon did not start (see {state.state_dir()}/daemon.log): {tail[-200:]}")
+    raise PidnsError(
+        f"the view daemon did not start (see {state.state_dir()}/daemon.log): {tail[-200:]}"
+    )
 
 
 def close_view(mountpoint: str) -> None:
@@ -236,8 +268,10 @@ def close_view(mountpoint: str) -> None:
     if rec is None or not is_mountpoint(path):
         fstype = mount_fstype(path) if os.path.exists(path) else None
         state.forget(path)
-        raise UsageError(f"{mountpoint}: not a view made by 'pidns mount'"
-                         + (f" (a {fstype} mount is there)" if fstype else " (see 'pidns mounts')"))
+        raise UsageError(
+            f"{mountpoint}: not a view made by 'pidns mount'"
+            + (f" (a {fstype} mount is there)" if fstype else " (see 'pidns mounts')")
+        )
     try:
         if rec.get("backend") == "fuse":
             from pidns.kernel import fuse_mount
@@ -247,7 +281,9 @@ def close_view(mountpoint: str) -> None:
             syscalls.umount2(path, 0)
     except OSError as err:
         if err.errno == errno.EBUSY:
-            raise PidnsError(f"{mountpoint}: busy (a process uses the view; close it or retry)") from None
+            raise PidnsError(
+                f"{mountpoint}: busy (a process uses the view; close it or retry)"
+            ) from None
         raise from_oserror(err, mountpoint) from None
     state.forget(path)
 

@@ -16,7 +16,9 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-def request(path: str, message: dict[str, Any], fds: Sequence[int] = (), timeout: float = 10.0) -> dict[str, Any]:
+def request(
+    path: str, message: dict[str, Any], fds: Sequence[int] = (), timeout: float = 10.0
+) -> dict[str, Any]:
     """Send one request (passing fds) and wait for the reply. OSError when no daemon listens at path."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)

@@ -55,8 +55,14 @@ class Daemon:
         self.threads_per_view = threads_per_view
         self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
         self.own_pidns = os.stat("/proc/self/ns/pid").st_ino
-        self.watcher = Watcher(self.registry, self.flush_task, self._on_dead, self.lock,
-                               shown=self._shown, shown_pids=self._shown_pids)
+        self.watcher = Watcher(
+            self.registry,
+            self.flush_task,
+            self._on_dead,
+            self.lock,
+            shown=self._shown,
+            shown_pids=self._shown_pids,
+        )
         self.stop = threading.Event()
         self.idle_since = time.monotonic()
 
@@ -109,20 +115,31 @@ class Daemon:
             return self._open(message, fds, peer_pid)
         if op == "list":
             with self.lock:
-                return {"ok": True, "views": [self._describe(v) for v in self.registry.views.values()]}
+                return {
+                    "ok": True,
+                    "views": [self._describe(v) for v in self.registry.views.values()],
+                }
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _open(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
         if len(fds) not in (2, 3):
-            return {"ok": False, "error": "open needs an nsfs fd, a /dev/fuse fd and optionally a mount namespace fd"}
+            return {
+                "ok": False,
+                "error": "open needs an nsfs fd, a /dev/fuse fd and optionally a mount namespace fd",
+            }
         # FUSE numbers each requester in the mounting process's pid namespace (the connection's):
         # this daemon reads those numbers as its own.
         try:
-            same_pidns = peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
+            same_pidns = (
+                peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
+            )
         except OSError:
             same_pidns = False
         if not same_pidns:
-            return {"ok": False, "error": "the view daemon serves only mounts made in its own PID namespace"}
+            return {
+                "ok": False,
+                "error": "the view daemon serves only mounts made in its own PID namespace",
+            }
         opts = message.get("options", {})
         try:
             options = ViewOptions(
@@ -144,12 +161,22 @@ class Daemon:
                 mnt_fd = -1
             with self.lock:
                 try:
-                    view = self.registry.open_view(ns_fd, options, str(message.get("mountpoint", "")))
+                    view = self.registry.open_view(
+                        ns_fd, options, str(message.get("mountpoint", ""))
+                    )
                 except PidnsError as err:
                     os.close(fuse_fd)
                     return {"ok": False, "error": str(err)}
-                session = Session(fuse_fd, Root(view), view.admits, self.notifier, watch=self.watcher.watch,
-                                  on_end=self._session_ended, threads=self.threads_per_view, name=view.id)
+                session = Session(
+                    fuse_fd,
+                    Root(view),
+                    view.admits,
+                    self.notifier,
+                    watch=self.watcher.watch,
+                    on_end=self._session_ended,
+                    threads=self.threads_per_view,
+                    name=view.id,
+                )
                 fuse_fd = -1
                 self.sessions[view.id] = session
                 if message.get("auto_unmount"):
@@ -157,8 +184,13 @@ class Daemon:
                     mnt_fd = -1
                 session.start()
                 self.watcher.watch(view.instance.init_host)
-                return {"ok": True, "view": view.id, "ns": view.instance.id.ino,
-                        "shared": len(view.instance.views) > 1, "pid": os.getpid()}
+                return {
+                    "ok": True,
+                    "view": view.id,
+                    "ns": view.instance.id.ino,
+                    "shared": len(view.instance.views) > 1,
+                    "pid": os.getpid(),
+                }
         finally:
             for fd in (mnt_fd, fuse_fd):
                 if fd >= 0:
@@ -193,7 +225,9 @@ class Daemon:
         fds: list[int] = []
         try:
             conn.settimeout(5)
-            pid, _uid, _gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+            pid, _uid, _gid = _PEERCRED.unpack(
+                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
             message, fds = control.receive(conn)
             reply = self.handle(message, fds, pid)
         except Exception as err:  # a bad client must not stop the daemon
@@ -208,7 +242,10 @@ class Daemon:
     def shutdown(self) -> None:
         """Leaving with views still mounted (a signal): unmount them, so none is left dangling."""
         with self.lock:
-            views = [(v.mountpoint, self.auto_unmount.get(v.id, -1)) for v in self.registry.views.values()]
+            views = [
+                (v.mountpoint, self.auto_unmount.get(v.id, -1))
+                for v in self.registry.views.values()
+            ]
         for mountpoint, mnt_fd in views:
             if mountpoint:
                 _unmount_lazily(mountpoint, mnt_fd)
@@ -224,8 +261,14 @@ def _unmount_lazily(mountpoint: str, mnt_fd: int) -> None:
         fuse_mount.unmount_quietly(mountpoint)
         return
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["nsenter", f"--mount=/proc/self/fd/{mnt_fd}", "umount", "-l", "--", mountpoint],
-                       pass_fds=[mnt_fd], stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+        subprocess.run(
+            ["nsenter", f"--mount=/proc/self/fd/{mnt_fd}", "umount", "-l", "--", mountpoint],
+            pass_fds=[mnt_fd],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
     os.close(mnt_fd)
 
 
@@ -254,10 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pidns-daemon")
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--debug", action="store_true")
-    parser.add_argument("--threads", type=int, default=THREADS_PER_VIEW, help="request threads per view")
+    parser.add_argument(
+        "--threads", type=int, default=THREADS_PER_VIEW, help="request threads per view"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
     base = state.state_dir()
     sock_path = state.socket_path()
     lock = _take_lock(str(base), str(sock_path))

@@ -140,7 +140,9 @@ class Session:
         self._handles = itertools.count(1)
         self._threads = [threading.Thread(target=self._serve, name=f"fuse-{name}", daemon=True)]
         if threads > 1:
-            self._threads.append(threading.Thread(target=self._standby, name=f"fuse-{name}-standby", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._standby, name=f"fuse-{name}-standby", daemon=True)
+            )
         self._running = len(self._threads)
         self.current: bytes | None = None  # the request the request thread is answering
         self._ending = False
@@ -222,7 +224,9 @@ class Session:
                 if stuck is None or stuck is not seen:
                     seen = stuck
                     continue
-                log.warning("%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK)
+                log.warning(
+                    "%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK
+                )
                 while not self._ending and self.current is stuck:
                     if not poller.poll(int(STUCK * 1000)):
                         continue
@@ -289,7 +293,11 @@ class Session:
     def _interrupt(self, unique: int, target: int) -> None:
         with self.lock:
             claimed = self._claim(target)
-        self._send(abi.error_reply(target, errno.EINTR) if claimed else abi.error_reply(unique, errno.EAGAIN))
+        self._send(
+            abi.error_reply(target, errno.EINTR)
+            if claimed
+            else abi.error_reply(unique, errno.EAGAIN)
+        )
 
     def _thread_done(self) -> None:
         with self.lock:

@@ -12,7 +12,13 @@ from pidns.view.options import ViewOptions
 def mount_proc(ns_fd: int, mountpoint: str, options: ViewOptions) -> None:
     data = ",".join([f"pidns=/proc/self/fd/{ns_fd}", *options.kernel_options()])
     try:
-        syscalls.mount("proc", mountpoint, "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, data)
+        syscalls.mount(
+            "proc",
+            mountpoint,
+            "proc",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+            data,
+        )
     except OSError as err:
         if err.errno == errno.EPERM:
             raise NotPermitted(

@@ -31,5 +31,8 @@ def mount_fstype(path: str) -> str | None:
 
 def _unescape(field: bytes) -> str:
     return os.fsdecode(
-        field.replace(b"\\040", b" ").replace(b"\\011", b"\t").replace(b"\\012", b"\n").replace(b"\\134", b"\\")
+        field.replace(b"\\040", b" ")
+        .replace(b"\\011", b"\t")
+        .replace(b"\\012", b"\n")
+        .replace(b"\\134", b"\\")
     )

@@ -180,8 +180,15 @@ class SelfLink(Node):
 
 class PidDir(Node):
     """/N (leader or, by lookup only, any thread) or /N/task/T."""
-    __slots__ = ("_fd", "group", "host_pid", "key", "ns_pid", "view")  # tens of thousands live at once: no per-node dict
 
+    __slots__ = (
+        "_fd",
+        "group",
+        "host_pid",
+        "key",
+        "ns_pid",
+        "view",
+    )  # tens of thousands live at once: no per-node dict
 
     def __init__(self, view: View, ns_pid: int, host_pid: int, group: PidDir | None) -> None:
         self.view = view
@@ -200,7 +207,9 @@ class PidDir(Node):
                 else:
                     self._fd = os.open(f"task/{self.host_pid}", _DIR, dir_fd=self.group.fd)
             except OSError as err:
-                raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+                raise _fail(
+                    errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)
+                ) from None
         return self._fd
 
     def release(self) -> None:
@@ -306,14 +315,16 @@ class TaskDir(Node):
         for i, name in enumerate(names):  # thread-list order, as the kernel lists it
             ns_tid = nsmap.to_ns(int(name))
             if ns_tid:
-                out.append((i + 1, str(ns_tid), PidDir(self.task.view, ns_tid, int(name), self.task)))
+                out.append(
+                    (i + 1, str(ns_tid), PidDir(self.task.view, ns_tid, int(name), self.task))
+                )
         return out
 
 
 class Rendered(Node):
     """A per-task file whose bytes name pids, rendered for the namespace at open."""
-    __slots__ = ("key", "name", "task")  # tens of thousands live at once: no per-node dict
 
+    __slots__ = ("key", "name", "task")  # tens of thousands live at once: no per-node dict
 
     def __init__(self, task: PidDir, name: str) -> None:
         self.task = task
@@ -335,7 +346,9 @@ class Rendered(Node):
                 return translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
             if name == "stat":
                 permitted = req.uid == 0 or tree.may_ptrace_read(req, task.creds())
-                return translate_stat(task.read("stat"), task.ns_pid, nsmap.to_ns, self._ids, _alive, permitted)
+                return translate_stat(
+                    task.read("stat"), task.ns_pid, nsmap.to_ns, self._ids, _alive, permitted
+                )
             if name == "children":
                 return render_children(task.read("children"), nsmap.to_ns)
             return render_sched(task.read("sched"), task.ns_pid)
@@ -392,7 +405,10 @@ class Pass(Node):
             return
         self.task.check_open_dir(req)
         first = self.rel.split("/", 1)[0]
-        if req.uid != 0 and first in tree.PTRACE_READ_FILES | tree.PTRACE_READ_LINKS | tree.PTRACE_READ_DIRS:
+        if (
+            req.uid != 0
+            and first in tree.PTRACE_READ_FILES | tree.PTRACE_READ_LINKS | tree.PTRACE_READ_DIRS
+        ):
             code = tree.task_entry_errno(first, req, self.task.creds())
             if code:
                 raise _fail(code)
@@ -444,8 +460,8 @@ class Pass(Node):
 
 class Special(Node):
     """A top-level file whose content follows the namespace or the reader (KERNEL-PROC 14, 16)."""
-    __slots__ = ("key", "rel", "view")  # tens of thousands live at once: no per-node dict
 
+    __slots__ = ("key", "rel", "view")  # tens of thousands live at once: no per-node dict
 
     def __init__(self, view: View, rel: str) -> None:
         self.view = view
@@ -474,4 +490,3 @@ class Special(Node):
         if self.rel == "sys/kernel/ns_last_pid":
             return b"%d\n" % reader.last_pid()
         return b"%d\n" % NEW_NS_PID_MAX
-

@@ -16,13 +16,22 @@ class Hidepid(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> Hidepid:
-        names = {"off": cls.OFF, "noaccess": cls.NOACCESS, "invisible": cls.INVISIBLE,
-                 "ptraceable": cls.PTRACEABLE, "0": cls.OFF, "1": cls.NOACCESS,
-                 "2": cls.INVISIBLE, "4": cls.PTRACEABLE}
+        names = {
+            "off": cls.OFF,
+            "noaccess": cls.NOACCESS,
+            "invisible": cls.INVISIBLE,
+            "ptraceable": cls.PTRACEABLE,
+            "0": cls.OFF,
+            "1": cls.NOACCESS,
+            "2": cls.INVISIBLE,
+            "4": cls.PTRACEABLE,
+        }
         try:
             return names[text]
         except KeyError:
-            raise ValueError(f"hidepid must be one of off, noaccess, invisible, ptraceable, not {text!r}") from None
+            raise ValueError(
+                f"hidepid must be one of off, noaccess, invisible, ptraceable, not {text!r}"
+            ) from None
 
     @property
     def word(self) -> str:

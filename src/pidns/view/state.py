@@ -20,7 +20,10 @@ def state_dir() -> Path:
         base = Path(os.environ.get("PIDNS_STATE_DIR", "/run/pidns"))
     else:
         runtime = os.environ.get("XDG_RUNTIME_DIR")
-        base = Path(os.environ.get("PIDNS_STATE_DIR") or (f"{runtime}/pidns" if runtime else f"/tmp/pidns-{os.geteuid()}"))
+        base = Path(
+            os.environ.get("PIDNS_STATE_DIR")
+            or (f"{runtime}/pidns" if runtime else f"/tmp/pidns-{os.geteuid()}")
+        )
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     (base / "views").mkdir(mode=0o700, exist_ok=True)
     return base

@@ -23,8 +23,22 @@ FOLLOWS_READER = frozenset({"loadavg", "sys/kernel/ns_last_pid", "sys/kernel/pid
 VIRTUALIZED = frozenset({"uptime", "loadavg"})
 
 # Per-task entries the kernel guards with a ptrace-read check (KERNEL-PROC 25).
-PTRACE_READ_FILES = frozenset({"environ", "auxv", "io", "mem", "pagemap", "syscall", "stack",
-                               "maps", "smaps", "smaps_rollup", "numa_maps", "personality"})
+PTRACE_READ_FILES = frozenset(
+    {
+        "environ",
+        "auxv",
+        "io",
+        "mem",
+        "pagemap",
+        "syscall",
+        "stack",
+        "maps",
+        "smaps",
+        "smaps_rollup",
+        "numa_maps",
+        "personality",
+    }
+)
 PTRACE_READ_LINKS = frozenset({"cwd", "root", "exe"})
 PTRACE_READ_DIRS = frozenset({"fd", "map_files"})
 # Per-task files whose bytes name pids: rendered, not passed through.
@@ -92,9 +106,7 @@ def top_level_names(host_names: Iterable[str], opts: ViewOptions) -> list[str]:
     return [n for n in host_names if not n.isdigit() and n not in (SELF, THREAD_SELF)]
 
 
-def root_listing(
-    fixed: Sequence[str], pids: Sequence[int]
-) -> list[tuple[int, str]]:
+def root_listing(fixed: Sequence[str], pids: Sequence[int]) -> list[tuple[int, str]]:
     """(cookie, name) in the kernel's order: fixed entries, self, thread-self, pids ascending."""
     entries = [(i + 1, name) for i, name in enumerate(fixed)]
     entries.append((len(fixed) + 1, SELF))
