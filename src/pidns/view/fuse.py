@@ -1,9 +1,9 @@
 """One mounted view on its own /dev/fuse fd: the request loop and the adapter. No policy here.
 
-The loop blocks in os.read of the device in plain threads (no event loop: the wait costs nothing in
-Python) and answers each request with one os.write. The adapter maps inodes to nodes with exact
-lookup counts and maps errors to errnos; what a path is, lists and contains comes from the nodes, who
-may enter from the gate the view gives.
+A plain thread reads the device (no event loop: waiting costs no Python) and answers each request
+with one os.write; it polls the device only after SPIN seconds without a request. The adapter maps
+inodes to nodes with exact lookup counts and errors to errnos; what a path is, lists and contains
+comes from the nodes, who may enter from the gate the view gives.
 
 Entries live long in the kernel's cache (ENTRY_TIMEOUT); that is safe because `flush_task` drops a
 reaped task's entries explicitly. Those FUSE_NOTIFY_INVAL_ENTRY messages are written by the
@@ -41,7 +41,8 @@ ENTRY_TIMEOUT = 86400.0  # correct because of explicit invalidation on exit
 ATTR_TIMEOUT = 1.0  # owners and link counts of a task's directory may change (setuid, threads)
 READ_BUFFER = 4 * abi.MIN_READ_BUFFER  # > the largest request we accept (max_write 4096 + headers)
 # Asked of the kernel at INIT. READDIRPLUS puts the attributes of /proc/N into the listing, so a
-# `ps` walking the root costs no LOOKUP or GETATTR per task; PARALLEL_DIROPS lets lookups in one
+# `ps` walking the root costs no LOOKUP or GETATTR per task (AUTO: only while the reader also looks
+# entries up, as ps does; a bare `ls` pins no inode per task); PARALLEL_DIROPS lets lookups in one
 # directory (all of a view's /N are in its root) proceed without the kernel serialising them.
 WANTED = abi.DO_READDIRPLUS | abi.READDIRPLUS_AUTO | abi.PARALLEL_DIROPS | abi.ASYNC_READ
 OPEN_FLAGS = abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH  # content is a snapshot taken at open
