@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-    python3 python3-venv python3-dev gcc   # the venv, and compiling pyfuse3
-    fuse3 libfuse3-dev pkg-config          # /dev/fuse clients and pyfuse3's build
+    python3 python3-venv                   # the venv
+    fuse3                                  # fusermount3: unprivileged FUSE views
     procps psmisc util-linux               # ps/top, pstree, unshare/lsns/setpriv: test clients
     lxcfs                                  # the FUSE peer the benchmarks compare against
 )
