@@ -100,25 +100,27 @@ def test_ps_fields_follow_the_namespace() -> None:
 
 
 def test_ls_matches_lsns_and_ns_get_parent() -> None:
-    with nested_tree(3):
+    """Ids and levels of the tree's namespaces (and the root) against lsns and NS_GET_PARENT.
+    Other namespaces on the host come and go meanwhile, so only ours are compared."""
+    with nested_tree(3) as tree:
         listed = {r["id"]: r for r in pidns_json("ls")}
         lsns = json.loads(
             subprocess.run(
                 ["lsns", "-t", "pid", "--json", "-o", "NS"], capture_output=True, check=True
             ).stdout
         )["namespaces"]
-        assert {int(n["ns"]) for n in lsns} <= set(listed)
         own = os.stat("/proc/self/ns/pid").st_ino
-        for ino, rec in listed.items():
+        ours = {own} | {tree.ns_inode(level) for level in (1, 2, 3)}
+        assert ours <= {int(n["ns"]) for n in lsns}
+        assert ours <= set(listed)
+        for ino in ours:
+            rec = listed[ino]
             # the host's init may refuse ptrace access even to root; our own link is as good
             fd = nsfs.open_ns(
                 "/proc/self/ns/pid" if ino == own else f"/proc/{rec['init_host_pid']}/ns/pid"
             )
+            depth, parent_ino, current = 0, None, fd
             try:
-                assert nsfs.identity(fd).ino == ino
-                depth = 0
-                parent_ino = None
-                current = fd
                 while True:
                     try:
                         up = nsfs.parent(current)
@@ -130,9 +132,9 @@ def test_ls_matches_lsns_and_ns_get_parent() -> None:
                         os.close(current)
                     current = up
                     depth += 1
+            finally:
                 if current != fd:
                     os.close(current)
-            finally:
                 os.close(fd)
             assert rec["level"] == depth
             assert rec["parent"] == parent_ino
