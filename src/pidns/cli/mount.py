@@ -18,7 +18,9 @@ from pidns.cli.options import json_option
 
 @click.command("mount")
 @click.argument("ns")
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+# Plain strings: click's Path would stat the directory, and a view whose daemon died answers
+# ENOTCONN there; open_view and close_view check (and recover) it themselves.
+@click.argument("mountpoint")
 @click.option(
     "--backend",
     type=click.Choice(["auto", "kernel", "fuse"]),
@@ -103,7 +105,7 @@ def mount_command(
 
 
 @click.command("umount")
-@click.argument("mountpoint", type=click.Path())
+@click.argument("mountpoint")
 def umount_command(mountpoint: str) -> None:
     """Unmount a view made by 'pidns mount'."""
     from pidns.view.api import close_view
@@ -114,7 +116,7 @@ def umount_command(mountpoint: str) -> None:
 @click.command("mounts")
 @json_option
 def mounts_command(as_json: bool) -> None:
-    """List the views made by 'pidns mount'."""
+    """List the views made by 'pidns mount', with their state (alive, ns-dead, disconnected)."""
     from pidns.view.api import list_views
 
     views = list_views()
@@ -139,10 +141,11 @@ def mounts_command(as_json: bool) -> None:
                 str(v["backend"]),
                 str(v.get("daemon_pid") or "-"),
                 ",".join(words) or "-",
+                str(v.get("state", "-")),
             ]
         )
     print_columns(
-        ["MOUNTPOINT", "NAMESPACE", "BACKEND", "DAEMON", "OPTIONS"],
+        ["MOUNTPOINT", "NAMESPACE", "BACKEND", "DAEMON", "OPTIONS", "STATE"],
         rows,
-        left={"MOUNTPOINT", "NAMESPACE", "BACKEND", "OPTIONS"},
+        left={"MOUNTPOINT", "NAMESPACE", "BACKEND", "OPTIONS", "STATE"},
     )

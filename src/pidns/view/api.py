@@ -24,6 +24,7 @@ from pidns.view.mountsys import is_mountpoint, mount_fstype
 from pidns.view.options import Hidepid, ViewOptions
 
 BACKENDS = ("auto", "kernel", "fuse")
+_FUSE_FSTYPE = "fuse.pidns"
 
 
 @dataclass
@@ -70,8 +71,32 @@ def open_namespace(designator: str | int) -> int:
     return open_ns(snap, resolve(designator, snap))
 
 
+# What a FUSE mount whose server died answers: "Transport endpoint is not connected" (or aborted).
+DISCONNECTED = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def disconnected(path: str) -> bool:
+    """Whether path is a pidns FUSE view whose daemon is gone (every access fails ENOTCONN)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno in DISCONNECTED and mount_fstype(path) == _FUSE_FSTYPE
+    return False
+
+
+def _detach(path: str) -> None:
+    """Lazily unmount a dead view: a non-lazy unmount of it may be refused while a reader still
+    holds a file of it, and nothing can be read through it any more anyway."""
+    from pidns.kernel import fuse_mount
+
+    fuse_mount.unmount_quietly(path)
+    state.forget(path)
+
+
 def check_mountpoint(mountpoint: str) -> str:
     path = os.path.abspath(mountpoint)
+    if disconnected(path):
+        _detach(path)  # a view left by a daemon that died: mounting over it recovers it
     if not os.path.exists(path):
         raise UsageError(f"{mountpoint}: no such directory (create it first)")
     if not os.path.isdir(path):
@@ -265,6 +290,9 @@ def close_view(mountpoint: str) -> None:
     """Unmount a view made by open_view (its daemon notices and drops the view)."""
     path = os.path.abspath(mountpoint)
     rec = state.lookup(path)
+    if disconnected(path):
+        _detach(path)  # its daemon died ("Transport endpoint is not connected")
+        return
     if rec is None or not is_mountpoint(path):
         fstype = mount_fstype(path) if os.path.exists(path) else None
         state.forget(path)
@@ -289,4 +317,34 @@ def close_view(mountpoint: str) -> None:
 
 
 def list_views() -> list[dict[str, Any]]:
-    return state.records()
+    """The recorded views, each with `state` (alive; ns-dead: its namespace's init died, it shows
+    only self and thread-self; disconnected: its daemon is gone, every access fails ENOTCONN;
+    unresponsive: the daemon does not answer) and `alive` (state == alive)."""
+    views = state.records()
+    served: dict[str, dict[str, Any]] | None = None
+    if any(v.get("backend") == "fuse" for v in views):
+        served = _served_views()
+    for v in views:
+        # The daemon is asked, not the mount: a stat of a view whose daemon hangs would hang too.
+        if v.get("backend") != "fuse":
+            v["state"] = "alive"
+        elif served is None:
+            v["state"] = "unresponsive"
+        elif (key := f"{v.get('daemon_pid')}:{v.get('view')}") not in served:
+            v["state"] = "disconnected"  # no daemon, or a new one that does not serve this mount
+        else:
+            v["state"] = "ns-dead" if served[key].get("dead") else "alive"
+        v["alive"] = v["state"] == "alive"
+    return views
+
+
+def _served_views() -> dict[str, dict[str, Any]] | None:
+    """The views this user's daemon serves, by "daemon pid:view id" (ids restart with each
+    daemon); {} when no daemon runs, None when it does not answer."""
+    try:
+        reply = control.request(str(state.socket_path()), {"op": "list"}, timeout=2)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return {}
+    except (OSError, ValueError):
+        return None
+    return {f"{reply.get('pid')}:{v['view']}": v for v in reply.get("views", [])}

@@ -117,6 +117,7 @@ class Daemon:
             with self.lock:
                 return {
                     "ok": True,
+                    "pid": os.getpid(),
                     "views": [self._describe(v) for v in self.registry.views.values()],
                 }
         return {"ok": False, "error": f"unknown op {op!r}"}

@@ -104,7 +104,10 @@ class Notifier:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             session, message = item
-            session.write_notification(message)
+            try:  # one view's failure must not stop invalidations for all the others
+                session.write_notification(message)
+            except Exception:
+                log.exception("%s: notification", session.name)
 
 
 class Session:
@@ -246,7 +249,16 @@ class Session:
             self._thread_done()
 
     def _handle(self, buf: bytes) -> bool:
-        """Answer one request; False when the connection is gone."""
+        """Answer one request; False when the connection is gone. Nothing a request does may end
+        the view's threads: a handler's unexpected exception is its requester's EIO, and one
+        outside the handlers (a malformed request) is logged and the loop goes on."""
+        try:
+            return self._dispatch(buf)
+        except Exception:
+            log.exception("%s: a request failed outside its handler", self.name)
+            return True
+
+    def _dispatch(self, buf: bytes) -> bool:
         _len, op, unique, nodeid, uid, gid, pid, _ext, _pad = _unpack_in(buf)
         handler = self.handlers.get(op)
         if handler is None:
@@ -305,8 +317,10 @@ class Session:
             self._running -= 1
             last = self._running == 0
         if last:
-            self._close()
-            self.on_end(self)
+            try:
+                self._close()
+            finally:
+                self.on_end(self)  # the daemon drops the view even if a node's release failed
 
     def _close(self) -> None:
         """After the last thread stopped (never earlier: a thread blocked in read would go on
