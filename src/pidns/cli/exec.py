@@ -14,14 +14,22 @@ from pidns.cli.options import proc_option
     "126 when it is not executable; 127 when it is not found.",
 )
 @click.option("--ns", "designator", required=True, metavar="NS", help="The namespace to enter.")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "kernel", "fuse"]),
+    default="auto",
+    show_default=True,
+    help="/proc inside: a procfs mounted from within NS (kernel; auto picks it: it works "
+    "wherever joining does), or pidns's own FUSE view of NS (fuse).",
+)
 @proc_option
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def command(designator: str, proc: str, argv: tuple[str, ...]) -> int:
+def command(designator: str, backend: str, proc: str, argv: tuple[str, ...]) -> int:
     """Run CMD inside namespace NS (setns + fork), in a private mount namespace where /proc is
-    NS's own procfs: ps, top or pstree inside show NS as NS sees itself.
+    NS's own proc tree: ps, top, pstree or a psutil script inside show NS as NS sees itself.
     """
     if not argv:
         raise click.UsageError("no command given: pidns exec --ns NS -- CMD [ARGS]...")
     from pidns.runtime.execute import exec_in
 
-    return exec_in(designator, argv, proc)
+    return exec_in(designator, argv, proc, backend)

@@ -52,6 +52,19 @@ import click
     metavar="FILE|-",
     help="Write a JSON line when the command starts and one when it ends.",
 )
+@click.option(
+    "--view",
+    metavar="DIR",
+    help="Mount the namespace's proc tree at DIR (made if missing) before CMD starts; "
+    "unmounted after (see 'pidns mount').",
+)
+@click.option(
+    "--view-backend",
+    type=click.Choice(["auto", "kernel", "fuse"]),
+    default="auto",
+    show_default=True,
+    help="Backend of --view: the kernel's procfs or pidns's FUSE view.",
+)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def command(
     nest: int,
@@ -62,6 +75,8 @@ def command(
     die_with_parent: bool,
     name: str | None,
     status_json: str | None,
+    view: str | None,
+    view_backend: str,
     argv: tuple[str, ...],
 ) -> int:
     """Run CMD in NEST new nested PID namespaces, each with a fresh /proc mounted before
@@ -82,5 +97,7 @@ def command(
         die_with_parent=die_with_parent,
         name=name,
         status_json=status_json,
+        view=view,
+        view_backend=view_backend,
         argv=argv,
     )

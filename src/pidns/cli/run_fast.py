@@ -28,6 +28,8 @@ def defaults() -> dict[str, object]:
         "die_with_parent": True,
         "name": None,
         "status_json": None,
+        "view": None,  # --view is read by click only: mounting a view dwarfs click's cost
+        "view_backend": "auto",
     }
 
 
@@ -102,6 +104,8 @@ def execute(
     name: str | None,
     status_json: str | None,
     argv: tuple[str, ...],
+    view: str | None = None,
+    view_backend: str = "auto",
 ) -> int:
     """Run the command with options already read (by click, or by the fast path in main)."""
     from pidns.runtime.run import run
@@ -120,4 +124,6 @@ def execute(
         die_with_parent=die_with_parent,
         name=name,
         status_json=status_json,
+        view=view,
+        view_backend=view_backend,
     )

@@ -42,11 +42,13 @@ class Target:
         nstypes: int = 0,
         pidns_fd: int = -1,
         userns_fd: int = -1,
+        proc_source: str | None = None,
     ) -> None:
         self.pidfd = pidfd
         self.nstypes = nstypes
         self.pidns_fd = pidns_fd
         self.userns_fd = userns_fd
+        self.proc_source = proc_source  # a view of the namespace to bind at /proc, if not a procfs
 
     def join(self) -> None:
         if self.pidfd >= 0:
@@ -135,7 +137,12 @@ def _hook(target: Target, report_w: int, sock: socket.socket, cwd: str) -> Calla
                     step = "mounting its /proc"
                     syscalls.unshare(syscalls.CLONE_NEWNS)
                     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-                    syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
+                    if target.proc_source is not None:
+                        syscalls.mount(
+                            target.proc_source, "/proc", None, syscalls.MS_BIND | syscalls.MS_REC
+                        )
+                    else:
+                        syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
                 step = f"changing to {cwd}"
                 os.chdir(cwd)  # joining a mount namespace moved us to its root
                 return  # on to Popen's exec

@@ -13,22 +13,40 @@ from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
 
 
-def exec_in(designator: str, argv: Sequence[str], proc: str = "/proc") -> int:
-    """Run argv in the namespace `designator` names; its exit status (128+N: signal N)."""
+def exec_in(
+    designator: str, argv: Sequence[str], proc: str = "/proc", backend: str = "auto"
+) -> int:
+    """Run argv in the namespace `designator` names; its exit status (128+N: signal N).
+
+    /proc inside is a procfs mounted from within the namespace (backend kernel, or auto: that
+    works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
+    """
     from pidns.designators import open_namespace, resolve
     from pidns.procfs.snapshot import snapshot
 
+    if backend not in ("auto", "kernel", "fuse"):
+        from pidns.errors import UsageError
+
+        raise UsageError(f"--backend must be auto, kernel or fuse, not {backend!r}")
     snap = snapshot(proc)
     ns_fd = open_namespace(snap, resolve(designator, snap))
     userns_fd = -1
+    view = None
     try:
+        if backend == "fuse":
+            view = _ProcView(ns_fd)
         userns_fd = _userns_to_join(ns_fd)
         try:
             forwarder: Forwarder | None = Forwarder(FORWARDED)
         except ValueError:  # not the main thread
             forwarder = None
         try:
-            joined = spawn(argv, Target(pidns_fd=ns_fd, userns_fd=userns_fd))
+            target = Target(
+                pidns_fd=ns_fd,
+                userns_fd=userns_fd,
+                proc_source=view.path if view is not None else None,
+            )
+            joined = spawn(argv, target)
             try:
                 if forwarder is not None:
                     forwarder.attach(lambda sig: _send(joined.pidfd, sig))
@@ -42,7 +60,32 @@ def exec_in(designator: str, argv: Sequence[str], proc: str = "/proc") -> int:
         os.close(ns_fd)
         if userns_fd >= 0:
             os.close(userns_fd)
+        if view is not None:
+            view.close()
     return 128 - code if code < 0 else code
+
+
+class _ProcView:
+    """A FUSE view of the namespace on a private temporary directory, for binding at /proc."""
+
+    def __init__(self, ns_fd: int) -> None:
+        import tempfile
+
+        from pidns.view.api import open_view
+
+        self.path = tempfile.mkdtemp(prefix="pidns-exec-")
+        try:
+            self.handle = open_view(ns_fd, self.path, backend="fuse")
+        except BaseException:
+            os.rmdir(self.path)
+            raise
+
+    def close(self) -> None:
+        try:
+            self.handle.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
 
 
 def _send(fd: int, sig: int) -> None:

@@ -30,11 +30,15 @@ def run(
     die_with_parent: bool = True,
     name: str | None = None,
     status_json: str | None = None,
+    view: str | None = None,
+    view_backend: str = "auto",
 ) -> int:
     """Run argv in `nest` new nested PID namespaces and return its exit status (128+N when
     killed by signal N). Raises a PidnsError when the command could not be started
     (LaunchFailed 125, NotExecutable 126, CommandNotFound 127) or the input is wrong.
-    Signals are forwarded when called from the main thread."""
+    Signals are forwarded when called from the main thread. With `view`, the innermost
+    namespace's proc tree is mounted there (see `pidns mount`) before the command starts and
+    unmounted after; it also goes when the namespace's init dies."""
     if forward_to not in ("child", "group"):
         from pidns.errors import UsageError
 
@@ -60,11 +64,19 @@ def run(
     except ValueError:  # not the main thread: signals stay where they are
         forwarder = None
     launched: Launched | None = None
+    mounted: _View | None = None
     try:
         launched = launch(spec)
         if reservation is not None:
             try:
                 reservation.commit(launched.inits[-1], [ino for _, ino in launched.namespaces])
+            except BaseException:
+                launched.kill()
+                launched.wait()
+                raise
+        if view is not None:
+            try:
+                mounted = _View(launched.inits[-1], view, view_backend)
             except BaseException:
                 launched.kill()
                 launched.wait()
@@ -92,6 +104,8 @@ def run(
             forwarder.restore()
         if launched is not None:
             launched.close()
+        if mounted is not None:
+            mounted.close()
         if reservation is not None:
             reservation.release()
         if status is not None and status is not sys.stdout:
@@ -130,3 +144,44 @@ def _reclaim_terminal() -> None:
         pass
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _View:
+    """`run --view DIR`: the view of the command's namespace, and DIR itself when it was
+    made for the view (removed again after)."""
+
+    def __init__(self, member: int, path: str, backend: str) -> None:
+        from pidns.view.api import open_view
+
+        self.made = not os.path.exists(path)
+        if self.made:
+            try:
+                os.mkdir(path)
+            except OSError as err:
+                from pidns.runtime.errors import LaunchFailed
+
+                raise LaunchFailed(f"--view {path}: cannot create it ({err.strerror})") from None
+        self.path = path
+        try:
+            self.handle = open_view(f"@{member}", path, backend=backend, auto_unmount=True)
+        except BaseException as err:
+            self._remove_dir()
+            from pidns.errors import PidnsError, UsageError
+
+            if isinstance(err, PidnsError) and not isinstance(err, UsageError):
+                from pidns.runtime.errors import LaunchFailed
+
+                raise LaunchFailed(f"--view {path}: {err}") from None
+            raise
+
+    def close(self) -> None:
+        from pidns.errors import PidnsError
+
+        with contextlib.suppress(PidnsError):  # gone already if the namespace died first
+            self.handle.close()
+        self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        if self.made:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
