@@ -78,7 +78,7 @@ DISCONNECTED = (errno.ENOTCONN, errno.ECONNABORTED)
 def disconnected(path: str) -> bool:
     """Whether path is a pidns FUSE view whose daemon is gone (every access fails ENOTCONN)."""
     try:
-        os.stat(path)
+        os.statvfs(path)  # always asks the server (a stat may be answered from cached attributes)
     except OSError as err:
         return err.errno in DISCONNECTED and mount_fstype(path) == _FUSE_FSTYPE
     return False

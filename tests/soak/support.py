@@ -1,0 +1,121 @@
+"""Helpers for the view tests that own their daemon: soak, faults, bounds.
+
+Each test gets a daemon of its own (a private state directory), so it can kill or measure that
+daemon without touching any other view on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+PIDNS = [sys.executable, "-m", "pidns.cli.main"]
+
+
+def pidns(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PIDNS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.02)
+
+
+def state_dir() -> Path:
+    return Path(os.environ["PIDNS_STATE_DIR"])
+
+
+def daemon_pid() -> int:
+    return int(json.loads((state_dir() / "daemon.pid").read_text())["pid"])
+
+
+def daemon_figures(pid: int) -> tuple[int, float]:
+    """(open fds, RSS in MB) of a process."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return fds, int(line.split()[1]) / 1024
+    return fds, 0.0
+
+
+def mounts_under(base: Path) -> list[str]:
+    prefix = str(base.resolve()) + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split(" ")[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                found.append(point)
+    return found
+
+
+@contextlib.contextmanager
+def private_daemon(base: Path, start: bool = True) -> Iterator[Path]:
+    """A view daemon of this test's own (PIDNS_STATE_DIR under base, for this process and the
+    commands it runs); on the way out every mount under base is detached and that daemon ended."""
+    old = os.environ.get("PIDNS_STATE_DIR")
+    state = base / "state"
+    state.mkdir(exist_ok=True)
+    os.environ["PIDNS_STATE_DIR"] = str(state)
+    try:
+        if start:
+            from pidns.view.api import ensure_daemon
+
+            ensure_daemon()
+        yield state
+    finally:
+        for point in reversed(mounts_under(base)):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        with contextlib.suppress(OSError, ValueError):
+            pid = daemon_pid()
+            if "pidns" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)
+        if old is None:
+            del os.environ["PIDNS_STATE_DIR"]
+        else:
+            os.environ["PIDNS_STATE_DIR"] = old
+
+
+@contextlib.contextmanager
+def namespace(script: str = "sleep 1000 & sleep 1000 & wait") -> Iterator[int]:
+    """A namespace made by util-linux whose init is `sh -c script`; yields that init's host pid."""
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+        start_new_session=True,
+    )
+    own = os.stat("/proc/self/ns/pid").st_ino
+    try:
+        init = 0
+
+        def started() -> bool:
+            nonlocal init
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if kids and os.stat(f"/proc/{kids[0]}/ns/pid").st_ino != own:
+                init = int(kids[0])
+            return bool(init)
+
+        wait_for(started, 10, "the namespace did not start")
+        yield init
+    finally:
+        end_namespace(proc, init)
+
+
+def end_namespace(proc: subprocess.Popen[Any], init: int) -> None:
+    """SIGKILL the namespace's init (the kernel then kills every task in it) and reap unshare."""
+    with contextlib.suppress(OSError):
+        if init:
+            os.kill(init, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+    proc.wait(30)
