@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ESRCH)
+# Files the kernel serves by offset rather than as text, which a snapshot taken at open cannot
+# hold: unbounded (pagemap spans the whole address space, kcore all memory, kpage* every page
+# frame), failing at offset 0 (mem) or blocking until something happens (kmsg). Reading them whole
+# would make the daemon allocate without end or wedge a request thread: the view refuses them.
+UNSERVED = frozenset({"mem", "pagemap", "kcore", "kmsg", "kpagecount", "kpageflags", "kpagecgroup"})
+# The largest snapshot a passed-through file may take (maps/smaps of a huge process stay below).
+SNAPSHOT_LIMIT = 1 << 24
 # What the kernel answers in a new pid namespace for sys/kernel/pid_max (PID_MAX_LIMIT, 64-bit).
 NEW_NS_PID_MAX = 4 * 1024 * 1024
 
@@ -129,21 +136,21 @@ class Root(Node):
         return out
 
     def lookup(self, name: str, req: Requester) -> Node:
-        if name.isdigit():
-            host = self.view.instance.nsmap.to_host(int(name))
-            if not host or int(name) == 0:
-                raise _fail(errno.ENOENT)
-            if not self.view.pid_visible(host, req):
+        pid = tree.pid_of_name(name)
+        if pid is not None:
+            host = self.view.instance.nsmap.to_host(pid)
+            if not host or not self.view.pid_visible(host, req):
                 raise _fail(errno.ENOENT)
         return self.lookup_unchecked(name, req)
 
     def lookup_unchecked(self, name: str, req: Requester) -> Node:
         view = self.view
-        if name.isdigit():
-            host = view.instance.nsmap.to_host(int(name))
-            if not host:
+        if tree.numeric(name):  # "01", 2**64: no pid, and never the host's entry
+            pid = tree.pid_of_name(name)
+            host = view.instance.nsmap.to_host(pid) if pid is not None else 0
+            if pid is None or not host:
                 raise _fail(errno.ENOENT)
-            return PidDir(view, int(name), host, None)
+            return PidDir(view, pid, host, None)
         if name in (tree.SELF, tree.THREAD_SELF):
             return SelfLink(view, name == tree.THREAD_SELF)
         if view.options.subset_pid:
@@ -290,10 +297,11 @@ class TaskDir(Node):
     def lookup(self, name: str, req: Requester) -> Node:
         self.check_open_dir(req)
         nsmap = self.task.view.instance.nsmap
-        host = nsmap.to_host(int(name)) if name.isdigit() else 0
-        if not host:
+        tid = tree.pid_of_name(name)
+        host = nsmap.to_host(tid) if tid is not None else 0
+        if tid is None or not host:
             raise _fail(errno.ENOENT)
-        node = PidDir(self.task.view, int(name), host, self.task)
+        node = PidDir(self.task.view, tid, host, self.task)
         try:
             node.fd  # noqa: B018 - ENOENT when the thread belongs to another group
         except OSError:
@@ -452,10 +460,28 @@ class Pass(Node):
 
     def content(self, req: Requester) -> bytes:
         self._guard(req)
+        if self.rel.rsplit("/", 1)[-1] in UNSERVED:
+            raise _fail(errno.EPERM)
         try:
-            return read_at(self._base(), self.rel)
+            return _read_bounded(self._base(), self.rel)
         except OSError as err:
             raise self._err(err) from None
+
+
+def _read_bounded(dir_fd: int, rel: str) -> bytes:
+    """A whole host file, or EFBIG past SNAPSHOT_LIMIT (never an unbounded allocation)."""
+    fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        chunks = []
+        total = 0
+        while chunk := os.read(fd, 65536):
+            total += len(chunk)
+            if total > SNAPSHOT_LIMIT:
+                raise _fail(errno.EFBIG)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class Special(Node):

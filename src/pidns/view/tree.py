@@ -44,8 +44,11 @@ PTRACE_READ_DIRS = frozenset({"fd", "map_files"})
 # Per-task files whose bytes name pids: rendered, not passed through.
 TRANSLATED = frozenset({"status", "stat", "sched", "children"})
 
-# readdir cookies: fixed names count from 1, pids sit above this so they never collide.
-PID_COOKIE_BASE = 1 << 32
+PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's highest possible pid (64-bit)
+
+# readdir cookies: fixed names count from 1, pids sit above this so they never collide. Every
+# cookie stays below 2**31, as procfs's directory positions do (its s_maxbytes is MAX_NON_LFS).
+PID_COOKIE_BASE = 1 << 24
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,6 +116,24 @@ def root_listing(fixed: Sequence[str], pids: Sequence[int]) -> list[tuple[int, s
     entries.append((len(fixed) + 2, THREAD_SELF))
     entries.extend((PID_COOKIE_BASE + pid, str(pid)) for pid in sorted(pids))
     return entries
+
+
+def pid_of_name(name: str) -> int | None:
+    """The pid a directory name designates, as the kernel's name_to_int reads it: ASCII decimal
+    digits without a leading zero, below PID_MAX_LIMIT. None for anything else ("01", "+1",
+    Arabic-Indic or superscript digits, 2**64): such names never reach a task, and must not be passed through to the host's /proc
+    either."""
+    if not (name.isascii() and name.isdigit()) or (len(name) > 1 and name[0] == "0"):
+        return None
+    if len(name) > 8:  # PID_MAX_LIMIT (2**22) has 7 digits: no int() of a huge name
+        return None
+    pid = int(name)
+    return pid if 0 < pid <= PID_MAX_LIMIT else None
+
+
+def numeric(name: str) -> bool:
+    """A name the kernel would parse as a number (valid pid or not): never a passed-through entry."""
+    return name.isascii() and name.isdigit()
 
 
 def self_target(tgid: int) -> str | None:
