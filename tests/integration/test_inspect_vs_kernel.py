@@ -157,42 +157,21 @@ def test_translation_kernel_and_model_agree() -> None:
         assert checked > 100
 
 
+def translate_cli(pid: int, src: int, dst: int) -> subprocess.CompletedProcess[str]:
+    argv = ["translate", str(pid), "--from", str(src), "--to", str(dst)]
+    return subprocess.run(
+        [sys.executable, "-m", "pidns.cli.main", *argv], capture_output=True, text=True
+    )
+
+
 def test_translate_cli() -> None:
     with nested_tree(2) as tree:
         inner, outer = tree.ns_inode(2), tree.ns_inode(1)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pidns.cli.main",
-                "translate",
-                "1",
-                "--from",
-                str(inner),
-                "--to",
-                str(outer),
-            ],
-            capture_output=True,
-            text=True,
-        )
+        result = translate_cli(1, inner, outer)
         assert result.returncode == 0, result.stderr
         with kernel_proc(tree.inits[0]) as proc:
             status = parse_status((proc / result.stdout.strip() / "status").read_bytes())
             assert status.nspid[-1] == 1 and len(status.nspid) == 2
-        invisible = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pidns.cli.main",
-                "translate",
-                "1",
-                "--from",
-                str(outer),
-                "--to",
-                str(inner),
-            ],
-            capture_output=True,
-            text=True,
-        )
+        invisible = translate_cli(1, outer, inner)
         assert invisible.returncode == 1
         assert invisible.stderr.count("\n") == 1 and "no number in" in invisible.stderr

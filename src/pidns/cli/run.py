@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -66,38 +68,14 @@ import click
     help="Backend of --view: the kernel's procfs or pidns's FUSE view.",
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def command(
-    nest: int,
-    user: bool | None,
-    no_init: bool,
-    forward_to: str,
-    kill_timeout: float,
-    die_with_parent: bool,
-    name: str | None,
-    status_json: str | None,
-    view: str | None,
-    view_backend: str,
-    argv: tuple[str, ...],
-) -> int:
+def command(**options: Any) -> int:
     """Run CMD in NEST new nested PID namespaces, each with a fresh /proc mounted before
     anything runs in it, under a small init that reaps orphans and forwards signals.
 
     When not root, a user namespace maps you to root in them (rootless).
     """
-    if not argv:
+    if not options["argv"]:
         raise click.UsageError("no command given: pidns run [OPTIONS] -- CMD [ARGS]...")
     from pidns.cli.run_fast import execute
 
-    return execute(
-        nest=nest,
-        user=user,
-        no_init=no_init,
-        forward_to=forward_to,
-        kill_timeout=kill_timeout,
-        die_with_parent=die_with_parent,
-        name=name,
-        status_json=status_json,
-        view=view,
-        view_backend=view_backend,
-        argv=argv,
-    )
+    return execute(**options)
