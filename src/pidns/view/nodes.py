@@ -453,6 +453,11 @@ class Pass(Node):
 
     def readlink(self, req: Requester) -> bytes:
         self._guard(req)
+        if self.task is not None and req.uid != 0:
+            first = self.rel.split("/", 1)[0]
+            linked = first in tree.PTRACE_READ_LINK_DIRS and "/" in self.rel
+            if linked and not tree.may_ptrace_read(req, self.task.creds()):
+                raise _fail(errno.EACCES)
         try:
             return os.readlink(self.rel, dir_fd=self._base()).encode(errors="surrogateescape")
         except OSError as err:

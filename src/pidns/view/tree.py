@@ -41,6 +41,9 @@ PTRACE_READ_FILES = frozenset(
 )
 PTRACE_READ_LINKS = frozenset({"cwd", "root", "exe"})
 PTRACE_READ_DIRS = frozenset({"fd", "map_files"})
+# Directories whose entries list and stat freely but whose links read only with ptrace-read
+# (proc_ns_readlink: ns/pid of another user's task is EACCES, KERNEL-PROC 17).
+PTRACE_READ_LINK_DIRS = frozenset({"ns"})
 # Per-task files whose bytes name pids: rendered, not passed through.
 TRANSLATED = frozenset({"status", "stat", "sched", "children"})
 
