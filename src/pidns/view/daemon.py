@@ -198,7 +198,15 @@ class Daemon:
                     os.close(fd)
 
     def _describe(self, view: View) -> dict[str, Any]:
+        session = self.sessions.get(view.id)
+        nodes = list(session.nodes.values()) if session else []
+        gone = {n.host_pid for n in nodes if n.host_pid and not _exists(n.host_pid)}
         return {
+            # What the kernel holds of the view: inodes, the tasks they show, and how many of
+            # those tasks are gone (a leak when it stays above zero once the churn stops).
+            "inodes": len(nodes),
+            "tasks": len({n.host_pid for n in nodes if n.host_pid}),
+            "tasks_gone": len(gone),
             "view": view.id,
             "mountpoint": view.mountpoint,
             "ns": view.instance.id.ino,
@@ -254,6 +262,10 @@ class Daemon:
         self.watcher.stop()
         self.notifier.stop()
         self.registry.close()
+
+
+def _exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
 
 
 def _unmount_lazily(mountpoint: str, mnt_fd: int) -> None:

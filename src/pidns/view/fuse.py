@@ -6,7 +6,10 @@ inodes to nodes with exact lookup counts and errors to errnos; what a path is, l
 comes from the nodes, who may enter from the gate the view gives.
 
 Entries live long in the kernel's cache (ENTRY_TIMEOUT); that is safe because `flush_task` drops a
-reaped task's entries explicitly. Those FUSE_NOTIFY_INVAL_ENTRY messages are written by the
+reaped task's entries explicitly. A lookup racing with the task's reap (its pid resolved, then the
+task reaped and flushed, then the answer given) would leave an entry no flush will ever reach, and a
+pinned directory fd with it: each flush is numbered, and an answer that gave an inode to a task
+flushed since its lookup began is followed by one more flush of that task. Those FUSE_NOTIFY_INVAL_ENTRY messages are written by the
 Notifier's thread, never by a request thread: the kernel takes the directory's lock to invalidate,
 and a request pending in that directory holds it until a request thread answers.
 
@@ -27,7 +30,7 @@ import select
 import stat as st
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 from pidns.errors import AccessDenied, NamespaceGone, NotPermitted, PidnsError, ProcessGone
@@ -81,6 +84,10 @@ class _DirHandle:
     ino: int
     req: Requester
     listing: list[tuple[int, str, Node]] | None = None
+    epoch: int = 0  # the flush epoch when the listing was taken
+
+
+FLUSHES_KEPT = 4096  # flushes remembered for racing lookups; an older lookup is flushed anyway
 
 
 Handler = Callable[[int, int, Requester, bytes], "bytes | None"]
@@ -139,7 +146,13 @@ class Session:
         self.by_host: dict[int, set[int]] = {}  # host pid -> inodes of its pid directories
         self.files: dict[int, bytes] = {}  # fh -> the snapshot rendered at open
         self.dirs: dict[int, _DirHandle] = {}
+        # ids of the nodes in the table. A listing's nodes that never got an inode hold host fds
+        # too (their attributes were taken): released with the listing, unless in the table.
+        self.kept: set[int] = set()
         self.inflight: dict[int, bool] = {}  # requests read and not answered yet
+        self.epoch = 0  # flushes so far
+        self.flushed: dict[int, int] = {}  # host pid -> epoch of its last flush (recent ones)
+        self.floor = 0  # flushes before this epoch are forgotten
         self._inodes = itertools.count(abi.ROOT_ID + 1)
         self._handles = itertools.count(1)
         self._threads = [threading.Thread(target=self._serve, name=f"fuse-{name}", daemon=True)]
@@ -331,7 +344,14 @@ class Session:
                 return
             self._closed = True
             nodes = list(self.nodes.values())
+            nodes += [
+                child
+                for handle in self.dirs.values()
+                for _c, _n, child in handle.listing or ()
+                if id(child) not in self.kept
+            ]
             self.nodes.clear()
+            self.kept.clear()
             self.by_key.clear()
             self.by_host.clear()
             self.files.clear()
@@ -367,6 +387,7 @@ class Session:
             return ino
         ino = next(self._inodes)
         self.nodes[ino] = node
+        self.kept.add(id(node))
         self.by_key[node.key] = ino
         self.counts[ino] = 1
         if node.host_pid or st.S_ISDIR(attr.mode):  # to invalidate it, or to answer ".." in it
@@ -391,6 +412,7 @@ class Session:
                 self.entry_of.pop(ino, None)
                 if node is None:
                     return
+                self.kept.discard(id(node))
                 if self.by_key.get(node.key) == ino:
                     del self.by_key[node.key]
                 if node.host_pid:
@@ -407,6 +429,12 @@ class Session:
         """A task was reaped: drop its directories from this view. New lookups get new inodes,
         and the kernel forgets the cached names at once (from the notifier's thread)."""
         with self.lock:
+            self.epoch += 1
+            self.flushed.pop(host_pid, None)
+            self.flushed[host_pid] = self.epoch
+            if len(self.flushed) > FLUSHES_KEPT:
+                for pid in list(itertools.islice(self.flushed, FLUSHES_KEPT // 2)):
+                    self.floor = self.flushed.pop(pid) + 1
             inos = self.by_host.pop(host_pid, ())
             entries = []
             for ino in inos:
@@ -418,6 +446,16 @@ class Session:
                     entries.append(entry)
         for parent, name in entries:
             self.notifier.push(self, abi.notify_inval_entry(parent, name))
+
+    def _reflush(self, since: int, host_pids: list[int]) -> None:
+        """After an answer that gave inodes to these tasks: flush again those flushed since epoch
+        `since` (the invalidation is written after the answer, so it reaches the new entry)."""
+        with self.lock:
+            again = [
+                pid for pid in host_pids if since < self.floor or self.flushed.get(pid, -1) >= since
+            ]
+        for pid in again:
+            self.flush_task(pid)
 
     def flush_all(self) -> None:
         """Every task directory of this view, as when its namespace died."""
@@ -449,6 +487,7 @@ class Session:
     def _lookup(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
         parent = self._entered(nodeid, req)
         name = abi.name_of(buf[_IN:])
+        epoch = self.epoch
         try:
             child = parent.lookup(os.fsdecode(name), req)
         except Absent:
@@ -464,6 +503,8 @@ class Session:
                 return None
             ino = self._commit(child, nodeid, name, attr)
         self._send(abi.reply(unique, abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)))
+        if child.host_pid:
+            self._reflush(epoch, [child.host_pid])
         return None
 
     def _getattr(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
@@ -510,8 +551,18 @@ class Session:
         return None
 
     def _releasedir(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
-        self.dirs.pop(abi.RELEASE_IN.unpack_from(buf, _IN)[0], None)
+        handle = self.dirs.pop(abi.RELEASE_IN.unpack_from(buf, _IN)[0], None)
+        if handle is not None:
+            self._drop_listing(handle)
         return abi.reply(unique)
+
+    def _drop_listing(self, handle: _DirHandle) -> None:
+        """Release the listing's nodes that have no inode (the others belong to the table)."""
+        with self.lock:
+            unkept = [c for _c, _n, c in handle.listing or () if id(c) not in self.kept]
+            handle.listing = None
+        for node in unkept:
+            _release(node)
 
     def _statfs(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
         return abi.reply(unique, abi.pack_statfs())
@@ -523,21 +574,23 @@ class Session:
             raise _fail(errno.EBADF)
         node = self._node(handle.ino)
         if handle.listing is None or offset == 0:
+            self._drop_listing(handle)
+            handle.epoch = self.epoch
             handle.listing = node.listing(handle.req)
         return handle, node, offset, size
 
     def _entries(
         self, handle: _DirHandle, node: Node, offset: int
-    ) -> list[tuple[bytes, Attr, int, Node | None]]:
-        """(name, attr, next offset, node) from offset on. Offsets are stable ids: "." is 1, ".."
+    ) -> Iterator[tuple[bytes, Attr, int, Node | None]]:
+        """(name, attr, next offset, node) from offset on, as far as the caller takes them (each
+        attribute costs a host call, and pins the task). Offsets are stable ids: "." is 1, ".."
         2, and each entry's cookie + 2 after it, so a listing that changed meanwhile resumes in
         the right place rather than at an index."""
         req = handle.req
-        out: list[tuple[bytes, Attr, int, Node | None]] = []
         if offset < 1:
-            out.append((b".", node.attr(req), 1, None))
+            yield (b".", node.attr(req), 1, None)
         if offset < 2:
-            out.append((b"..", _DOT_ATTR, 2, None))
+            yield (b"..", _DOT_ATTR, 2, None)
         assert handle.listing is not None
         for cookie, name, child in handle.listing:
             if cookie + 2 <= offset:
@@ -546,8 +599,7 @@ class Session:
                 attr = child.attr(req)
             except Exception:
                 continue  # vanished since the listing
-            out.append((os.fsencode(name), attr, cookie + 2, child))
-        return out
+            yield (os.fsencode(name), attr, cookie + 2, child)
 
     def _readdir(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
         handle, node, offset, size = self._listing(buf)
@@ -590,6 +642,9 @@ class Session:
                     entry_out = abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)
                 records.append(abi.pack_direntplus(entry_out, ino, next_off, name, attr.mode >> 12))
         self._send(abi.reply(unique, b"".join(records)))
+        pids = [e[3].host_pid for e in fitting if e[3] is not None and e[3].host_pid]
+        if pids:
+            self._reflush(handle.epoch, pids)
         return None
 
 
