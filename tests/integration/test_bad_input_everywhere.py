@@ -256,10 +256,6 @@ def test_root_may_mount_over_a_read_only_directory(env: Env) -> None:
     assert not settled(mark)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exec exits 1, not the 125 its help promises, when the namespace cannot be opened",
-)
 def test_exec_without_privilege_fails_before_the_command(env: Env) -> None:
     result = run(Case(["exec", "--ns", "@1", "--", "true"], 125, "@1", user=True), env, "x")
     assert result.stderr.startswith("pidns: error: ") and "@1" in result.stderr

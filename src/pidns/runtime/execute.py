@@ -22,14 +22,19 @@ def exec_in(
     works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
     """
     from pidns.designators import open_namespace, resolve
+    from pidns.errors import PidnsError, UsageError
     from pidns.procfs.snapshot import snapshot
+    from pidns.runtime.errors import LaunchFailed
 
     if backend not in ("auto", "kernel", "fuse"):
-        from pidns.errors import UsageError
-
         raise UsageError(f"--backend must be auto, kernel or fuse, not {backend!r}")
     snap = snapshot(proc)
-    ns_fd = open_namespace(snap, resolve(designator, snap))
+    try:
+        ns_fd = open_namespace(snap, resolve(designator, snap))
+    except UsageError:
+        raise  # a designator naming nothing: bad usage (2)
+    except PidnsError as err:  # refused or gone: joining failed before the command (125)
+        raise LaunchFailed(str(err)) from None
     userns_fd = -1
     view = None
     try:
