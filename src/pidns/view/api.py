@@ -261,24 +261,33 @@ def ensure_daemon(timeout: float = 10.0) -> int:
     with contextlib.suppress(OSError):
         return int(control.request(sock, {"op": "ping"}, timeout=2)["pid"])
     log = open(state.state_dir() / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
-    with log:
-        # Through /proc/self/exe: this interpreter may sit where the user cannot reach it by path
-        # (root's interpreter, run by a user it switched to); argv[0] still finds its environment.
-        child = subprocess.Popen(
-            [sys.executable, "-m", "pidns.view.daemon"],
-            executable="/proc/self/exe",
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-        )
+    # Started from a short-lived intermediate, so that the daemon is not this process's child: a
+    # long-running caller (run --view, a library user) would otherwise keep it as a zombie.
+    middle = os.fork()
+    if middle == 0:
+        code = 1
+        try:
+            # Through /proc/self/exe: this interpreter may sit where the user cannot reach it by
+            # path (root's interpreter, run by a user it switched to); argv[0] still finds its
+            # environment.
+            subprocess.Popen(
+                [sys.executable, "-m", "pidns.view.daemon"],
+                executable="/proc/self/exe",
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+            code = 0
+        finally:
+            os._exit(code)
+    log.close()
+    os.waitpid(middle, 0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             return int(control.request(sock, {"op": "ping"}, timeout=2)["pid"])
-        if child.poll() not in (None, 0):
-            break
         time.sleep(0.02)
     tail = (state.state_dir() / "daemon.log").read_bytes()[-400:].decode(errors="replace").strip()
     raise PidnsError(
