@@ -143,6 +143,7 @@ def test_ls_matches_lsns_and_ns_get_parent() -> None:
 def test_translation_kernel_and_model_agree() -> None:
     with nested_tree(3) as tree:
         snap = snapshot()
+        tree_inos = {tree.ns_inode(level) for level in (1, 2, 3)}
         spaces = [snap.by_ino(tree.ns_inode(level)) for level in (1, 2, 3)]
         spaces.insert(0, snap.namespaces[snap.root] if snap.root else None)
         checked = 0
@@ -151,10 +152,12 @@ def test_translation_kernel_and_model_agree() -> None:
             for dst in spaces:
                 assert dst is not None
                 for view in snap.views(src):
+                    if view.task.ns_ino not in tree_inos:
+                        continue  # other tasks on the host may exit meanwhile
                     kernel = translate_kernel(snap, view.pid, src, dst)
                     assert kernel == snap.translate(view.pid, src, dst), (view.pid, src, dst)
                     checked += 1
-        assert checked > 100
+        assert checked > 50
 
 
 def translate_cli(pid: int, src: int, dst: int) -> subprocess.CompletedProcess[str]:
