@@ -439,8 +439,10 @@ class Session:
             entries = []
             for ino in inos:
                 node = self.nodes.get(ino)
-                if node is not None and self.by_key.get(node.key) == ino:
-                    del self.by_key[node.key]
+                if node is not None:
+                    if self.by_key.get(node.key) == ino:
+                        del self.by_key[node.key]
+                    _retire(node)  # the kernel may keep the inode long after: free the fd now
                 entry = self.entry_of.get(ino)
                 if entry is not None:
                     entries.append(entry)
@@ -653,3 +655,10 @@ def _release(node: Node) -> None:
         node.release()
     except Exception:
         log.exception("releasing a node")
+
+
+def _retire(node: Node) -> None:
+    try:
+        node.retire()
+    except Exception:
+        log.exception("retiring a node")

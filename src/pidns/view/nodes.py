@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ESRCH)
+_RETIRED = -2  # PidDir._fd of a reaped task: never reopened, its host pid may be reused
 # Files the kernel serves by offset rather than as text, which a snapshot taken at open cannot
 # hold: unbounded (pagemap spans the whole address space, kcore all memory, kpage* every page
 # frame), failing at offset 0 (mem) or blocking until something happens (kmsg). Reading them whole
@@ -108,6 +109,10 @@ class Node:
 
     def release(self) -> None:
         """Drop host resources (a node the adapter did not keep, or forgot)."""
+
+    def retire(self) -> None:
+        """The task behind this node was reaped: drop host resources now, though the kernel may
+        hold the inode a while longer; from here on the node answers ESRCH."""
 
 
 # -- the root ------------------------------------------------------------------------------------
@@ -208,21 +213,32 @@ class PidDir(Node):
     @property
     def fd(self) -> int:
         if self._fd < 0:
+            if self._fd == _RETIRED:
+                raise _fail(errno.ESRCH)
             try:
                 if self.group is None:
-                    self._fd = os.open(str(self.host_pid), _DIR, dir_fd=self.view.proc_fd)
-                else:
-                    self._fd = os.open(f"task/{self.host_pid}", _DIR, dir_fd=self.group.fd)
+                    fd = os.open(str(self.host_pid), _DIR, dir_fd=self.view.proc_fd)
+                else:  # the group's fd pins the process: its task/ holds only its threads
+                    fd = os.open(f"task/{self.host_pid}", _DIR, dir_fd=self.group.fd)
             except OSError as err:
                 raise _fail(
                     errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)
                 ) from None
+            if self.group is None and self.view.instance.nsmap.to_ns(self.host_pid) != self.ns_pid:
+                os.close(fd)  # the host pid was reused since it was translated: not our task
+                raise _fail(errno.ESRCH)
+            self._fd = fd
         return self._fd
 
     def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
-            self._fd = -1
+        self._fd = -1
+
+    def retire(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = _RETIRED
 
     def read(self, name: str) -> bytes:
         try:
