@@ -442,7 +442,7 @@ class Session:
                 if node is not None:
                     if self.by_key.get(node.key) == ino:
                         del self.by_key[node.key]
-                    _retire(node)  # the kernel may keep the inode long after: free the fd now
+                    _retire(node)  # the kernel may keep the inode: never reopen its host pid
                 entry = self.entry_of.get(ino)
                 if entry is not None:
                     entries.append(entry)

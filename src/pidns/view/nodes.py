@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ESRCH)
-_RETIRED = -2  # PidDir._fd of a reaped task: never reopened, its host pid may be reused
+_RETIRED = -2  # PidDir._fd of a reaped task that had none open: never open one
 # Files the kernel serves by offset rather than as text, which a snapshot taken at open cannot
 # hold: unbounded (pagemap spans the whole address space, kcore all memory, kpage* every page
 # frame), failing at offset 0 (mem) or blocking until something happens (kmsg). Reading them whole
@@ -111,8 +111,8 @@ class Node:
         """Drop host resources (a node the adapter did not keep, or forgot)."""
 
     def retire(self) -> None:
-        """The task behind this node was reaped: drop host resources now, though the kernel may
-        hold the inode a while longer; from here on the node answers ESRCH."""
+        """The task behind this node was reaped: it must never reach the host again (its pid
+        may be reused). Resources stay until release(): a request may be using them right now."""
 
 
 # -- the root ------------------------------------------------------------------------------------
@@ -236,9 +236,10 @@ class PidDir(Node):
         self._fd = -1
 
     def retire(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = _RETIRED
+        # An open fd stays: it pins the reaped task, so reads through it give ESRCH, and closing
+        # it under a concurrent request could hand its number to another file.
+        if self._fd == -1:
+            self._fd = _RETIRED
 
     def read(self, name: str) -> bytes:
         try:
