@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -178,8 +179,12 @@ def _has_init(fd: int) -> bool:
 
 
 def fuse_missing() -> str | None:
-    if not os.path.exists("/dev/fuse"):
+    try:
+        device = os.stat("/dev/fuse")
+    except OSError:
         return "/dev/fuse is missing (load the fuse module or use --backend kernel)"
+    if not stat.S_ISCHR(device.st_mode):
+        return "/dev/fuse is not the FUSE device (not a character device); use --backend kernel"
     if os.geteuid() != 0:  # the setuid helper opens the device
         return (
             None
@@ -307,7 +312,7 @@ def close_view(mountpoint: str) -> None:
         state.forget(path)
         raise UsageError(
             f"{mountpoint}: not a view made by 'pidns mount'"
-            + (f" (a {fstype} mount is there)" if fstype else " (see 'pidns mounts')")
+            + (f" (a mount of type {fstype} is there)" if fstype else " (see 'pidns mounts')")
         )
     try:
         if rec.get("backend") == "fuse":
