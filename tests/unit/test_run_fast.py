@@ -15,7 +15,9 @@ OPTION = st.one_of(
     ).map(lambda f: [f]),
     st.tuples(
         st.sampled_from(["--nest", "--forward-to", "--kill-timeout", "--name", "--status-json"]),
-        st.sampled_from(["1", "3", "0", "-1", "x", "child", "group", "2.5", "inf", "nan", "web", "-"]),
+        st.sampled_from(
+            ["1", "3", "0", "-1", "x", "child", "group", "2.5", "inf", "nan", "web", "-"]
+        ),
         st.booleans(),
     ).map(lambda t: [f"{t[0]}={t[1]}"] if t[2] else [t[0], t[1]]),
     st.sampled_from(["--help", "--bogus", "-x"]).map(lambda f: [f]),
@@ -35,7 +37,9 @@ def click_reading(args: list[str]) -> dict[str, object] | None:
 
 
 @given(st.lists(OPTION, max_size=5), st.booleans(), ARGV)
-def test_fast_path_agrees_with_click(options: list[list[str]], dashdash: bool, argv: list[str]) -> None:
+def test_fast_path_agrees_with_click(
+    options: list[list[str]], dashdash: bool, argv: list[str]
+) -> None:
     args = [a for opt in options for a in opt] + (["--"] if dashdash else []) + argv
     fast = parse(args)
     if fast is None:
