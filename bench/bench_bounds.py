@@ -56,7 +56,12 @@ def _child(pid: int) -> int:
 @contextlib.contextmanager
 def _namespaces(count: int, script: str = "sleep 100000") -> Iterator[list[int]]:
     procs = [
-        subprocess.Popen(["unshare", "--pid", "--fork", "sh", "-c", script], start_new_session=True)
+        # unshare complains on stderr when its namespace is torn down under it: not ours to report
+        subprocess.Popen(
+            ["unshare", "--pid", "--fork", "sh", "-c", script],
+            start_new_session=True,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(count)
     ]
     inits: list[int] = []
