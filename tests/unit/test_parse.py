@@ -117,3 +117,11 @@ def test_status_without_ns_lines_falls_back() -> None:
     status = parse_status(trimmed)
     assert status.nspid == (4784,)
     assert status.nspgid == ()
+
+
+def test_status_ids() -> None:
+    from pidns.procfs.parse import parse_status_ids
+
+    assert parse_status_ids(fixture("comm_paren_status")) == ((0, 0, 0, 0), (0, 0, 0, 0))
+    with pytest.raises(ValueError):
+        parse_status_ids(b"Name:\tx\n")

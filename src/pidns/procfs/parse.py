@@ -166,3 +166,18 @@ def parse_ns_link(target: str) -> int:
     if not sep or not rest.endswith("]"):
         raise ValueError(f"not a namespace link: {target!r}")
     return int(rest[:-1])
+
+
+_IDS = re.compile(rb"\nUid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\nGid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\n")
+
+
+def parse_status_ids(
+    data: bytes,
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(uids, gids) of /proc/PID/status: real, effective, saved, filesystem. Raises ValueError
+    when the lines are missing."""
+    m = _IDS.search(data, 0, 1024)
+    if m is None:
+        raise ValueError("status lacks Uid/Gid")
+    n = tuple(map(int, m.groups()))
+    return (n[0], n[1], n[2], n[3]), (n[4], n[5], n[6], n[7])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pidns.ids import NsId
 from pidns.kernel import nsfs
+from pidns.procfs.parse import parse_status_ids as status_ids
 from pidns.view import tree
 from pidns.view.nodes import PidDir
 from pidns.view.nsmap import NsMap
@@ -122,16 +123,9 @@ class View:
             with open(f"/proc/{host_pid}/status", "rb") as f:
                 data = f.read(2048)
             owner = os.stat(f"/proc/{host_pid}").st_uid
-        except OSError:
+            uids, gids = status_ids(data)
+        except (OSError, ValueError):  # gone, or its status cut short as it died
             return None
-        uids = gids = (0, 0, 0, 0)
-        for line in data.split(b"\n", 12):
-            if line.startswith(b"Uid:"):
-                u = tuple(map(int, line[4:].split()))
-                uids = (u[0], u[1], u[2], u[3])
-            elif line.startswith(b"Gid:"):
-                g = tuple(map(int, line[4:].split()))
-                gids = (g[0], g[1], g[2], g[3])
         return Creds(uids, gids, owner == uids[1])
 
     def pid_visible(self, host_pid: int, req: Requester) -> bool:

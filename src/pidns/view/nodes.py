@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pidns.procfs.parse import parse_status_ids as status_ids
 from pidns.procfs.reader import read_at
 from pidns.view import tree
 from pidns.view.files.children import render_children
@@ -248,15 +249,10 @@ class PidDir(Node):
             raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
 
     def creds(self) -> Creds:
-        status = self.read("status")
-        uids = gids = (0, 0, 0, 0)
-        for line in status.split(b"\n", 12):
-            if line.startswith(b"Uid:"):
-                u = tuple(map(int, line[4:].split()))
-                uids = (u[0], u[1], u[2], u[3])
-            elif line.startswith(b"Gid:"):
-                g = tuple(map(int, line[4:].split()))
-                gids = (g[0], g[1], g[2], g[3])
+        try:
+            uids, gids = status_ids(self.read("status"))
+        except ValueError:  # cut short as the task died
+            raise _fail(errno.ESRCH) from None
         # A task's files belong to root when it is not dumpable (KERNEL-PROC 26).
         owner = os.fstat(self.fd).st_uid
         return Creds(uids, gids, dumpable=owner == uids[1])
