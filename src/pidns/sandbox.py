@@ -191,11 +191,7 @@ class Sandbox:
         if self.spec.uses_userns(os.geteuid()):
             types |= syscalls.CLONE_NEWUSER
         joined = spawn(argv, Target(pidfd=launched.inner_fd, nstypes=types), **popen_kwargs)
-        try:
-            ns_pid = nsfs.pid_in_pidns(self._ns_fd, joined.pid)
-        except OSError:
-            ns_pid = 0  # it has already exited
-        process = Process(joined, ns_pid, argv)
+        process = Process(joined, joined.ns_pid, argv)
         self._processes.append(process)
         return process
 

@@ -64,9 +64,10 @@ class Target:
 
 
 class Joined:
-    def __init__(self, popen: subprocess.Popen[Any], pid: int, pidfd: int) -> None:
+    def __init__(self, popen: subprocess.Popen[Any], pid: int, pidfd: int, ns_pid: int) -> None:
         self.popen = popen
         self.pid = pid  # the command's pid in the caller's namespace
+        self.ns_pid = ns_pid  # ... and in the namespace it joined
         self.pidfd = pidfd  # the caller owns it
 
 
@@ -112,7 +113,8 @@ def spawn(argv: Sequence[str], target: Target, **popen_kwargs: Any) -> Joined:
             os.close(fd)
         popen.wait()
         raise _failure(records)
-    return Joined(popen, pid, fds[0])
+    ns_pid = next((int(r.fields[1]) for r in records if r.kind == "nspid"), 0)
+    return Joined(popen, pid, fds[0], ns_pid)
 
 
 def _failure(records: list[report.Record]) -> LaunchFailed:
@@ -145,6 +147,9 @@ def _hook(target: Target, report_w: int, sock: socket.socket, cwd: str) -> Calla
                         syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
                 step = f"changing to {cwd}"
                 os.chdir(cwd)  # joining a mount namespace moved us to its root
+                # Our own number inside, told now: asked later, a short-lived command may
+                # already be gone and its number with it.
+                report.send(report_w, "nspid", 0, os.getpid())
                 return  # on to Popen's exec
         except OSError as err:
             report.send(report_w, "error", 0, step, err.errno or 0, str(err))
