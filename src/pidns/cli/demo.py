@@ -1,4 +1,5 @@
-"""`pidns demo`: build a small nested namespace tree, show it with `ls` and `ps --tree`, clean up."""
+"""`pidns demo`: build a small nested namespace tree, show it with `ls`, `ps --tree` and host tools
+through the kernel's and pidns's own proc trees, clean up."""
 
 from __future__ import annotations
 
@@ -53,5 +54,18 @@ def command(nest: int) -> None:
         code = cli(["exec", "--ns", name, "--", "ps", "-ef"])
         if code:
             click.echo(f"(exec exited with {code})")
+        click.echo(
+            f"\n{step} pidns exec --ns {name} --backend fuse -- ps -ef   "
+            "(the same tree served by pidns's own FUSE implementation)"
+        )
+        from pidns.view.api import fuse_missing
+
+        missing = fuse_missing()
+        if missing is not None:
+            click.echo(f"(skipped: {missing})")
+        else:
+            code = cli(["exec", "--ns", name, "--backend", "fuse", "--", "ps", "-ef"])
+            if code:
+                click.echo(f"(exec exited with {code})")
     left = _members(inodes)
     click.echo(f"\n{step} cleaned up: {left} process(es) left in those namespaces")
