@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+pytest_plugins = ["tests.users"]  # fixtures for tests that become an unprivileged user
+
 
 def _fuse_missing() -> str | None:
     if not os.path.exists("/dev/fuse"):

@@ -22,10 +22,9 @@ from pathlib import Path
 import pytest
 
 from pidns.cli.commands import COMMANDS
-from tests.integration.test_view_rootless import NOBODY, device_for_users
+from tests.users import NOBODY
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
-__all__ = ["device_for_users"]  # a fixture, used by name
 MARK = "PIDNS_BAD_INPUT_MARK"
 
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.root  # root is needed to become the unprivileged user
+from tests.users import AS_NOBODY
 
-AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+pytestmark = pytest.mark.root  # root is needed to become the unprivileged user
 
 
 def userns_missing() -> str | None:

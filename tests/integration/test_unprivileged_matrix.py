@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_view_rootless import NOBODY, REPO, device_for_users
+from tests.users import NOBODY, REPO
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]  # root only to become the unprivileged user
-__all__ = ["device_for_users"]  # a fixture, used by name
 EXEMPT_GID = 4242
 
 # Run as the user: walks two views of one namespace and prints what differs, as JSON.
@@ -69,16 +68,6 @@ def as_user(
 
 def pidns_as_user(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return as_user([sys.executable, "-m", "pidns.cli.main", *args], home)
-
-
-@pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pidns-nobody-"))
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_ls_and_ps_degrade_and_match_what_the_user_sees(root_ns: int, home: Path) -> None:

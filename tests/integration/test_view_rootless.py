@@ -6,22 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.users import AS_NOBODY, REPO
+
 pytestmark = [pytest.mark.root, pytest.mark.fuse]  # root only to become the unprivileged user
 
-NOBODY = 65534
-REPO = Path(__file__).resolve().parents[2]
 
 # Runs as the unprivileged user; prints one JSON object.
 PROBE = r"""
@@ -84,19 +80,6 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture
-def device_for_users() -> Iterator[None]:
-    """fusermount3 opens /dev/fuse with the user's rights: make it 0666, as udev does on Debian,
-    for the test's duration when this machine has it root-only."""
-    mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
-    if mode & 0o006 != 0o006:
-        os.chmod("/dev/fuse", mode | 0o666)
-    try:
-        yield
-    finally:
-        os.chmod("/dev/fuse", mode)
-
-
 def _own_rows(text: str) -> list[str]:
     """ps output without the rows of the probing tools themselves (their pids differ by design)."""
     return [
@@ -106,24 +89,13 @@ def _own_rows(text: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-def home() -> Iterator[Path]:
-    """A home (and XDG_RUNTIME_DIR) the user owns, where the user can reach it."""
-    path = Path(tempfile.mkdtemp(prefix="pidns-nobody-"))
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def test_unprivileged_view_matches_the_kernel_for_its_owner(
     home: Path, device_for_users: None
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home))
     result = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+        [*AS_NOBODY,
          sys.executable, "-c", PROBE, str(REPO)],
         capture_output=True, text=True, timeout=180, env=env, cwd="/",
     )  # fmt: skip
