@@ -101,11 +101,11 @@ def _lxcfs() -> Iterator[str | None]:
             subprocess.run(["umount", "-l", tmp], stderr=subprocess.DEVNULL, check=False)
 
 
-def _inside(init: int, proc_dir: str, argv: list[str]) -> list[str]:
+def _inside(init: int | None, proc_dir: str, argv: list[str]) -> list[str]:
+    """argv with proc_dir at /proc in a private mount namespace, in init's pid namespace if given."""
+    enter = ["nsenter", f"--pid=/proc/{init}/ns/pid", "--"] if init is not None else []
     return [
-        "nsenter",
-        f"--pid=/proc/{init}/ns/pid",
-        "--",
+        *enter,
         "unshare",
         "--mount",
         "--propagation",
@@ -174,18 +174,7 @@ def _rss_10k() -> float:
         os.mkdir(view)
         with open_view(f"@{os.getpid()}", view, backend="fuse") as handle:
             assert handle.daemon_pid is not None
-            run_quiet(
-                [
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    'mount --bind "$0" /proc && exec ps -ef',
-                    view,
-                ]
-            )()
+            run_quiet(_inside(None, view, ["ps", "-ef"]))()
             return _rss_mb(handle.daemon_pid)
 
 
