@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
 
 from pidns.errors import BadDesignator, PidnsError, from_oserror
 from pidns.kernel import nsfs
@@ -22,17 +21,6 @@ _INODE = re.compile(r"(?:pid:\[)?(\d+)\]?")
 _HINT = (
     "use an inode, pid:[inode], @PID, an nsfs path, 'host' or a registered name (see 'pidns ls')"
 )
-
-NameLookup = Callable[[str], int | None]
-"""Maps a registered name to a namespace inode (None: no such name)."""
-
-_name_lookup: NameLookup | None = None
-
-
-def set_name_lookup(lookup: NameLookup | None) -> None:
-    """Install the resolver for registered names (the runtime's registry provides one)."""
-    global _name_lookup
-    _name_lookup = lookup
 
 
 def _registered(name: str) -> int | None:
@@ -70,7 +58,7 @@ def designated_inode(text: str, proc: str = "/proc") -> int:
         return _link_inode(f"{proc}/{pid}/ns/pid", text)
     if "/" in text:
         return _path_inode(text)
-    ino = (_name_lookup or _registered)(text)
+    ino = _registered(text)
     if ino is not None:
         return ino
     raise BadDesignator(f"{text!r} is not a known namespace: {_HINT}")
