@@ -200,12 +200,13 @@ class Daemon:
     def _describe(self, view: View) -> dict[str, Any]:
         session = self.sessions.get(view.id)
         nodes = list(session.nodes.values()) if session else []
-        gone = {n.host_pid for n in nodes if n.host_pid and not _exists(n.host_pid)}
+        tasks = {n.owner_pid for n in nodes if n.owner_pid}
+        gone = {pid for pid in tasks if not _exists(pid)}
         return {
             # What the kernel holds of the view: inodes, the tasks they show, and how many of
             # those tasks are gone (a leak when it stays above zero once the churn stops).
             "inodes": len(nodes),
-            "tasks": len({n.host_pid for n in nodes if n.host_pid}),
+            "tasks": len(tasks),
             "tasks_gone": len(gone),
             "view": view.id,
             "mountpoint": view.mountpoint,

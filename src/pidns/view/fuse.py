@@ -143,7 +143,8 @@ class Session:
         self.counts: dict[int, int] = {abi.ROOT_ID: 1}
         self.by_key: dict[Hashable, int] = {root.key: abi.ROOT_ID}
         self.entry_of: dict[int, tuple[int, bytes]] = {}  # inode -> (parent inode, name)
-        self.by_host: dict[int, set[int]] = {}  # host pid -> inodes of its pid directories
+        # host pid -> inodes of the task's directories and of everything under them
+        self.by_host: dict[int, set[int]] = {}
         self.files: dict[int, bytes] = {}  # fh -> the snapshot rendered at open
         self.dirs: dict[int, _DirHandle] = {}
         # ids of the nodes in the table. A listing's nodes that never got an inode hold host fds
@@ -390,11 +391,12 @@ class Session:
         self.kept.add(id(node))
         self.by_key[node.key] = ino
         self.counts[ino] = 1
-        if node.host_pid or st.S_ISDIR(attr.mode):  # to invalidate it, or to answer ".." in it
+        owner = node.owner_pid
+        if owner or st.S_ISDIR(attr.mode):  # to invalidate it, or to answer ".." in it
             self.entry_of[ino] = (parent, name)
-        if node.host_pid:
-            self.by_host.setdefault(node.host_pid, set()).add(ino)
-            self.watch(node.host_pid)
+        if owner:
+            self.by_host.setdefault(owner, set()).add(ino)
+            self.watch(owner)
         return ino
 
     def _forget(self, ino: int, nlookup: int) -> None:
@@ -415,19 +417,27 @@ class Session:
                 self.kept.discard(id(node))
                 if self.by_key.get(node.key) == ino:
                     del self.by_key[node.key]
-                if node.host_pid:
-                    inos = self.by_host.get(node.host_pid)
+                owner = node.owner_pid
+                if owner:
+                    inos = self.by_host.get(owner)
                     if inos is not None:
                         inos.discard(ino)
                         if not inos:
-                            del self.by_host[node.host_pid]
+                            del self.by_host[owner]
             _release(node)
         except Exception:
             log.exception("%s: forget of inode %d", self.name, ino)
 
     def flush_task(self, host_pid: int) -> None:
-        """A task was reaped: drop its directories from this view. New lookups get new inodes,
-        and the kernel forgets the cached names at once (from the notifier's thread)."""
+        """A task was reaped: drop its directories, and every name under them, from this view.
+        New lookups get new inodes, and the kernel forgets the cached names at once (from the
+        notifier's thread).
+
+        Every name, not only the task's directory: the kernel drops the unused names below an
+        invalidated directory by itself, but a name in use at that moment (a file `ps` has open,
+        a directory `find` is in) stays cached once its user lets go, and holds its parents with
+        it: the inodes would never be forgotten, nor the task's directory fd closed. Invalidated
+        itself, such a name goes with its last user. Children first (their inodes are newer)."""
         with self.lock:
             self.epoch += 1
             self.flushed.pop(host_pid, None)
@@ -435,7 +445,7 @@ class Session:
             if len(self.flushed) > FLUSHES_KEPT:
                 for pid in list(itertools.islice(self.flushed, FLUSHES_KEPT // 2)):
                     self.floor = self.flushed.pop(pid) + 1
-            inos = self.by_host.pop(host_pid, ())
+            inos = sorted(self.by_host.pop(host_pid, ()), reverse=True)
             entries = []
             for ino in inos:
                 node = self.nodes.get(ino)
@@ -505,8 +515,8 @@ class Session:
                 return None
             ino = self._commit(child, nodeid, name, attr)
         self._send(abi.reply(unique, abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)))
-        if child.host_pid:
-            self._reflush(epoch, [child.host_pid])
+        if child.owner_pid:
+            self._reflush(epoch, [child.owner_pid])
         return None
 
     def _getattr(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
@@ -644,7 +654,7 @@ class Session:
                     entry_out = abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)
                 records.append(abi.pack_direntplus(entry_out, ino, next_off, name, attr.mode >> 12))
         self._send(abi.reply(unique, b"".join(records)))
-        pids = [e[3].host_pid for e in fitting if e[3] is not None and e[3].host_pid]
+        pids = [e[3].owner_pid for e in fitting if e[3] is not None and e[3].owner_pid]
         if pids:
             self._reflush(handle.epoch, pids)
         return None

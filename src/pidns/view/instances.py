@@ -24,6 +24,11 @@ from pidns.view.nsmap import NsMap
 from pidns.view.options import Hidepid, ViewOptions
 from pidns.view.tree import Creds, Requester
 
+# Reaps remembered per host pid (the generation in a pid directory's key). Only a recent reap
+# matters: its generation keeps a task that reuses the pid off nodes of the reaped one still being
+# committed. A pid forgotten starts again from 0, which can only repeat keys long flushed.
+GENERATIONS_KEPT = 4096
+
 
 class Instance:
     def __init__(self, ns_fd: int) -> None:
@@ -224,7 +229,11 @@ class Registry:
         new nodes (a reused pid must not reach the old task's files). Returns the instances whose
         init it was, if they were not dead yet."""
         if shown:
-            self.generations[host_pid] = self.generations.get(host_pid, 0) + 1
+            generations = self.generations
+            generations[host_pid] = generations.pop(host_pid, 0) + 1  # now the most recent
+            if len(generations) > GENERATIONS_KEPT:
+                for pid in list(itertools.islice(generations, GENERATIONS_KEPT // 2)):
+                    del generations[pid]
         self.forked()
         return self.init_exited(host_pid)
 

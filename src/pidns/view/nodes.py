@@ -89,6 +89,12 @@ class Node:
     key: Hashable = None
     host_pid = 0  # the task a pid directory shows; 0 for every other node
 
+    @property
+    def owner_pid(self) -> int:
+        """The host pid of the task whose directory holds this node (the pid directory's own for
+        itself); 0 outside every task's directory. The node dies with that task."""
+        return self.host_pid
+
     def attr(self, req: Requester) -> Attr:
         raise NotImplementedError
 
@@ -301,6 +307,10 @@ class TaskDir(Node):
         self.task = task
         self.key = ("task", task.key)
 
+    @property
+    def owner_pid(self) -> int:
+        return self.task.host_pid
+
     def attr(self, req: Requester) -> Attr:
         return Attr.of(os.stat("task", dir_fd=self.task.fd))
 
@@ -352,6 +362,10 @@ class Rendered(Node):
         self.name = name
         self.key = ("rendered", task.key, name)
 
+    @property
+    def owner_pid(self) -> int:
+        return self.task.host_pid
+
     def attr(self, req: Requester) -> Attr:
         try:
             return Attr.of(os.stat(self.name, dir_fd=self.task.fd, follow_symlinks=False))
@@ -402,6 +416,10 @@ class Pass(Node):
         self.rel = rel
         self.key = ("pass", view.id if task is None else task.key, rel)
         self._lstat()  # ENOENT (ESRCH) now rather than at the first use
+
+    @property
+    def owner_pid(self) -> int:
+        return 0 if self.task is None else self.task.host_pid
 
     def _base(self) -> int:
         return self.view.proc_fd if self.task is None else self.task.fd
