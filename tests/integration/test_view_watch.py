@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import subprocess
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from pidns.view.instances import Instance, Registry
+from pidns.view.options import ViewOptions
 from pidns.view.watch import Watcher
 
 
@@ -43,3 +49,72 @@ def test_a_task_is_flushed_once_reaped_not_while_a_zombie(use_connector: bool) -
         child.wait()
         watcher.stop()
         registry.close()
+
+
+@pytest.mark.root
+def test_lost_events_flush_what_exited_and_spare_live_namespaces(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the connector drops events (ENOBUFS: the daemon fell behind a burst of exits), the
+    watcher flushes the shown tasks that did exit meanwhile and nothing else: a namespace whose
+    init still runs stays alive, its views with it."""
+    flushed: list[int] = []
+    died: list[Instance] = []
+    changed = threading.Condition()
+
+    def flush(pid: int) -> None:
+        with changed:
+            flushed.append(pid)
+            changed.notify_all()
+
+    registry = Registry()
+    lock = threading.RLock()
+    namespace = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "1000"])
+    victim = subprocess.Popen(["sleep", "1000"])
+    watcher = None
+    try:
+        init = _wait_child(namespace.pid)
+        registry.open_view(os.open(f"/proc/{init}/ns/pid", os.O_RDONLY), ViewOptions())
+        watcher = Watcher(
+            registry,
+            flush,
+            died.append,
+            lock,
+            shown_pids=lambda: [victim.pid],
+            use_connector=True,
+        )
+        if watcher.sock is None:
+            pytest.skip("the proc connector is unavailable here")
+        watcher.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # overflow soon
+        watcher.start()
+        caplog.set_level(logging.WARNING, logger="pidns.view.watch")
+        with lock:  # the watcher stops at the first exit while the events pile up
+            burst = "for i in $(seq 300); do /bin/true; done"
+            subprocess.run(["sh", "-c", burst], check=True)
+            victim.kill()
+            victim.wait()
+            subprocess.run(["sh", "-c", burst], check=True)
+        with changed:
+            assert changed.wait_for(lambda: victim.pid in flushed, 10), "the exit was lost"
+        assert any("checking every task shown" in r.getMessage() for r in caplog.records), (
+            "the connector dropped nothing: the burst did not overflow the socket"
+        )
+        assert died == [], "a namespace whose init runs was taken for dead"
+        assert not next(iter(registry.instances.values())).dead
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        victim.kill()
+        victim.wait()
+        namespace.kill()
+        namespace.wait()
+        registry.close()
+
+
+def _wait_child(pid: int) -> int:
+    for _ in range(500):
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.01)
+    raise AssertionError("the namespace did not start")

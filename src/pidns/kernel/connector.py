@@ -21,6 +21,8 @@ CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
 PROC_CN_MCAST_IGNORE = 2
 NLMSG_DONE = 3
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h (not exported by Python's socket module everywhere)
+RECEIVE_BUFFER = 8 << 20  # about 100,000 events before the kernel drops any (ENOBUFS)
 NLMSG_ERROR = 2
 
 PROC_EVENT_NONE = 0x00000000  # the acknowledgement of a listen/ignore request
@@ -50,7 +52,7 @@ def open_listener() -> socket.socket:
     )
     try:
         sock.bind((0, CN_IDX_PROC))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        _grow_buffer(sock, RECEIVE_BUFFER)
         _send_op(sock, PROC_CN_MCAST_LISTEN)
         sock.setblocking(False)
         _await_ack(sock)
@@ -58,6 +60,15 @@ def open_listener() -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _grow_buffer(sock: socket.socket, size: int) -> None:
+    """Room for a burst of events. SO_RCVBUF is capped at net.core.rmem_max (about 200 KiB on most
+    hosts: a few thousand events); with CAP_NET_ADMIN SO_RCVBUFFORCE is not."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def _await_ack(sock: socket.socket, timeout: float = 1.0) -> None:

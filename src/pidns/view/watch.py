@@ -171,11 +171,12 @@ class Watcher:
                 data = self.sock.recv(65536)
             except BlockingIOError:
                 return
-            except OSError as err:  # ENOBUFS: events were lost; recheck everything
-                log.warning("proc connector: %s", err)
+            except OSError as err:  # ENOBUFS: events were lost; find the exits among them
+                log.warning("proc connector: %s; checking every task shown", err)
                 self.registry.forked()
                 for pid in self.shown_pids() + self._known_pids():
-                    self._exited(pid, poller)
+                    if _has_exited(pid):  # only those: an init taken for dead kills its views
+                        self._exited(pid, poller)
                 return
             forked = False
             for event in connector.parse(data):
@@ -210,6 +211,17 @@ def _pidfd(pid: int) -> int:
             if err.errno != errno.EINVAL:  # EINVAL: a thread, not a group leader
                 return -1
     return -1
+
+
+def _has_exited(pid: int) -> bool:
+    """Whether the task or thread `pid` has exited (a zombie, or reaped): its pidfd is readable."""
+    fd = _pidfd(pid)
+    if fd < 0:
+        return True
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    finally:
+        os.close(fd)
 
 
 def _reaped(pidfd: int) -> bool:
