@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 from pidns.errors import UsageError
 from pidns.ids import HostPid
@@ -25,18 +26,46 @@ class Vanished(Exception):
 
 
 def read_at(dir_fd: int, name: str) -> bytes:
-    """Read a whole /proc file relative to dir_fd."""
+    """Read a whole /proc file relative to dir_fd (one the kernel renders as a sequence: a read
+    shorter than asked is its end)."""
     fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     try:
-        data = os.read(fd, 4096)
-        if len(data) < 4096:
-            return data
-        chunks = [data]
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(fd, short_read_ends=True)
     finally:
         os.close(fd)
+
+
+def read_all(fd: int, *, limit: int = 0, short_read_ends: bool = False) -> bytes:
+    """fd's content to its end; EFBIG past `limit` bytes (0: no limit).
+
+    Read through a buffer this thread keeps, each chunk copied out at its exact size: reading
+    with os.read allocates the full size asked and shrinks it, and a long-running reader (the
+    view daemon) fragments its heap with those blocks until its memory only grows."""
+    buffers, view = _buffer()
+    chunks = []
+    total = 0
+    while n := os.readv(fd, buffers):
+        total += n
+        if limit and total > limit:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        chunks.append(view[:n].tobytes())
+        if short_read_ends and n < CHUNK:
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+CHUNK = 16384  # most proc files fit: one read
+_local = threading.local()
+
+
+def _buffer() -> tuple[tuple[bytearray], memoryview]:
+    """This thread's buffer: as readv takes it, and as a view to copy from."""
+    try:
+        mine: tuple[tuple[bytearray], memoryview] = _local.buffer
+    except AttributeError:
+        buffer = bytearray(CHUNK)
+        mine = _local.buffer = ((buffer,), memoryview(buffer))
+    return mine
 
 
 class ProcReader:

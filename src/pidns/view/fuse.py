@@ -195,7 +195,7 @@ class Session:
         another CPU is an inter-processor interrupt, dear in a VM). That halves the time of a
         `ps` through the view; an idle view costs nothing."""
         fd = self.fd
-        read = os.read
+        read = _Reader()
         clock = time.perf_counter
         poller = select.poll()
         poller.register(fd, select.POLLIN)
@@ -204,7 +204,7 @@ class Session:
         try:
             while True:
                 try:
-                    buf = read(fd, READ_BUFFER)
+                    buf = read(fd)
                 except BlockingIOError:
                     if clock() < until:
                         continue
@@ -232,6 +232,7 @@ class Session:
         the stuck one among them (its client gets EINTR), until the request thread is back. It
         never waits on the device otherwise: every request would wake it."""
         fd = self.fd
+        read = _Reader()
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         seen = None
@@ -249,7 +250,7 @@ class Session:
                     if not poller.poll(int(STUCK * 1000)):
                         continue
                     try:
-                        buf = os.read(fd, READ_BUFFER)
+                        buf = read(fd)
                     except BlockingIOError:
                         continue
                     except OSError as err:
@@ -658,6 +659,21 @@ class Session:
         if pids:
             self._reflush(handle.epoch, pids)
         return None
+
+
+class _Reader:
+    """Reads requests into one buffer of its own and returns each as bytes of its exact size.
+    os.read would allocate READ_BUFFER bytes per request and shrink them: under load that churn
+    of large blocks fragments the C heap until the daemon's RSS keeps growing."""
+
+    __slots__ = ("_buffer", "_view")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(READ_BUFFER)
+        self._view = memoryview(self._buffer)
+
+    def __call__(self, fd: int) -> bytes:
+        return bytes(self._view[: os.readv(fd, (self._buffer,))])
 
 
 def _release(node: Node) -> None:

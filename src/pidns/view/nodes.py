@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pidns.procfs.parse import parse_status_ids as status_ids
-from pidns.procfs.reader import read_at
+from pidns.procfs.reader import read_all, read_at
 from pidns.view import tree
 from pidns.view.files.children import render_children
 from pidns.view.files.ids import TaskIds, task_ids
@@ -508,14 +508,7 @@ def _read_bounded(dir_fd: int, rel: str) -> bytes:
     """A whole host file, or EFBIG past SNAPSHOT_LIMIT (never an unbounded allocation)."""
     fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
-        chunks = []
-        total = 0
-        while chunk := os.read(fd, 65536):
-            total += len(chunk)
-            if total > SNAPSHOT_LIMIT:
-                raise _fail(errno.EFBIG)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(fd, limit=SNAPSHOT_LIMIT)
     finally:
         os.close(fd)
 
