@@ -215,15 +215,14 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
             "subset_pid": options.subset_pid,
             "allow_other": options.allow_other,
             "virtualize": options.virtualize,
-            "owner_uid": options.owner_uid,
         },
     }
-    ensure_daemon()
     try:
         fuse_fd = fuse_mount.mount(path, allow_other=options.allow_other)
     except fuse_mount.MountError as err:
         raise PidnsError(f"{path}: cannot mount the view: {err.strerror}") from None
     try:
+        ensure_daemon()  # only now: a mount that fails leaves no daemon behind
         mnt_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         try:
             reply = _send_open(message, [fd, fuse_fd, mnt_fd])

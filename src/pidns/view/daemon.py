@@ -107,12 +107,15 @@ class Daemon:
 
     # -- control requests ----------------------------------------------------------------------
 
-    def handle(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
+    def handle(
+        self, message: dict[str, Any], fds: list[int], peer_pid: int, peer_uid: int
+    ) -> dict[str, Any]:
+        """One control request from peer_pid, running as peer_uid (the socket's SO_PEERCRED)."""
         op = message.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid(), "watch": self.watcher.mode}
         if op == "open":
-            return self._open(message, fds, peer_pid)
+            return self._open(message, fds, peer_pid, peer_uid)
         if op == "list":
             with self.lock:
                 return {
@@ -122,7 +125,9 @@ class Daemon:
                 }
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def _open(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
+    def _open(
+        self, message: dict[str, Any], fds: list[int], peer_pid: int, peer_uid: int
+    ) -> dict[str, Any]:
         if len(fds) not in (2, 3):
             return {
                 "ok": False,
@@ -149,7 +154,7 @@ class Daemon:
                 subset_pid=bool(opts.get("subset_pid")),
                 allow_other=bool(opts.get("allow_other")),
                 virtualize=bool(opts.get("virtualize")),
-                owner_uid=int(opts.get("owner_uid", 0)),
+                owner_uid=peer_uid,  # the kernel's word for who asked, not the message's
             )
         except ValueError as err:
             return {"ok": False, "error": str(err)}
@@ -235,11 +240,11 @@ class Daemon:
         fds: list[int] = []
         try:
             conn.settimeout(5)
-            pid, _uid, _gid = _PEERCRED.unpack(
+            pid, uid, _gid = _PEERCRED.unpack(
                 conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )
             message, fds = control.receive(conn)
-            reply = self.handle(message, fds, pid)
+            reply = self.handle(message, fds, pid, uid)
         except Exception as err:  # a bad client must not stop the daemon
             log.exception("control request failed")
             reply = {"ok": False, "error": str(err)}
