@@ -114,6 +114,9 @@ def task_dir(view: str, pid: str) -> dict[str, Any]:
         "tasks": tids,
         "ns": attempt(os.readlink, f"{base}/ns/pid"),
         "exe": attempt(os.readlink, f"{base}/exe"),
+        "cwd": attempt(os.readlink, f"{base}/cwd"),
+        # a zombie's net/ lists as EINVAL in the kernel (no network namespace left to show)
+        "net": attempt(lambda: sorted(os.listdir(f"{base}/net"))),
         "cmdline": attempt(Path(f"{base}/cmdline").read_bytes),
         "mode": attempt(lambda: oct(os.stat(base).st_mode)),
     }
