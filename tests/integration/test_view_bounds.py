@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def test_hundred_views_answer_and_unmount_cleanly(tmp_path: Path) -> None:
                 )
             print(f"\ndaemon fds: {fds_before} -> {fds_open} with {VIEWS} views")
             assert fds_open > fds_before  # each view holds its connection and namespace
+            # Idle views cost no wake-ups of their own: the daemon's threads are woken by its
+            # watchdog (10/s) and its control socket's timeout (5/s), whatever the view count.
+            before = _wakeups(daemon)
+            time.sleep(2)
+            idle = (_wakeups(daemon) - before) / 2
+            print(f"daemon wake-ups while idle with {VIEWS} views: {idle:.0f}/s")
+            assert idle < 40
         finally:
             for handle in handles:
                 handle.close()
@@ -83,6 +91,17 @@ def test_hundred_views_answer_and_unmount_cleanly(tmp_path: Path) -> None:
             "the daemon kept fds of unmounted views",
         )
         assert not any(p.startswith(str(tmp_path)) for p in _mountpoints())
+
+
+def _wakeups(pid: int) -> int:
+    """Context switches of all the process's threads so far (each sleep that ended is one)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
 
 
 def _mountpoints() -> list[str]:

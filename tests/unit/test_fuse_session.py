@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from pidns.kernel import fuse_abi as abi
-from pidns.view.fuse import ENTRY_TIMEOUT, Notifier, Session
+from pidns.view.fuse import ENTRY_TIMEOUT, Notifier, Session, Watchdog
 from pidns.view.nodes import Absent, Attr, Node
 from pidns.view.tree import Requester
 
@@ -104,8 +104,14 @@ def mount() -> Iterator[tuple[Kernel, Session, Dir]]:
     theirs.settimeout(10)
     root = Dir(["a", "bb", "ccc", "dddd"])
     notifier = Notifier()
+    watchdog = Watchdog()
     session = Session(
-        os.dup(ours.fileno()), root, lambda req: req.uid != 666, notifier, threads=2, name="t"
+        os.dup(ours.fileno()),
+        root,
+        lambda req: req.uid != 666,
+        notifier,
+        watchdog=watchdog,
+        name="t",
     )
     ours.close()
     session.start()
@@ -115,6 +121,7 @@ def mount() -> Iterator[tuple[Kernel, Session, Dir]]:
     yield kernel, session, root
     root.slow.set()
     theirs.close()
+    watchdog.stop()
     notifier.stop()
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from pidns.errors import PidnsError
 from pidns.kernel import fuse_mount
 from pidns.view import control, state
-from pidns.view.fuse import Notifier, Session
+from pidns.view.fuse import Notifier, Session, Watchdog
 from pidns.view.instances import Instance, Registry, View
 from pidns.view.nodes import Root
 from pidns.view.options import Hidepid, ViewOptions
@@ -41,18 +41,17 @@ from pidns.view.watch import Watcher
 log = logging.getLogger("pidns.daemon")
 
 LINGER = 2.0  # s without views before the daemon exits (a burst of mounts reuses it)
-THREADS_PER_VIEW = 2  # a request thread, and a standby for when it is stuck in a slow host read
 _PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
 class Daemon:
-    def __init__(self, threads_per_view: int = THREADS_PER_VIEW) -> None:
+    def __init__(self) -> None:
         self.lock = threading.RLock()  # views, sessions and instances change under it
         self.registry = Registry()
         self.notifier = Notifier()
+        self.watchdog = Watchdog()  # each view: a request thread, a standby for when it is stuck
         self.sessions: dict[str, Session] = {}  # view id -> the session serving its mount
         self.auto_unmount: dict[str, int] = {}  # view id -> mount namespace fd (-1: the daemon's)
-        self.threads_per_view = threads_per_view
         self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
         self.own_pidns = os.stat("/proc/self/ns/pid").st_ino
         self.watcher = Watcher(
@@ -178,9 +177,9 @@ class Daemon:
                     Root(view),
                     view.admits,
                     self.notifier,
+                    watchdog=self.watchdog,
                     watch=self.watcher.watch,
                     on_end=self._session_ended,
-                    threads=self.threads_per_view,
                     name=view.id,
                 )
                 fuse_fd = -1
@@ -266,6 +265,7 @@ class Daemon:
                 _unmount_lazily(mountpoint, mnt_fd)
                 state.forget(mountpoint)
         self.watcher.stop()
+        self.watchdog.stop()
         self.notifier.stop()
         self.registry.close()
 
@@ -316,9 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pidns-daemon")
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--debug", action="store_true")
-    parser.add_argument(
-        "--threads", type=int, default=THREADS_PER_VIEW, help="request threads per view"
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -337,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     listener.listen(64)
     sock_ino = os.stat(sock_path).st_ino
     _raise_fd_limit()
-    daemon = Daemon(max(1, args.threads))
+    daemon = Daemon()
     daemon.watcher.start()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: daemon.stop.set())

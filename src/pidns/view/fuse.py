@@ -93,6 +93,41 @@ FLUSHES_KEPT = 4096  # flushes remembered for racing lookups; an older lookup is
 Handler = Callable[[int, int, Requester, bytes], "bytes | None"]
 
 
+class Watchdog:
+    """The one thread that notices, for every mount, a request thread stuck in one request (a host
+    file that blocks, say) and rouses that mount's standby thread. Standby threads sleep until
+    then, so an idle view costs no wake-ups: the daemon wakes STUCK⁻¹ times a second in all."""
+
+    def __init__(self) -> None:
+        self._sessions: set[Session] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fuse-watchdog", daemon=True)
+        self._thread.start()
+
+    def add(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.add(session)
+
+    def remove(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(STUCK):
+            with self._lock:
+                sessions = list(self._sessions)
+            for session in sessions:
+                try:
+                    session.check_stuck()
+                except Exception:
+                    log.exception("%s: watchdog", session.name)
+
+
 class Notifier:
     """The one thread that writes invalidations to the devices of every mount, in order."""
 
@@ -127,14 +162,16 @@ class Session:
         gate: Callable[[Requester], bool],
         notifier: Notifier,
         *,
+        watchdog: Watchdog | None = None,
         watch: Callable[[int], None] = lambda host_pid: None,
         on_end: Callable[[Session], None] = lambda session: None,
-        threads: int = 2,
         name: str = "view",
     ) -> None:
+        """With a watchdog the mount has a standby thread for when its request thread is stuck."""
         self.fd = fd  # owned: closed once every thread has stopped
         self.gate = gate  # may this requester enter the view at all (the view decides)
         self.notifier = notifier
+        self.watchdog = watchdog
         self.watch = watch  # called with the host pid of every pid directory given an inode
         self.on_end = on_end
         self.name = name
@@ -157,12 +194,15 @@ class Session:
         self._inodes = itertools.count(abi.ROOT_ID + 1)
         self._handles = itertools.count(1)
         self._threads = [threading.Thread(target=self._serve, name=f"fuse-{name}", daemon=True)]
-        if threads > 1:
+        if watchdog is not None:
             self._threads.append(
                 threading.Thread(target=self._standby, name=f"fuse-{name}-standby", daemon=True)
             )
         self._running = len(self._threads)
         self.current: bytes | None = None  # the request the request thread is answering
+        self._seen: bytes | None = None  # what it was answering when the watchdog last looked
+        self._stuck: bytes | None = None  # the request it is stuck in, for the standby thread
+        self._rouse = threading.Event()  # the standby thread's wake-up
         self._ending = False
         self._closed = False
         self.initialized = threading.Event()
@@ -187,6 +227,16 @@ class Session:
         os.set_blocking(self.fd, False)  # the loop spins on EAGAIN, then waits in poll()
         for thread in self._threads:
             thread.start()
+        if self.watchdog is not None:
+            self.watchdog.add(self)
+
+    def check_stuck(self) -> None:
+        """The watchdog's look: the same request as at its last look means stuck for STUCK s."""
+        current = self.current
+        if current is not None and current is self._seen and self._stuck is None:
+            self._stuck = current
+            self._rouse.set()
+        self._seen = current
 
     def _serve(self) -> None:
         """The request thread: answers requests in turn. After each answer it keeps reading the
@@ -224,24 +274,28 @@ class Session:
                 until = clock() + SPIN
         finally:
             self._ending = True
+            if self.watchdog is not None:
+                self.watchdog.remove(self)
+            self._rouse.set()  # the standby thread ends too
             self._thread_done()
 
     def _standby(self) -> None:
-        """The second thread: asleep unless the request thread has been inside one request for
-        STUCK seconds (a host file that blocks, say). Then it answers the others, INTERRUPTs of
-        the stuck one among them (its client gets EINTR), until the request thread is back. It
-        never waits on the device otherwise: every request would wake it."""
+        """The second thread: asleep until the watchdog finds the request thread inside one
+        request for STUCK seconds. Then it answers the others, INTERRUPTs of the stuck one among
+        them (its client gets EINTR), until the request thread is back. It never waits on the
+        device otherwise: every request would wake it."""
         fd = self.fd
         read = _Reader()
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        seen = None
         try:
-            while not self._ending:
-                time.sleep(STUCK)
-                stuck = self.current
-                if stuck is None or stuck is not seen:
-                    seen = stuck
+            while True:
+                self._rouse.wait()
+                self._rouse.clear()
+                stuck = self._stuck
+                if self._ending:
+                    return
+                if stuck is None:
                     continue
                 log.warning(
                     "%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK
@@ -259,7 +313,7 @@ class Session:
                         return
                     if not buf or not self._handle(buf):
                         return
-                seen = None
+                self._stuck = None
         finally:
             self._thread_done()
 
