@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pidns.view.instances import Instance, Registry
+from pidns.view.nodes import PidDir
 from pidns.view.options import ViewOptions
 from pidns.view.watch import Watcher
 
@@ -118,3 +120,32 @@ def _wait_child(pid: int) -> int:
             return int(kids[0])
         time.sleep(0.01)
     raise AssertionError("the namespace did not start")
+
+
+@pytest.mark.root
+def test_a_pinned_directory_tells_when_its_task_was_reaped() -> None:
+    """How the views recognise, after lost events, a shown pid whose task was reaped (and whose
+    number may already be another task's): the directory fd they pinned has nothing left."""
+    registry = Registry()
+    namespace = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", "sleep 1000 & wait"]
+    )
+    try:
+        init = _wait_child(namespace.pid)
+        sleeper = _wait_child(init)
+        view = registry.open_view(os.open(f"/proc/{init}/ns/pid", os.O_RDONLY), ViewOptions())
+        pinned = PidDir(view, view.instance.nsmap.to_ns(sleeper), sleeper, None)
+        unpinned = PidDir(view, view.instance.nsmap.to_ns(sleeper), sleeper, None)
+        assert pinned.fd >= 0
+        assert not pinned.pins_gone_task()
+        os.kill(sleeper, signal.SIGKILL)  # the shell reaps it
+        deadline = time.monotonic() + 10
+        while not pinned.pins_gone_task():
+            assert time.monotonic() < deadline, "the reaped task still looks alive"
+            time.sleep(0.01)
+        assert not unpinned.pins_gone_task()  # nothing pinned, nothing to tell
+        pinned.release()
+    finally:
+        namespace.kill()
+        namespace.wait()
+        registry.close()

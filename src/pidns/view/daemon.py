@@ -61,6 +61,7 @@ class Daemon:
             self.lock,
             shown=self._shown,
             shown_pids=self._shown_pids,
+            replaced=self._replaced,
         )
         self.stop = threading.Event()
         self.idle_since = time.monotonic()
@@ -76,6 +77,9 @@ class Daemon:
 
     def _shown_pids(self) -> list[int]:
         return [pid for s in list(self.sessions.values()) for pid in list(s.by_host)]
+
+    def _replaced(self, host_pid: int) -> bool:
+        return any(s.pins_gone_task(host_pid) for s in list(self.sessions.values()))
 
     def _on_dead(self, instance: Instance) -> None:
         """The namespace's init was reaped: its views show a dead namespace; auto-unmount them."""

@@ -514,6 +514,13 @@ class Session:
         for parent, name in entries:
             self.notifier.push(self, abi.notify_inval_entry(parent, name))
 
+    def pins_gone_task(self, host_pid: int) -> bool:
+        """Whether a directory this view shows for host_pid holds a task reaped since (the pid
+        may be another task's by now)."""
+        with self.lock:
+            nodes = [self.nodes.get(ino) for ino in self.by_host.get(host_pid, ())]
+        return any(node is not None and node.pins_gone_task() for node in nodes)
+
     def _reflush(self, since: int, host_pids: list[int]) -> None:
         """After an answer that gave inodes to these tasks: flush again those flushed since epoch
         `since` (the invalidation is written after the answer, so it reaches the new entry)."""

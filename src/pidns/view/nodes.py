@@ -121,6 +121,10 @@ class Node:
         """The task behind this node was reaped: it must never reach the host again (its pid
         may be reused). Resources stay until release(): a request may be using them right now."""
 
+    def pins_gone_task(self) -> bool:
+        """Whether this node holds the directory of a task that has been reaped since."""
+        return False
+
 
 # -- the root ------------------------------------------------------------------------------------
 
@@ -241,6 +245,16 @@ class PidDir(Node):
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
+
+    def pins_gone_task(self) -> bool:
+        fd = self._fd
+        if fd < 0:
+            return False
+        try:
+            os.stat("stat", dir_fd=fd)  # a reaped task's directory has no entries left
+        except OSError:
+            return True
+        return False
 
     def retire(self) -> None:
         # An open fd stays: it pins the reaped task, so reads through it give ESRCH, and closing

@@ -39,6 +39,7 @@ class Watcher:
         lock: threading.RLock,
         shown: Callable[[int], bool] = lambda pid: True,
         shown_pids: Callable[[], list[int]] = list,
+        replaced: Callable[[int], bool] = lambda pid: False,
         use_connector: bool = True,
     ) -> None:
         self.registry = registry
@@ -47,6 +48,7 @@ class Watcher:
         self.lock = lock  # the daemon's: registry changes happen under it
         self.shown = shown  # whether some view has an inode for this host pid
         self.shown_pids = shown_pids
+        self.replaced = replaced  # whether a view holds a reaped task at this pid (now reused)
         self.pending: dict[int, int] = {}  # exited, not yet reaped: host pid -> pidfd (-1: none)
         self.watched: dict[int, int] = {}  # pidfd mode: pidfd -> host pid of a shown task
         self._watched_pids: set[int] = set()
@@ -173,10 +175,7 @@ class Watcher:
                 return
             except OSError as err:  # ENOBUFS: events were lost; find the exits among them
                 log.warning("proc connector: %s; checking every task shown", err)
-                self.registry.forked()
-                for pid in self.shown_pids() + self._known_pids():
-                    if _has_exited(pid):  # only those: an init taken for dead kills its views
-                        self._exited(pid, poller)
+                self._recheck(poller)
                 return
             forked = False
             for event in connector.parse(data):
@@ -187,8 +186,19 @@ class Watcher:
             if forked:
                 self.registry.forked()
 
-    def _known_pids(self) -> list[int]:
-        return [i.init_host for i in list(self.registry.instances.values()) if i.init_host]
+    def _recheck(self, poller: select.poll) -> None:
+        """After lost events: the exits among the tasks shown and the inits, and only those (an
+        init taken for dead kills its views). A shown task may have been reaped and its pid
+        taken by another task meanwhile: the views know it by the directory they pinned."""
+        self.registry.forked()
+        for instance in list(self.registry.instances.values()):
+            if not instance.dead and instance.init_gone():  # its own pidfd: no reused pid
+                self._exited(instance.init_host, poller)
+        for pid in self.shown_pids():
+            if _has_exited(pid):
+                self._exited(pid, poller)
+            elif self.replaced(pid):
+                self.reap(pid)
 
     def reap(self, pid: int) -> None:
         with self.lock:
