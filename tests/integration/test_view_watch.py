@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pidns.kernel import connector
 from pidns.view.instances import Instance, Registry
 from pidns.view.nodes import PidDir
 from pidns.view.options import ViewOptions
@@ -149,3 +151,23 @@ def test_a_pinned_directory_tells_when_its_task_was_reaped() -> None:
         namespace.kill()
         namespace.wait()
         registry.close()
+
+
+def test_the_connector_delivers_only_forks_and_exits() -> None:
+    """The daemon is woken for the events it uses, not for every exec (or uid, comm...) on the
+    host: Linux 6.6+ filters them for the listener."""
+    try:
+        sock = connector.open_listener()
+    except OSError as err:
+        pytest.skip(f"the proc connector is unavailable here: {err}")
+    try:
+        child = subprocess.Popen(["sh", "-c", "exec true"])  # fork, exec, exit
+        child.wait()
+        kinds: set[int] = set()
+        deadline = time.monotonic() + 5
+        while connector.PROC_EVENT_EXIT not in kinds and time.monotonic() < deadline:
+            if select.select([sock], [], [], 0.1)[0]:
+                kinds |= {e.what for e in connector.parse(sock.recv(65536)) if e.pid == child.pid}
+        assert kinds == {connector.PROC_EVENT_FORK, connector.PROC_EVENT_EXIT}
+    finally:
+        sock.close()

@@ -1,4 +1,4 @@
-"""The netlink proc connector: fork/exec/exit events with host pids.
+"""The netlink proc connector: fork and exit events with host pids.
 
 Works only from the initial user and pid namespaces (and, before Linux 6.6, with CAP_NET_ADMIN);
 `open_listener` raises OSError when the kernel does not confirm the subscription, so callers can fall
@@ -29,6 +29,7 @@ PROC_EVENT_NONE = 0x00000000  # the acknowledgement of a listen/ignore request
 PROC_EVENT_FORK = 0x00000001
 PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
+WANTED = PROC_EVENT_FORK | PROC_EVENT_EXIT
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
@@ -56,6 +57,9 @@ def open_listener() -> socket.socket:
         _send_op(sock, PROC_CN_MCAST_LISTEN)
         sock.setblocking(False)
         _await_ack(sock)
+        # Linux 6.6+ delivers only the kinds asked for (not exec, uid, comm... of every task on
+        # the host); older kernels ignore this second request, unanswered.
+        _send_op(sock, PROC_CN_MCAST_LISTEN, WANTED)
     except OSError:
         sock.close()
         raise
@@ -91,8 +95,9 @@ def _await_ack(sock: socket.socket, timeout: float = 1.0) -> None:
     raise OSError(errno.ETIMEDOUT, "the proc connector did not acknowledge the listen request")
 
 
-def _send_op(sock: socket.socket, op: int) -> None:
-    payload = struct.pack("=I", op)
+def _send_op(sock: socket.socket, op: int, kinds: int = 0) -> None:
+    """A listen/ignore request; with `kinds`, a struct proc_input naming the events wanted."""
+    payload = struct.pack("=II", op, kinds) if kinds else struct.pack("=I", op)
     cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
     header = _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, os.getpid())
     sock.send(header + cn)
