@@ -250,7 +250,7 @@ def test_a_reaped_task_is_invalidated_from_another_thread(
 
     session.nodes[abi.ROOT_ID] = Tasks([])
     ino = kernel.lookup(abi.ROOT_ID, b"5")
-    assert session.by_host == {777: {ino}}
+    assert session.by_host == {777: [ino]}
     session.flush_task(777)
     unique, code, body = kernel.receive()
     assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
@@ -258,3 +258,41 @@ def test_a_reaped_task_is_invalidated_from_another_thread(
         abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body) == (abi.ROOT_ID, 1, 0) and body[16:] == b"5\0"
     )
     assert kernel.lookup(abi.ROOT_ID, b"5") != ino
+
+
+def test_a_flush_invalidates_every_name_under_the_task_children_first(
+    mount: tuple[Kernel, Session, Dir],
+) -> None:
+    """A name still in use when its task's directory is invalidated would stay cached and pin the
+    directory: each is invalidated itself, deepest first."""
+    kernel, session, _ = mount
+
+    class Status(File):
+        owner_pid = 777
+
+    class Task(Dir):
+        host_pid = 777
+
+        def lookup(self, name: str, req: Requester) -> Node:
+            return Status(name, b"")
+
+    class Tasks(Dir):
+        def lookup(self, name: str, req: Requester) -> Node:
+            task = Task([])
+            task.key = ("task", 777)  # not the root's
+            return task
+
+    session.nodes[abi.ROOT_ID] = Tasks([])
+    task = kernel.lookup(abi.ROOT_ID, b"5")
+    status = kernel.lookup(task, b"status")
+    assert session.by_host == {777: [task, status]}
+    session.flush_task(777)
+    invalidated = []
+    for _ in range(2):
+        unique, code, body = kernel.receive()
+        assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
+        parent, namelen, _flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body)
+        start = abi.NOTIFY_INVAL_ENTRY_OUT.size
+        invalidated.append((parent, body[start : start + namelen]))
+    assert invalidated == [(task, b"status"), (abi.ROOT_ID, b"5")]
+    assert session.by_host == {}

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 ENTRY_TIMEOUT = 86400.0  # correct because of explicit invalidation on exit
 ATTR_TIMEOUT = 1.0  # owners and link counts of a task's directory may change (setuid, threads)
-READ_BUFFER = 4 * abi.MIN_READ_BUFFER  # > the largest request we accept (max_write 4096 + headers)
+# Room for any request we serve (max_write is 4096: the kernel answers bigger ones itself, E2BIG
+# or EIO); a buffer per request thread, so no more than needed.
+READ_BUFFER = abi.MIN_READ_BUFFER
 # Asked of the kernel at INIT. READDIRPLUS puts the attributes of /proc/N into the listing, so a
 # `ps` walking the root costs no LOOKUP or GETATTR per task (AUTO: only while the reader also looks
 # entries up, as ps does; a bare `ls` pins no inode per task); PARALLEL_DIROPS lets lookups in one
@@ -181,7 +183,7 @@ class Session:
         self.by_key: dict[Hashable, int] = {root.key: abi.ROOT_ID}
         self.entry_of: dict[int, tuple[int, bytes]] = {}  # inode -> (parent inode, name)
         # host pid -> inodes of the task's directories and of everything under them
-        self.by_host: dict[int, set[int]] = {}
+        self.by_host: dict[int, list[int]] = {}  # lists: a set costs 4-7 times the memory
         self.files: dict[int, bytes] = {}  # fh -> the snapshot rendered at open
         self.dirs: dict[int, _DirHandle] = {}
         # ids of the nodes in the table. A listing's nodes that never got an inode hold host fds
@@ -285,7 +287,7 @@ class Session:
         them (its client gets EINTR), until the request thread is back. It never waits on the
         device otherwise: every request would wake it."""
         fd = self.fd
-        read = _Reader()
+        read = None  # its buffer only once needed: most views never need it
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         try:
@@ -297,6 +299,7 @@ class Session:
                     return
                 if stuck is None:
                     continue
+                read = read or _Reader()
                 log.warning(
                     "%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK
                 )
@@ -450,7 +453,7 @@ class Session:
         if owner or st.S_ISDIR(attr.mode):  # to invalidate it, or to answer ".." in it
             self.entry_of[ino] = (parent, name)
         if owner:
-            self.by_host.setdefault(owner, set()).add(ino)
+            self.by_host.setdefault(owner, []).append(ino)  # a new inode: not there yet
             self.watch(owner)
         return ino
 
@@ -475,8 +478,8 @@ class Session:
                 owner = node.owner_pid
                 if owner:
                     inos = self.by_host.get(owner)
-                    if inos is not None:
-                        inos.discard(ino)
+                    if inos is not None and ino in inos:  # not there once its task was flushed
+                        inos.remove(ino)
                         if not inos:
                             del self.by_host[owner]
             _release(node)
