@@ -267,6 +267,8 @@ def test_a_users_default_state_directory_and_socket_are_private(
         _as(NOBODY, [*PIDNS, "mount", f"@{sleeper.pid}", str(view), "--backend", "fuse"], env)
         # Only the user enters its view (without allow_other the kernel refuses even root).
         assert "1" in _as(NOBODY, ["ls", str(view)], env).split()
+        with pytest.raises(PermissionError):
+            os.listdir(view)  # root too
         _check_private(state, NOBODY, OTHER)
     finally:
         if _mount_of(view) is not None:
@@ -277,3 +279,43 @@ def test_a_users_default_state_directory_and_socket_are_private(
                 os.kill(pid, signal.SIGKILL)
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.parametrize("planted", ["other user's", "symlink", "ours, too open"])
+def test_a_state_directory_another_user_could_write_is_refused_or_repaired(
+    home: Path, planted: str
+) -> None:
+    """/tmp/pidns-UID can be made by anyone before its user comes: a state directory that is
+    another user's (or a symlink to one) is refused with one line and nothing is written there;
+    one that is the user's own but open to others is made private again."""
+    os.chmod(home, 0o755)
+    state = home / "pidns"
+    decoy = home / "decoy"
+    if planted == "other user's":
+        state.mkdir(mode=0o777)
+        os.chmod(state, 0o777)
+        os.chown(state, OTHER, OTHER)
+    elif planted == "symlink":
+        decoy.mkdir(mode=0o777)
+        os.chmod(decoy, 0o777)
+        os.chown(decoy, OTHER, OTHER)
+        state.symlink_to(decoy)
+    else:
+        state.mkdir()
+        os.chmod(state, 0o757)
+        os.chown(state, NOBODY, NOBODY)
+    env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         *PIDNS, "run", "--name", "probe", "--", "true"],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/",
+    )  # fmt: skip
+    if planted == "ours, too open":
+        assert done.returncode == 0, done.stderr
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        return
+    assert done.returncode == 125  # pidns failed before the command
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("pidns: error: ")
+    assert f"{state} is not a private directory of this user" in done.stderr
+    assert os.listdir(decoy if planted == "symlink" else state) == []  # nothing planted there

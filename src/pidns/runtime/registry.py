@@ -1,6 +1,7 @@
 """Named namespaces: NAME -> the namespace `pidns run --name NAME` made.
 
-One JSON file per name in /run/pidns/names (root) or $XDG_RUNTIME_DIR/pidns/names (others). An entry records
+One JSON file per name in the `names` directory of the user's state directory (pidns.statedir:
+/run/pidns/names for root, $XDG_RUNTIME_DIR/pidns/names for others). An entry records
 the host pid of the namespace's pid 1, that process's start time and the namespace inode; it
 resolves only while all three still agree, so a reused pid never resolves to the wrong namespace.
 Entries that no longer agree are deleted whenever they are read.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pidns import statedir
 from pidns.errors import PidnsError, UsageError
 from pidns.runtime.errors import NameInUse
 
@@ -27,12 +29,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 def default_directory() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/pidns/names")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "pidns" / "names"
-    return Path(f"/tmp/pidns-{os.geteuid()}") / "names"
+    return statedir.base() / "names"
 
 
 def check_name(name: str) -> str:
@@ -99,15 +96,9 @@ class Registry:
         return self.directory / f"{check_name(name)}.json"
 
     def _ensure(self) -> None:
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as err:
-            raise PidnsError(f"cannot create {self.directory}: {err.strerror}") from None
-        st = self.directory.stat()
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise PidnsError(
-                f"{self.directory} is not a private directory of this user: refusing to use it"
-            )
+        """The directory, private to this user, before anything in it is trusted or written."""
+        statedir.private(self.directory.parent)
+        statedir.private(self.directory)
 
     def _read(self, path: Path) -> Entry | None:
         try:
@@ -124,12 +115,13 @@ class Registry:
 
     def lookup(self, name: str) -> Entry | None:
         """The live, committed entry for name (stale ones are deleted on the way)."""
-        entry = self._read(self._path(name))
+        path = self._path(name)
+        self._ensure()
+        entry = self._read(path)
         return entry if entry is not None and not entry.pending else None
 
     def entries(self) -> Iterator[Entry]:
-        if not self.directory.is_dir():
-            return
+        self._ensure()
         for path in sorted(self.directory.glob("*.json")):
             entry = self._read(path)
             if entry is not None and not entry.pending:
@@ -206,11 +198,12 @@ def lookup_inode(name: str) -> int | None:
 
 
 def names_by_inode() -> dict[int, str]:
+    """Names to show beside namespaces; none when the directory is unusable (`ls` goes on)."""
     out: dict[int, str] = {}
     try:
         for entry in Registry().entries():
             if entry.ns is not None:
                 out[entry.ns] = entry.name
-    except OSError:
+    except (OSError, PidnsError):
         pass
     return out

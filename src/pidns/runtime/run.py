@@ -54,9 +54,16 @@ def run(
     )
     reservation = None
     if name is not None:
+        from pidns.errors import PidnsError, UsageError
+        from pidns.runtime.errors import LaunchFailed
         from pidns.runtime.registry import Registry
 
-        reservation = Registry().reserve(name)
+        try:
+            reservation = Registry().reserve(name)
+        except (LaunchFailed, UsageError):
+            raise
+        except PidnsError as err:  # the names directory is unusable: before the command (125)
+            raise LaunchFailed(str(err)) from None
     status = _open_status(status_json) if status_json is not None else None
     foreground = _foreground()
     try:

@@ -12,20 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pidns import statedir
 from pidns.view.mountsys import is_mountpoint
 
 
 def state_dir() -> Path:
-    if os.geteuid() == 0:
-        base = Path(os.environ.get("PIDNS_STATE_DIR", "/run/pidns"))
-    else:
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        base = Path(
-            os.environ.get("PIDNS_STATE_DIR")
-            or (f"{runtime}/pidns" if runtime else f"/tmp/pidns-{os.geteuid()}")
-        )
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (base / "views").mkdir(mode=0o700, exist_ok=True)
+    """This user's private state directory, with its `views` directory (see pidns.statedir)."""
+    base = statedir.private(statedir.base())
+    statedir.private(base / "views")
     return base
 
 
