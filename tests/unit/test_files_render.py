@@ -9,6 +9,7 @@ from pidns.view.files.ids import TaskIds, task_ids
 from pidns.view.files.sched import render_sched
 from pidns.view.files.stat import render_stat, translate_stat
 from pidns.view.files.status import render_status, translate_status
+from pidns.view.files.userids import ReaderIds, parse_id_map, render_user_ids
 
 STATUS = (
     b"Name:\tsleep\nState:\tS (sleeping)\nTgid:\t5001\nNgid:\t0\nPid:\t5001\nPPid:\t5000\n"
@@ -76,3 +77,23 @@ def test_translate_stat_asks_status_only_for_a_group_without_leader() -> None:
     assert translate_stat(STAT, 2, to_ns, chains, lambda pid: True, permitted=False) == render_stat(
         STAT, ids, to_ns, permitted=False
     )
+
+
+def test_user_ids_through_several_ranges_keep_the_kernels_spacing() -> None:
+    status = (
+        b"Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t5\nPid:\t5\nPPid:\t1\n"
+        b"TracerPid:\t0\nUid:\t1000\t1000\t0\t7\nGid:\t100\t100\t100\t100\nFDSize:\t64\n"
+        b"Groups:\t24 100 5000 \nNStgid:\t5\n"
+    )
+    ids = ReaderIds(
+        uids=parse_id_map(b"         0       1000          1\n         1          0          5\n"),
+        gids=parse_id_map(b"0 100 1\n"),
+        overflow_uid=65534,
+        overflow_gid=65533,
+    )
+    assert render_user_ids(status, ids) == status.replace(
+        b"Uid:\t1000\t1000\t0\t7", b"Uid:\t0\t0\t1\t65534"
+    ).replace(b"Gid:\t100\t100\t100\t100", b"Gid:\t0\t0\t0\t0").replace(
+        b"Groups:\t24 100 5000 ", b"Groups:\t65533 0 65533 "
+    )
+    assert render_user_ids(b"Name:\tx\n", ids) == b"Name:\tx\n"  # no ids: as it was

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pidns.ids import NsId
 from pidns.kernel import nsfs
 from pidns.procfs.parse import parse_status_ids as status_ids
+from pidns.procfs.reader import read_at
 from pidns.view import tree
+from pidns.view.files.userids import ReaderIds, parse_id_map
 from pidns.view.nodes import PidDir
 from pidns.view.nsmap import NsMap
 from pidns.view.options import Hidepid, ViewOptions
@@ -151,6 +153,10 @@ class View:
         """The pid map of the requester's own namespace; None when it is the daemon's."""
         return self.registry.reader_map(req.tid, self.instance)
 
+    def reader_ids(self, req: Requester) -> ReaderIds | None:
+        """How the requester's user namespace numbers users; None when it is the daemon's."""
+        return self.registry.reader_ids(req.tid)
+
 
 class Registry:
     """Every instance and view the daemon serves."""
@@ -161,6 +167,8 @@ class Registry:
         self.generations: dict[int, int] = {}
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.own_ns = os.stat("/proc/self/ns/pid").st_ino
+        self.own_userns = os.stat("/proc/self/ns/user").st_ino
+        self.overflow_ids = (_overflow("uid"), _overflow("gid"))
         self._ids = itertools.count(1)
         self._readers: dict[int, NsMap] = {}  # requesters' namespaces, by inode
         # When nothing reports forks (no proc connector), the leaders' listing is never reused.
@@ -216,6 +224,21 @@ class Registry:
             self._readers[ino] = cached
         return cached
 
+    def reader_ids(self, tid: int) -> ReaderIds | None:
+        """The id maps of the user namespace of the requester `tid`; None when that namespace is
+        the daemon's or cannot be read. Read at each use, never cached: a map is written once,
+        but a namespace's inode number may be another's after it dies."""
+        if not tid:
+            return None
+        try:
+            if os.stat(f"/proc/{tid}/ns/user").st_ino == self.own_userns:
+                return None
+            uids = parse_id_map(read_at(self.proc_fd, f"{tid}/uid_map"))
+            gids = parse_id_map(read_at(self.proc_fd, f"{tid}/gid_map"))
+        except OSError:
+            return None
+        return ReaderIds(uids, gids, *self.overflow_ids)
+
     # -- events ------------------------------------------------------------------------------
 
     def forked(self) -> None:
@@ -257,3 +280,12 @@ class Registry:
         self.instances.clear()
         self.views.clear()
         os.close(self.proc_fd)
+
+
+def _overflow(kind: str) -> int:
+    """The id the kernel shows for one a namespace does not map (overflowuid/overflowgid)."""
+    try:
+        with open(f"/proc/sys/kernel/overflow{kind}", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534

@@ -26,6 +26,7 @@ from pidns.view.files.locks import render_locks
 from pidns.view.files.sched import render_sched
 from pidns.view.files.stat import translate_stat
 from pidns.view.files.status import translate_status
+from pidns.view.files.userids import render_user_ids
 from pidns.view.tree import Creds, Requester
 
 if TYPE_CHECKING:
@@ -392,7 +393,9 @@ class Rendered(Node):
         name = self.name
         try:
             if name == "status":
-                return translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
+                status = translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
+                ids = task.view.reader_ids(req)
+                return status if ids is None else render_user_ids(status, ids)
             if name == "stat":
                 permitted = req.uid == 0 or tree.may_ptrace_read(req, task.creds())
                 return translate_stat(
