@@ -104,9 +104,18 @@ def test_corrupt_entry_is_pruned(tmp_path: Path) -> None:
     assert not (directory / "bad.json").exists()
 
 
-def test_shared_directory_is_refused(tmp_path: Path) -> None:
+def test_an_open_directory_of_ours_is_made_private(tmp_path: Path) -> None:
     directory = tmp_path / "names"
     directory.mkdir(mode=0o777)
     directory.chmod(0o777)
+    Registry(directory).reserve("x")
+    assert directory.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.root
+def test_another_users_directory_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o777)
+    os.chown(theirs, 4444, 4444)
     with pytest.raises(Exception, match="not a private directory"):
-        Registry(directory).reserve("x")
+        Registry(theirs / "names").reserve("x")
