@@ -137,6 +137,29 @@ def test_exit_disappears_from_every_view(tmp_path: Path) -> None:
         print(f"exit -> gone from both views in {max(gone.values()) * 1000:.1f} ms")
 
 
+def test_virtualize_shows_the_namespaces_uptime_and_task_counts(tmp_path: Path) -> None:
+    """--virtualize (LXCFS-style, no kernel counterpart): uptime counts from the init's start and
+    loadavg's running/total are the namespace's tasks; without it both are the host's."""
+    clock = os.sysconf("SC_CLK_TCK")
+    with (
+        namespace("sleep 1000 & sleep 1000 & wait") as ns,
+        view(ns, tmp_path / "virtual", "fuse", virtualize=True) as virtual,
+        view(ns, tmp_path / "plain", "fuse") as plain,
+    ):
+        started = int(Path(f"/proc/{ns}/stat").read_text().rsplit(")", 1)[1].split()[19]) / clock
+        host_before = float(Path("/proc/uptime").read_text().split()[0])
+        uptime = (virtual / "uptime").read_text().split()
+        host_after = float(Path("/proc/uptime").read_text().split()[0])
+        # the namespace's age, read between two readings of the host's
+        assert host_before - started - 0.02 <= float(uptime[0]) <= host_after - started + 0.02
+        assert float((plain / "uptime").read_text().split()[0]) >= host_before
+        tasks = [n for n in os.listdir(virtual) if n.isdigit()]
+        assert sorted(tasks) == ["1", "2", "3"]
+        assert (virtual / "loadavg").read_text().split()[3] == "0/3"  # all three asleep
+        plain_total = int((plain / "loadavg").read_text().split()[3].split("/")[1])
+        assert plain_total > 3  # the host's
+
+
 def test_init_death_dead_view_and_no_reference(tmp_path: Path) -> None:
     from pidns.view import control, state
 
