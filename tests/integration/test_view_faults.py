@@ -116,6 +116,34 @@ def test_sigkill_daemon_readers_get_an_error_and_mountpoints_recover(tmp_path: P
         assert pidns("umount", str(b)).returncode == 0
 
 
+def test_a_stopped_daemon_is_cut_off_by_the_kernel_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that stops answering (stopped here; a bug would do the same) would hang every
+    reader of its views: the kernel aborts the connection once a request has waited the request
+    timeout (15 s here, the least it allows; it looks every 15 s), and readers get ENOTCONN."""
+    monkeypatch.setenv("PIDNS_REQUEST_TIMEOUT", "15")
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        view.mkdir()
+        assert pidns("mount", "--backend", "fuse", f"@{ns}", str(view)).returncode == 0
+        daemon = daemon_pid()
+        with readers([view], per_root=1) as procs:
+            os.kill(daemon, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                try:
+                    out, _ = procs[0].communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the reader still hangs a minute after the daemon stopped")
+                print(f"\nreader cut off {time.monotonic() - started:.0f} s after the stop")
+            finally:
+                os.kill(daemon, signal.SIGCONT)
+        assert out.strip() in ("ENOTCONN", "ECONNABORTED")
+        assert _states()[str(view)]["state"] == "disconnected"
+        assert pidns("umount", str(view)).returncode == 0
+
+
 # A daemon whose status rendering fails for one namespace only: what an unexpected bug in one
 # view's handler looks like. The rest of the daemon is the real one.
 _FAULTY_DAEMON = """

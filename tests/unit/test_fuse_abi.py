@@ -75,6 +75,19 @@ def test_init_reply_takes_the_smaller_minor_and_only_offered_flags() -> None:
     assert abi.INIT_OUT.unpack_from(older, 16)[1] == 31
 
 
+def test_init_reply_asks_for_a_request_timeout_only_where_offered() -> None:
+    offered = abi.InitIn(7, 45, 0, abi.INIT_EXT | abi.ASYNC_READ | abi.REQUEST_TIMEOUT)
+    wanted = abi.INIT_EXT | abi.REQUEST_TIMEOUT
+    fields = abi.INIT_OUT.unpack_from(
+        abi.pack_init_reply(1, offered, wanted, request_timeout=60), 16
+    )
+    flags, flags2, timeout = fields[3], fields[10], fields[12]
+    assert (flags, flags2, timeout) == (abi.INIT_EXT, abi.REQUEST_TIMEOUT >> 32, 60)
+    older = abi.InitIn(7, 38, 0, abi.INIT_EXT | abi.ASYNC_READ)  # a kernel before 6.14
+    fields = abi.INIT_OUT.unpack_from(abi.pack_init_reply(1, older, wanted, request_timeout=60), 16)
+    assert (fields[10], fields[12]) == (0, 0)
+
+
 def test_init_reply_to_another_major_names_ours() -> None:
     out = abi.pack_init_reply(5, abi.InitIn(8, 0, 0, 0), abi.DO_READDIRPLUS)
     assert abi.OUT_HEADER.unpack_from(out) == (16 + 64, 0, 5)

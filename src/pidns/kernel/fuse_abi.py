@@ -102,7 +102,8 @@ MAX_PAGES = 1 << 22
 CACHE_SYMLINKS = 1 << 23
 NO_OPENDIR_SUPPORT = 1 << 24
 EXPLICIT_INVAL_DATA = 1 << 25
-INIT_EXT = 1 << 30
+INIT_EXT = 1 << 30  # flags2 is read (the flags below are its bits, shifted by 32)
+REQUEST_TIMEOUT = 1 << 42  # the kernel aborts the connection when a request waits longer (6.14)
 
 # -- OPEN reply flags (fuse_open_out.open_flags) -------------------------------------------------
 FOPEN_DIRECT_IO = 1 << 0  # no page cache: every read(2) is a READ request, served from our snapshot
@@ -134,8 +135,8 @@ ATTR_OUT = struct.Struct("=QII" + ATTR.format[1:])
 INIT_IN = struct.Struct("=IIII")
 INIT_IN_FLAGS2 = struct.Struct("=I")
 # fuse_init_out: major minor max_readahead flags max_background congestion_threshold max_write
-# time_gran max_pages map_alignment flags2 unused[7]
-INIT_OUT = struct.Struct("=IIIIHHIIHHI28x")
+# time_gran max_pages map_alignment flags2 max_stack_depth request_timeout unused[11]
+INIT_OUT = struct.Struct("=IIIIHHIIHHIIH22x")
 OPEN_IN = struct.Struct("=II")  # flags, open_flags
 OPEN_OUT = struct.Struct("=QII")  # fh, open_flags, padding
 READ_IN = struct.Struct("=QQIIQII")  # fh offset size read_flags lock_owner flags padding
@@ -189,26 +190,34 @@ def unpack_init(body: bytes | memoryview) -> InitIn:
 
 
 def pack_init_reply(
-    unique: int, kernel: InitIn, wanted: int, max_write: int = 4096, max_background: int = 0
+    unique: int,
+    kernel: InitIn,
+    wanted: int,
+    max_write: int = 4096,
+    max_background: int = 0,
+    request_timeout: int = 0,
 ) -> bytes:
     """INIT reply: our minor (the kernel then uses the smaller of the two) and the wanted flags the
-    kernel offered. A kernel of another major version gets just our major and resends INIT."""
+    kernel offered; request_timeout (s) counts when REQUEST_TIMEOUT is among them. A kernel of
+    another major version gets just our major and resends INIT."""
     if kernel.major != KERNEL_VERSION:
         body = struct.pack("=II", KERNEL_VERSION, KERNEL_MINOR_VERSION) + bytes(INIT_OUT.size - 8)
         return reply(unique, body)
-    flags = kernel.flags & wanted & 0xFFFFFFFF
+    agreed = kernel.flags & wanted
     body = INIT_OUT.pack(
         KERNEL_VERSION,
         min(kernel.minor, KERNEL_MINOR_VERSION),
         kernel.max_readahead,
-        flags,
+        agreed & 0xFFFFFFFF,
         max_background,
         0,  # congestion_threshold: the kernel's default
         max_write,
         1,  # time_gran: nanoseconds
         0,  # max_pages: only with MAX_PAGES
         0,  # map_alignment
-        0,  # flags2: nothing above bit 31 is asked for
+        agreed >> 32,  # flags2 (read by the kernel with INIT_EXT)
+        0,  # max_stack_depth: no passthrough
+        request_timeout if agreed & REQUEST_TIMEOUT else 0,
     )
     return reply(unique, body)
 

@@ -32,7 +32,7 @@ from typing import Any
 from pidns.errors import PidnsError
 from pidns.kernel import fuse_mount
 from pidns.view import control, state
-from pidns.view.fuse import Notifier, Session, Watchdog
+from pidns.view.fuse import REQUEST_TIMEOUT, Notifier, Session, Watchdog
 from pidns.view.instances import Instance, Registry, View
 from pidns.view.nodes import Root
 from pidns.view.options import Hidepid, ViewOptions
@@ -50,6 +50,7 @@ class Daemon:
         self.registry = Registry()
         self.notifier = Notifier()
         self.watchdog = Watchdog()  # each view: a request thread, a standby for when it is stuck
+        self.request_timeout = _request_timeout()
         self.sessions: dict[str, Session] = {}  # view id -> the session serving its mount
         self.auto_unmount: dict[str, int] = {}  # view id -> mount namespace fd (-1: the daemon's)
         self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
@@ -182,6 +183,7 @@ class Daemon:
                     view.admits,
                     self.notifier,
                     watchdog=self.watchdog,
+                    request_timeout=self.request_timeout,
                     watch=self.watcher.watch,
                     on_end=self._session_ended,
                     name=view.id,
@@ -272,6 +274,15 @@ class Daemon:
         self.watchdog.stop()
         self.notifier.stop()
         self.registry.close()
+
+
+def _request_timeout() -> int:
+    """PIDNS_REQUEST_TIMEOUT (s; 0: the kernel's own default) or REQUEST_TIMEOUT."""
+    try:
+        return max(0, int(os.environ.get("PIDNS_REQUEST_TIMEOUT", REQUEST_TIMEOUT)))
+    except ValueError:
+        log.warning("PIDNS_REQUEST_TIMEOUT is not a number of seconds: using %d", REQUEST_TIMEOUT)
+        return REQUEST_TIMEOUT
 
 
 def _exists(pid: int) -> bool:

@@ -49,7 +49,18 @@ READ_BUFFER = abi.MIN_READ_BUFFER
 # `ps` walking the root costs no LOOKUP or GETATTR per task (AUTO: only while the reader also looks
 # entries up, as ps does; a bare `ls` pins no inode per task); PARALLEL_DIROPS lets lookups in one
 # directory (all of a view's /N are in its root) proceed without the kernel serialising them.
-WANTED = abi.DO_READDIRPLUS | abi.READDIRPLUS_AUTO | abi.PARALLEL_DIROPS | abi.ASYNC_READ
+WANTED = (
+    abi.DO_READDIRPLUS
+    | abi.READDIRPLUS_AUTO
+    | abi.PARALLEL_DIROPS
+    | abi.ASYNC_READ
+    | abi.INIT_EXT
+    | abi.REQUEST_TIMEOUT
+)
+# A request unanswered this long (s) makes the kernel abort the connection: the view's readers get
+# ENOTCONN instead of hanging on a daemon that stopped answering (stopped, or stuck in a bug). The
+# kernel checks every 15 s and never allows less than that.
+REQUEST_TIMEOUT = 60
 OPEN_FLAGS = abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH  # content is a snapshot taken at open
 _DOT_ATTR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
 _IN = abi.IN_HEADER.size
@@ -168,12 +179,14 @@ class Session:
         watch: Callable[[int], None] = lambda host_pid: None,
         on_end: Callable[[Session], None] = lambda session: None,
         name: str = "view",
+        request_timeout: int = REQUEST_TIMEOUT,
     ) -> None:
         """With a watchdog the mount has a standby thread for when its request thread is stuck."""
         self.fd = fd  # owned: closed once every thread has stopped
         self.gate = gate  # may this requester enter the view at all (the view decides)
         self.notifier = notifier
         self.watchdog = watchdog
+        self.request_timeout = request_timeout
         self.watch = watch  # called with the host pid of every pid directory given an inode
         self.on_end = on_end
         self.name = name
@@ -559,7 +572,7 @@ class Session:
         kernel = abi.unpack_init(buf[_IN:])
         log.debug("%s: INIT %d.%d flags %#x", self.name, kernel.major, kernel.minor, kernel.flags)
         self.initialized.set()
-        return abi.pack_init_reply(unique, kernel, WANTED)
+        return abi.pack_init_reply(unique, kernel, WANTED, request_timeout=self.request_timeout)
 
     def _lookup(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes | None:
         parent = self._entered(nodeid, req)
