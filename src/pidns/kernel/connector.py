@@ -79,8 +79,10 @@ def _await_ack(sock: socket.socket, timeout: float = 1.0) -> None:
     """The kernel answers a listen request with a PROC_EVENT_NONE carrying an errno, and not at all
     outside the initial namespaces: only an ack of 0 means events will come."""
     deadline = time.monotonic() + timeout
+    poller = select.poll()  # not select(): the caller may hold fds above 1024
+    poller.register(sock, select.POLLIN)
     while (left := deadline - time.monotonic()) > 0:
-        if not select.select([sock], [], [], left)[0]:
+        if not poller.poll(left * 1000):
             break
         data = sock.recv(65536)
         at = _NLMSGHDR.size + _CN_MSG.size

@@ -187,7 +187,7 @@ class Session:
         self.notifier = notifier
         self.watchdog = watchdog
         self.request_timeout = request_timeout
-        self.watch = watch  # called with the host pid of every pid directory given an inode
+        self.watch = watch  # called with the host pid of every task whose names get inodes
         self.on_end = on_end
         self.name = name
         self.lock = threading.Lock()  # the inode table and `inflight` change together under it

@@ -229,7 +229,9 @@ def _has_exited(pid: int) -> bool:
     if fd < 0:
         return True
     try:
-        return bool(select.select([fd], [], [], 0)[0])
+        poller = select.poll()  # not select(): a daemon of many views has fds above 1024
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
     finally:
         os.close(fd)
 
