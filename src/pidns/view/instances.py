@@ -167,7 +167,7 @@ class Registry:
         self.generations: dict[int, int] = {}
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.own_ns = os.stat("/proc/self/ns/pid").st_ino
-        self.own_userns = os.stat("/proc/self/ns/user").st_ino
+        self.own_userns = os.readlink("/proc/self/ns/user")
         self.overflow_ids = (_overflow("uid"), _overflow("gid"))
         self._ids = itertools.count(1)
         self._readers: dict[int, NsMap] = {}  # requesters' namespaces, by inode
@@ -231,7 +231,9 @@ class Registry:
         if not tid:
             return None
         try:
-            if os.stat(f"/proc/{tid}/ns/user").st_ino == self.own_userns:
+            # readlink, not stat: a status open pays this, and the link's text costs less than
+            # the inode behind it
+            if os.readlink(f"/proc/{tid}/ns/user") == self.own_userns:
                 return None
             uids = parse_id_map(read_at(self.proc_fd, f"{tid}/uid_map"))
             gids = parse_id_map(read_at(self.proc_fd, f"{tid}/gid_map"))
