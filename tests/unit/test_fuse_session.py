@@ -296,3 +296,40 @@ def test_a_flush_invalidates_every_name_under_the_task_children_first(
         invalidated.append((parent, body[start : start + namelen]))
     assert invalidated == [(task, b"status"), (abi.ROOT_ID, b"5")]
     assert session.by_host == {}
+
+
+def test_a_negative_entry_under_a_task_flushed_meanwhile_is_invalidated_after_the_answer(
+    mount: tuple[Kernel, Session, Dir],
+) -> None:
+    """A name looked up while its task is flushed escapes the flush (the kernel's shrinking skips
+    a name in lookup); cached afterwards, even negative, it would pin the task's directory."""
+    kernel, session, _ = mount
+
+    class Task(Dir):
+        host_pid = 777
+
+        def lookup(self, name: str, req: Requester) -> Node:
+            session.flush_task(777)  # the task is reaped while this lookup is in flight
+            raise Absent()
+
+    class Tasks(Dir):
+        def lookup(self, name: str, req: Requester) -> Node:
+            task = Task([])
+            task.key = ("task", 777)  # not the root's
+            return task
+
+    session.nodes[abi.ROOT_ID] = Tasks([])
+    task = kernel.lookup(abi.ROOT_ID, b"5")
+    unique = kernel.send(abi.LOOKUP, task, b"ctty\0")
+    messages = [kernel.receive() for _ in range(3)]  # the flush's, the answer, the one after it
+    answer = next(i for i, (u, _c, _b) in enumerate(messages) if u == unique)
+    assert messages[answer][1] == 0
+    assert abi.ENTRY_OUT.unpack_from(messages[answer][2])[0] == 0  # negative
+    start = abi.NOTIFY_INVAL_ENTRY_OUT.size
+    invalidated = []  # (position, parent, name); the flush's own may come before or after
+    for i, (u, code, body) in enumerate(messages):
+        if u == 0 and code == abi.NOTIFY_INVAL_ENTRY:
+            parent, namelen, _flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body)
+            invalidated.append((i, parent, body[start : start + namelen]))
+    assert sorted(x[1:] for x in invalidated) == [(abi.ROOT_ID, b"5"), (task, b"ctty")]
+    assert next(i for i, p, _n in invalidated if p == task) > answer

@@ -541,11 +541,13 @@ class Session:
         """After an answer that gave inodes to these tasks: flush again those flushed since epoch
         `since` (the invalidation is written after the answer, so it reaches the new entry)."""
         with self.lock:
-            again = [
-                pid for pid in host_pids if since < self.floor or self.flushed.get(pid, -1) >= since
-            ]
+            again = [pid for pid in host_pids if self._flushed_since(since, pid)]
         for pid in again:
             self.flush_task(pid)
+
+    def _flushed_since(self, since: int, host_pid: int) -> bool:
+        """Whether host_pid may have been flushed since epoch `since` (called with the lock)."""
+        return since < self.floor or self.flushed.get(host_pid, -1) >= since
 
     def flush_all(self) -> None:
         """Every task directory of this view, as when its namespace died."""
@@ -581,7 +583,8 @@ class Session:
         try:
             child = parent.lookup(os.fsdecode(name), req)
         except Absent:
-            return abi.reply(unique, abi.pack_negative_entry(ENTRY_TIMEOUT))
+            self._absent(unique, nodeid, parent, name, epoch)
+            return None
         try:
             attr = child.attr(req)
         except BaseException:
@@ -596,6 +599,18 @@ class Session:
         if child.owner_pid:
             self._reflush(epoch, [child.owner_pid])
         return None
+
+    def _absent(self, unique: int, nodeid: int, parent: Node, name: bytes, since: int) -> None:
+        """A negative entry, cacheable. Under a task flushed while it was looked up, it is
+        invalidated again after the answer: the flush's shrinking of the task's directory skips a
+        name still being looked up, and that name, hashed afterwards, would pin the directory."""
+        with self.lock:
+            if not self._claim(unique):
+                return
+            again = bool(parent.owner_pid) and self._flushed_since(since, parent.owner_pid)
+        self._send(abi.reply(unique, abi.pack_negative_entry(ENTRY_TIMEOUT)))
+        if again:
+            self.notifier.push(self, abi.notify_inval_entry(nodeid, name))
 
     def _getattr(self, unique: int, nodeid: int, req: Requester, buf: bytes) -> bytes:
         attr = self._node(nodeid).attr(req)
