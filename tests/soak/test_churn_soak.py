@@ -171,7 +171,8 @@ def _served() -> list[dict[str, Any]]:
         reply = control.request(str(state.socket_path()), {"op": "list"})
     except OSError as err:  # the daemon no longer listens (leaving, or stuck leaving)
         return [{"view": "-", "error": str(err)}]
-    return [{k: v[k] for k in ("view", "inodes", "tasks", "tasks_gone")} for v in reply["views"]]
+    keys = ("view", "inodes", "tasks", "tasks_gone", "gone_kinds")
+    return [{k: v[k] for k in keys} for v in reply["views"]]
 
 
 def _unexpected(lines: list[str]) -> list[str]:

@@ -218,6 +218,7 @@ class Daemon:
             "inodes": len(nodes),
             "tasks": len(tasks),
             "tasks_gone": len(gone),
+            "gone_kinds": sorted({type(n).__name__ for n in nodes if n.owner_pid in gone}),
             "view": view.id,
             "mountpoint": view.mountpoint,
             "ns": view.instance.id.ino,

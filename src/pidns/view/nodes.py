@@ -219,7 +219,9 @@ class PidDir(Node):
         self.ns_pid = ns_pid
         self.host_pid = host_pid
         self.group = group  # the /N directory when this is /N/task/T
-        self.key = ("pid", view.id, host_pid, group is not None, view.generation(host_pid))
+        # Both numbers: the host pid alone may already be another task's (pid_max is often 32768)
+        # while the reap of the last one is still on its way to the view.
+        self.key = ("pid", view.id, host_pid, ns_pid, group is not None, view.generation(host_pid))
         self._fd = -1
 
     @property

@@ -155,9 +155,14 @@ class Watcher:
             poller.register(fd, select.POLLIN)
 
     def _exited(self, host_pid: int, poller: select.poll) -> None:
+        """The task host_pid exited: pending until it is reaped. When the task now at that pid
+        has not exited, the pid is already another task's, so the one that exited is reaped."""
         if host_pid in self.pending:
             return
         fd = _pidfd(host_pid)
+        if fd >= 0 and not _thread_exited(host_pid):
+            os.close(fd)
+            fd = -1  # reaped: flushed at the next check
         self.pending[host_pid] = fd
         if fd >= 0:
             poller.register(fd, 0)  # POLLHUP only: readable it already is (a zombie)
@@ -221,6 +226,21 @@ def _pidfd(pid: int) -> int:
             if err.errno != errno.EINVAL:  # EINVAL: a thread, not a group leader
                 return -1
     return -1
+
+
+def _thread_exited(pid: int) -> bool:
+    """Whether the thread `pid` itself has exited (even while its group lives on), or is gone.
+    True where thread pidfds do not exist (before 6.9): nothing to tell."""
+    try:
+        fd = os.pidfd_open(pid, PIDFD_THREAD)
+    except OSError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    finally:
+        os.close(fd)
 
 
 def _has_exited(pid: int) -> bool:
