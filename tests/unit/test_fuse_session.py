@@ -7,7 +7,7 @@ import os
 import socket
 import stat as st
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -260,6 +260,37 @@ def test_a_reaped_task_is_invalidated_from_another_thread(
     assert kernel.lookup(abi.ROOT_ID, b"5") != ino
 
 
+class _Task(Dir):
+    """The directory of the task with host pid 777; its names come from `child`."""
+
+    host_pid = 777
+
+    def __init__(self, child: Callable[[str], Node]) -> None:
+        super().__init__([])
+        self.key = ("task", 777)  # not the root's
+        self.child = child
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        return self.child(name)
+
+
+def _tasks(session: Session, child: Callable[[str], Node]) -> None:
+    """Make the view's root list task 777 under any name, its names made by child."""
+
+    class Tasks(Dir):
+        def lookup(self, name: str, req: Requester) -> Node:
+            return _Task(child)
+
+    session.nodes[abi.ROOT_ID] = Tasks([])
+
+
+def _invalidated(body: bytes) -> tuple[int, bytes]:
+    """(parent, name) of a FUSE_NOTIFY_INVAL_ENTRY."""
+    parent, namelen, _flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body)
+    start = abi.NOTIFY_INVAL_ENTRY_OUT.size
+    return parent, body[start : start + namelen]
+
+
 def test_a_flush_invalidates_every_name_under_the_task_children_first(
     mount: tuple[Kernel, Session, Dir],
 ) -> None:
@@ -270,19 +301,7 @@ def test_a_flush_invalidates_every_name_under_the_task_children_first(
     class Status(File):
         owner_pid = 777
 
-    class Task(Dir):
-        host_pid = 777
-
-        def lookup(self, name: str, req: Requester) -> Node:
-            return Status(name, b"")
-
-    class Tasks(Dir):
-        def lookup(self, name: str, req: Requester) -> Node:
-            task = Task([])
-            task.key = ("task", 777)  # not the root's
-            return task
-
-    session.nodes[abi.ROOT_ID] = Tasks([])
+    _tasks(session, lambda name: Status(name, b""))
     task = kernel.lookup(abi.ROOT_ID, b"5")
     status = kernel.lookup(task, b"status")
     assert session.by_host == {777: [task, status]}
@@ -291,9 +310,7 @@ def test_a_flush_invalidates_every_name_under_the_task_children_first(
     for _ in range(2):
         unique, code, body = kernel.receive()
         assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
-        parent, namelen, _flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body)
-        start = abi.NOTIFY_INVAL_ENTRY_OUT.size
-        invalidated.append((parent, body[start : start + namelen]))
+        invalidated.append(_invalidated(body))
     assert invalidated == [(task, b"status"), (abi.ROOT_ID, b"5")]
     assert session.by_host == {}
 
@@ -305,31 +322,22 @@ def test_a_negative_entry_under_a_task_flushed_meanwhile_is_invalidated_after_th
     a name in lookup); cached afterwards, even negative, it would pin the task's directory."""
     kernel, session, _ = mount
 
-    class Task(Dir):
-        host_pid = 777
+    def reaped_meanwhile(name: str) -> Node:
+        session.flush_task(777)  # the task is reaped while this lookup is in flight
+        raise Absent()
 
-        def lookup(self, name: str, req: Requester) -> Node:
-            session.flush_task(777)  # the task is reaped while this lookup is in flight
-            raise Absent()
-
-    class Tasks(Dir):
-        def lookup(self, name: str, req: Requester) -> Node:
-            task = Task([])
-            task.key = ("task", 777)  # not the root's
-            return task
-
-    session.nodes[abi.ROOT_ID] = Tasks([])
+    _tasks(session, reaped_meanwhile)
     task = kernel.lookup(abi.ROOT_ID, b"5")
     unique = kernel.send(abi.LOOKUP, task, b"ctty\0")
     messages = [kernel.receive() for _ in range(3)]  # the flush's, the answer, the one after it
     answer = next(i for i, (u, _c, _b) in enumerate(messages) if u == unique)
     assert messages[answer][1] == 0
     assert abi.ENTRY_OUT.unpack_from(messages[answer][2])[0] == 0  # negative
-    start = abi.NOTIFY_INVAL_ENTRY_OUT.size
-    invalidated = []  # (position, parent, name); the flush's own may come before or after
-    for i, (u, code, body) in enumerate(messages):
-        if u == 0 and code == abi.NOTIFY_INVAL_ENTRY:
-            parent, namelen, _flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body)
-            invalidated.append((i, parent, body[start : start + namelen]))
+    # (position, parent, name); the flush's own may come before or after the answer
+    invalidated = [
+        (i, *_invalidated(body))
+        for i, (u, code, body) in enumerate(messages)
+        if u == 0 and code == abi.NOTIFY_INVAL_ENTRY
+    ]
     assert sorted(x[1:] for x in invalidated) == [(abi.ROOT_ID, b"5"), (task, b"ctty")]
     assert next(i for i, p, _n in invalidated if p == task) > answer
