@@ -160,7 +160,9 @@ class Watcher:
         if host_pid in self.pending:
             return
         fd = _pidfd(host_pid)
-        if fd >= 0 and not _thread_exited(host_pid):
+        # (the group's pidfd answers for most; a leader that left before its threads needs its
+        # own thread's)
+        if fd >= 0 and not _readable(fd) and not _has_exited(host_pid, thread=True):
             os.close(fd)
             fd = -1  # reaped: flushed at the next check
         self.pending[host_pid] = fd
@@ -228,30 +230,25 @@ def _pidfd(pid: int) -> int:
     return -1
 
 
-def _thread_exited(pid: int) -> bool:
-    """Whether the thread `pid` itself has exited (even while its group lives on), or is gone.
-    True where thread pidfds do not exist (before 6.9): nothing to tell."""
+def _readable(pidfd: int) -> bool:
+    """Whether the pidfd's task has exited: a pidfd turns readable then."""
+    poller = select.poll()  # not select(): a daemon of many views has fds above 1024
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _has_exited(pid: int, thread: bool = False) -> bool:
+    """Whether the task `pid` has exited (a zombie, or reaped); with `thread`, that thread itself,
+    even while its group lives on. True when no pidfd can be had: gone (or, for a thread, a
+    kernel before 6.9 without thread pidfds: nothing to tell)."""
     try:
-        fd = os.pidfd_open(pid, PIDFD_THREAD)
+        fd = os.pidfd_open(pid, PIDFD_THREAD) if thread else _pidfd(pid)
     except OSError:
         return True
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    finally:
-        os.close(fd)
-
-
-def _has_exited(pid: int) -> bool:
-    """Whether the task or thread `pid` has exited (a zombie, or reaped): its pidfd is readable."""
-    fd = _pidfd(pid)
     if fd < 0:
         return True
     try:
-        poller = select.poll()  # not select(): a daemon of many views has fds above 1024
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+        return _readable(fd)
     finally:
         os.close(fd)
 
