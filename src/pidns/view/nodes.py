@@ -250,11 +250,12 @@ class PidDir(Node):
         self._fd = -1
 
     def pins_gone_task(self) -> bool:
-        fd = self._fd
-        if fd < 0:
-            return False
+        return self._fd >= 0 and self.reaped()
+
+    def reaped(self) -> bool:
+        """Whether the task is reaped: its directory (opened now if need be) answers nothing."""
         try:
-            os.stat("stat", dir_fd=fd)  # a reaped task's directory has no entries left
+            os.stat(".", dir_fd=self.fd)
         except OSError:
             return True
         return False
@@ -450,12 +451,8 @@ class Pass(Node):
             raise self._err(err) from None
 
     def _err(self, err: OSError) -> OSError:
-        if self.task is not None and err.errno in _GONE:
-            # Gone with its task (ESRCH), or never there (ENOENT)?
-            try:
-                os.stat(".", dir_fd=self.task.fd)
-            except OSError:
-                return _fail(errno.ESRCH)
+        if self.task is not None and err.errno in _GONE and self.task.reaped():
+            return _fail(errno.ESRCH)  # gone with its task, not never there (ENOENT)
         return _fail(err.errno or errno.EIO)
 
     def _guard(self, req: Requester) -> None:
