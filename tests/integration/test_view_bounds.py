@@ -17,6 +17,7 @@ from tests.soak.support import (
     daemon_figures,
     daemon_pid,
     end_namespace,
+    first_child,
     private_daemon,
     wait_for,
 )
@@ -36,20 +37,12 @@ def namespaces(count: int) -> Iterator[list[int]]:
     inits: list[int] = []
     try:
         for proc in procs:
-            wait_for(lambda p=proc: _child(p.pid), 10, "a namespace did not start")  # type: ignore[misc]
-            inits.append(_child(proc.pid))
+            wait_for(lambda p=proc: first_child(p.pid), 10, "a namespace did not start")  # type: ignore[misc]
+            inits.append(first_child(proc.pid))
         yield inits
     finally:
         for proc, init in zip(procs, inits + [0] * (len(procs) - len(inits)), strict=True):
-            end_namespace(proc, init or _child(proc.pid))
-
-
-def _child(pid: int) -> int:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0
-    return int(kids[0]) if kids else 0
+            end_namespace(proc, init or first_child(proc.pid))
 
 
 def test_hundred_views_answer_and_unmount_cleanly(tmp_path: Path) -> None:

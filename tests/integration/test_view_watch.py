@@ -10,7 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from pidns.view.instances import Instance, Registry
 from pidns.view.nodes import PidDir
 from pidns.view.options import ViewOptions
 from pidns.view.watch import Watcher
+from tests.soak.support import first_child, wait_for
 
 
 @pytest.mark.parametrize("use_connector", [True, False])
@@ -116,12 +116,8 @@ def test_lost_events_flush_what_exited_and_spare_live_namespaces(
 
 
 def _wait_child(pid: int) -> int:
-    for _ in range(500):
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if kids:
-            return int(kids[0])
-        time.sleep(0.01)
-    raise AssertionError("the namespace did not start")
+    wait_for(lambda: first_child(pid), 5, "the namespace did not start")
+    return first_child(pid)
 
 
 @pytest.mark.root

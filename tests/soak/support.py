@@ -32,6 +32,15 @@ def wait_for(predicate: Callable[[], object], timeout: float, message: str) -> N
         time.sleep(0.02)
 
 
+def first_child(pid: int) -> int:
+    """The host pid of the process's first child; 0 when it has none (or is gone)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0
+    return int(kids[0]) if kids else 0
+
+
 def state_dir() -> Path:
     return Path(os.environ["PIDNS_STATE_DIR"])
 
