@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from pidns.errors import (
         AccessDenied,
         BadDesignator,
+        CommandNotFound,
+        LaunchFailed,
+        NameInUse,
         NamespaceGone,
+        NotExecutable,
         NotPermitted,
         NotVisible,
         PidnsError,
@@ -24,7 +28,6 @@ if TYPE_CHECKING:
     from pidns.ids import HostPid, NsId, NsPid, TaskId
     from pidns.model import PidNamespace, Snapshot, Task, TaskView
     from pidns.procfs.snapshot import snapshot
-    from pidns.runtime.errors import CommandNotFound, LaunchFailed, NameInUse, NotExecutable
     from pidns.runtime.run import run
     from pidns.sandbox import Process, Sandbox
 
@@ -50,10 +53,10 @@ _WHERE = {
     "NotPermitted": "pidns.errors",
     "NotVisible": "pidns.errors",
     "Unsupported": "pidns.errors",
-    "LaunchFailed": "pidns.runtime.errors",
-    "NameInUse": "pidns.runtime.errors",
-    "NotExecutable": "pidns.runtime.errors",
-    "CommandNotFound": "pidns.runtime.errors",
+    "LaunchFailed": "pidns.errors",
+    "NameInUse": "pidns.errors",
+    "NotExecutable": "pidns.errors",
+    "CommandNotFound": "pidns.errors",
 }
 
 __all__ = [

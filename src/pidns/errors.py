@@ -6,9 +6,11 @@ import errno
 
 
 class PidnsError(Exception):
-    """Base of every error pidns raises on purpose. `exit_code` is what the CLI exits with."""
+    """Base of every error pidns raises on purpose. `exit_code` is what the CLI exits with,
+    `errno` what a reader of a FUSE view gets when a request fails with it."""
 
     exit_code = 1
+    errno = errno.EIO
 
 
 class UsageError(PidnsError):
@@ -24,17 +26,25 @@ class BadDesignator(UsageError):
 class ProcessGone(PidnsError):
     """The process exited (or its pid now belongs to another process)."""
 
+    errno = errno.ESRCH
+
 
 class NamespaceGone(PidnsError):
     """The namespace has no live task left to reach it through."""
+
+    errno = errno.ENOENT
 
 
 class AccessDenied(PidnsError):
     """The kernel refused to show something to this caller (EACCES)."""
 
+    errno = errno.EACCES
+
 
 class NotPermitted(PidnsError):
     """The operation needs a privilege the caller lacks (EPERM)."""
+
+    errno = errno.EPERM
 
 
 class NotVisible(PidnsError):
@@ -43,6 +53,26 @@ class NotVisible(PidnsError):
 
 class Unsupported(PidnsError):
     """The running kernel or machine lacks a needed feature."""
+
+
+class LaunchFailed(PidnsError):
+    """pidns itself failed before the command started (`run`, `exec`)."""
+
+    exit_code = 125
+
+
+class NameInUse(LaunchFailed):
+    """`--name` is held by a live namespace."""
+
+
+class NotExecutable(PidnsError):
+    """The command was found but could not be executed."""
+
+    exit_code = 126
+
+
+class CommandNotFound(PidnsError):
+    exit_code = 127
 
 
 def from_oserror(err: OSError, what: str) -> PidnsError:

@@ -25,7 +25,7 @@ from pidns.runtime.spec import Spec
 
 if TYPE_CHECKING:
     from pidns.model import TaskView
-    from pidns.runtime.registry import Reservation
+    from pidns.names import Reservation
 
 
 class Process:
@@ -128,7 +128,7 @@ class Sandbox:
         if self._launched is not None:
             return
         if self.name is not None:
-            from pidns.runtime.registry import Registry
+            from pidns.names import Registry
 
             self._reservation = Registry().reserve(self.name)
         try:

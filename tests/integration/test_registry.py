@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pidns.runtime.registry import Registry, start_time
+from pidns.names import Registry, start_time
 from tests.integration.runtime_util import background, pidns
 
 pytestmark = pytest.mark.root

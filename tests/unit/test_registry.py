@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pidns.errors import UsageError
-from pidns.runtime.errors import NameInUse
-from pidns.runtime.registry import Registry, check_name, start_time
+from pidns.errors import NameInUse, UsageError
+from pidns.names import Registry, check_name, start_time
 
 
 def dead_pid() -> int:

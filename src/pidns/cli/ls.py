@@ -31,7 +31,7 @@ def record(snap: Snapshot, ns: PidNamespace) -> dict[str, Any]:
 
 def name_namespaces(snap: Snapshot) -> None:
     """Give namespaces registered with `pidns run --name` their names."""
-    from pidns.runtime.registry import names_by_inode
+    from pidns.names import names_by_inode
 
     for ino, name in names_by_inode().items():
         ns = snap.by_ino(ino)

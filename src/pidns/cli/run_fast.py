@@ -111,7 +111,7 @@ def execute(
     from pidns.runtime.run import run
 
     if name is not None:
-        from pidns.runtime.registry import check_name
+        from pidns.names import check_name
 
         check_name(name)
     return run(

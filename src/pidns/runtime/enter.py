@@ -22,9 +22,9 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable
 from pidns.kernel import syscalls
 from pidns.runtime import report
-from pidns.runtime.errors import CommandNotFound, LaunchFailed, NotExecutable
 
 PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 

@@ -22,12 +22,12 @@ def exec_in(
     works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
     """
     from pidns.designators import open_namespace, resolve
-    from pidns.errors import PidnsError, UsageError
+    from pidns.errors import LaunchFailed, PidnsError, UsageError
     from pidns.procfs.snapshot import snapshot
-    from pidns.runtime.errors import LaunchFailed
+    from pidns.view.options import BACKENDS
 
-    if backend not in ("auto", "kernel", "fuse"):
-        raise UsageError(f"--backend must be auto, kernel or fuse, not {backend!r}")
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     snap = snapshot(proc)
     try:
         ns_fd = open_namespace(snap, resolve(designator, snap))

@@ -18,10 +18,9 @@ import errno
 import os
 import signal
 
-from pidns.errors import UsageError
+from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable, UsageError
 from pidns.kernel import nsfs, pidfd
 from pidns.runtime import report
-from pidns.runtime.errors import CommandNotFound, LaunchFailed, NotExecutable
 from pidns.runtime.init import WAITED, exit_code
 from pidns.runtime.spec import MAX_NEST, Spec
 from pidns.runtime.stages import Chain

@@ -54,9 +54,8 @@ def run(
     )
     reservation = None
     if name is not None:
-        from pidns.errors import PidnsError, UsageError
-        from pidns.runtime.errors import LaunchFailed
-        from pidns.runtime.registry import Registry
+        from pidns.errors import LaunchFailed, PidnsError, UsageError
+        from pidns.names import Registry
 
         try:
             reservation = Registry().reserve(name)
@@ -128,7 +127,7 @@ def _open_status(target: str) -> IO[str]:
     try:
         return open(target, "w", encoding="utf-8")
     except OSError as err:
-        from pidns.runtime.errors import LaunchFailed
+        from pidns.errors import LaunchFailed
 
         raise LaunchFailed(f"--status-json {target}: {err.strerror}") from None
 
@@ -165,7 +164,7 @@ class _View:
             try:
                 os.mkdir(path)
             except OSError as err:
-                from pidns.runtime.errors import LaunchFailed
+                from pidns.errors import LaunchFailed
 
                 raise LaunchFailed(f"--view {path}: cannot create it ({err.strerror})") from None
         self.path = path
@@ -176,7 +175,7 @@ class _View:
             from pidns.errors import PidnsError, UsageError
 
             if isinstance(err, PidnsError) and not isinstance(err, UsageError):
-                from pidns.runtime.errors import LaunchFailed
+                from pidns.errors import LaunchFailed
 
                 raise LaunchFailed(f"--view {path}: {err}") from None
             raise

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pidns import statedir
-from pidns.errors import PidnsError, UsageError
-from pidns.runtime.errors import NameInUse
+from pidns.errors import NameInUse, PidnsError, UsageError
+from pidns.procfs.parse import stat_start_time
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
@@ -45,10 +45,9 @@ def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks after boot), None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+            return stat_start_time(f.read())
+    except (OSError, ValueError):
         return None
-    return int(data[data.rfind(b")") + 2 :].split()[19])
 
 
 def _ns_inode(pid: int) -> int | None:
