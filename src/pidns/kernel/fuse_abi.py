@@ -332,3 +332,44 @@ def name_of(body: bytes | memoryview) -> bytes:
     data = bytes(body)
     end = data.find(b"\0")
     return data if end < 0 else data[:end]
+
+
+# -- request decoding: every request body is read through these ------------------------------
+# Each takes the whole request as read from the device (the in header, then the body).
+_BODY = IN_HEADER.size
+
+
+def init_in(request: bytes) -> InitIn:
+    return unpack_init(request[_BODY:])
+
+
+def lookup_name(request: bytes) -> bytes:
+    return name_of(request[_BODY:])
+
+
+def open_flags(request: bytes) -> int:
+    return int(OPEN_IN.unpack_from(request, _BODY)[0])
+
+
+def read_in(request: bytes) -> tuple[int, int, int]:
+    """(fh, offset, size) of a READ, READDIR or READDIRPLUS."""
+    fh, offset, size, *_ = READ_IN.unpack_from(request, _BODY)
+    return fh, offset, size
+
+
+def release_fh(request: bytes) -> int:
+    """The handle a RELEASE or RELEASEDIR closes."""
+    return int(RELEASE_IN.unpack_from(request, _BODY)[0])
+
+
+def forget_nlookup(request: bytes) -> int:
+    return int(FORGET_IN.unpack_from(request, _BODY)[0])
+
+
+def batch_forgets(request: bytes) -> list[tuple[int, int]]:
+    return unpack_batch_forget(request[_BODY:])
+
+
+def interrupt_target(request: bytes) -> int:
+    """The unique of the request an INTERRUPT is about."""
+    return int(INTERRUPT_IN.unpack_from(request, _BODY)[0])

@@ -73,6 +73,16 @@ def pid_in_pidns(ns_fd: int, pid: int) -> int:
     return fcntl.ioctl(ns_fd, NS_GET_PID_IN_PIDNS, pid)
 
 
+def tgid_from_pidns(ns_fd: int, pid: int) -> int:
+    """The caller's number for the thread group of the task the namespace numbers `pid`."""
+    return fcntl.ioctl(ns_fd, NS_GET_TGID_FROM_PIDNS, pid)
+
+
+def tgid_in_pidns(ns_fd: int, pid: int) -> int:
+    """The namespace's number for the thread group of the task the caller numbers `pid`."""
+    return fcntl.ioctl(ns_fd, NS_GET_TGID_IN_PIDNS, pid)
+
+
 def nsfs_dev() -> int:
     """st_dev shared by every nsfs file (one superblock for all namespaces)."""
     return os.stat("/proc/self/ns/pid").st_dev

@@ -25,4 +25,30 @@ def wait_exit(fd: int, timeout: float | None = None) -> bool:
 
 
 def exited(fd: int) -> bool:
+    """Whether the process has exited (a zombie, or reaped)."""
     return wait_exit(fd, 0)
+
+
+def reaped(fd: int) -> bool:
+    """Whether the process is gone for good (-1: there was none to open). A zombie is not:
+    signalling it still works until its parent reaps it."""
+    if fd < 0:
+        return True
+    try:
+        signal.pidfd_send_signal(fd, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def exists(pid: int) -> bool:
+    """Whether a task `pid` (in the caller's pid namespace) exists, zombie or not, whoever owns it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -151,6 +151,19 @@ def parse_stat(data: bytes) -> Stat:
         raise ValueError("stat is truncated") from None
 
 
+def stat_state(data: bytes) -> str:
+    """Field 3 of /proc/PID/stat (R, S, Z, ...), read without parsing the rest."""
+    close_at = data.rfind(b")")
+    if close_at < 0 or len(data) < close_at + 3:
+        raise ValueError("stat has no state")
+    return chr(data[close_at + 2])
+
+
+def stat_start_time(data: bytes) -> int:
+    """Field 22 of /proc/PID/stat: the task's start, in clock ticks after boot."""
+    return parse_stat(data).start_time
+
+
 def parse_cmdline(data: bytes) -> list[str]:
     """NUL-separated argv; a trailing NUL ends the last argument, not an empty one."""
     if not data:
