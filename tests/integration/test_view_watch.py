@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,8 +18,31 @@ from pidns.kernel import connector
 from pidns.view.instances import Instance, Registry
 from pidns.view.nodes import PidDir
 from pidns.view.options import ViewOptions
-from pidns.view.watch import Watcher
+from pidns.view.watch import Listener, Watcher
 from tests.soak.support import first_child, wait_for
+
+
+class _Calls(Listener):
+    """A listener made of the test's callables."""
+
+    def __init__(
+        self,
+        reaped: Callable[[int], None],
+        died: Callable[[Instance], None],
+        shown_pids: Callable[[], list[int]] = list,
+    ) -> None:
+        self._reaped = reaped
+        self._died = died
+        self._shown_pids = shown_pids
+
+    def reaped(self, host_pid: int) -> None:
+        self._reaped(host_pid)
+
+    def namespace_died(self, instance: Instance) -> None:
+        self._died(instance)
+
+    def shown_pids(self) -> list[int]:
+        return self._shown_pids()
 
 
 @pytest.mark.parametrize("use_connector", [True, False])
@@ -39,7 +63,9 @@ def test_a_task_is_flushed_once_reaped_not_while_a_zombie(use_connector: bool) -
         raise AssertionError("no namespace here")
 
     registry = Registry()
-    watcher = Watcher(registry, flush, on_dead, threading.RLock(), use_connector=use_connector)
+    watcher = Watcher(
+        registry, _Calls(flush, on_dead), threading.RLock(), use_connector=use_connector
+    )
     watcher.start()
     child = subprocess.Popen(["sleep", "1000"])
     try:
@@ -81,10 +107,8 @@ def test_lost_events_flush_what_exited_and_spare_live_namespaces(
         registry.open_view(os.open(f"/proc/{init}/ns/pid", os.O_RDONLY), ViewOptions())
         watcher = Watcher(
             registry,
-            flush,
-            died.append,
+            _Calls(flush, died.append, shown_pids=lambda: [victim.pid]),
             lock,
-            shown_pids=lambda: [victim.pid],
             use_connector=True,
         )
         if watcher.sock is None:
@@ -135,13 +159,13 @@ def test_a_pinned_directory_tells_when_its_task_was_reaped() -> None:
         pinned = PidDir(view, view.instance.nsmap.to_ns(sleeper), sleeper, None)
         unpinned = PidDir(view, view.instance.nsmap.to_ns(sleeper), sleeper, None)
         assert pinned.fd >= 0
-        assert not pinned.pins_gone_task()
+        assert not pinned.stale()
         os.kill(sleeper, signal.SIGKILL)  # the shell reaps it
         deadline = time.monotonic() + 10
-        while not pinned.pins_gone_task():
+        while not pinned.stale():
             assert time.monotonic() < deadline, "the reaped task still looks alive"
             time.sleep(0.01)
-        assert not unpinned.pins_gone_task()  # nothing pinned, nothing to tell
+        assert not unpinned.stale()  # nothing pinned, nothing to tell
         pinned.release()
     finally:
         namespace.kill()

@@ -1,4 +1,5 @@
-"""The request loop and inode table, driven over a socket pair with the kernel's messages (no mount)."""
+"""The FUSE server: connection, bridge and inode table, driven over a socket pair with the kernel's
+messages (no mount)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pidns.fuse.bridge import ENTRY_TIMEOUT, Bridge
+from pidns.fuse.node import Absent, Attr, Node, Requester
+from pidns.fuse.server import Connection, Notifier, Watchdog
 from pidns.kernel import fuse_abi as abi
-from pidns.view.fuse import ENTRY_TIMEOUT, Notifier, Session, Watchdog
-from pidns.view.nodes import Absent, Attr, Node
-from pidns.view.tree import Requester
 
 
 class File(Node):
@@ -99,16 +100,15 @@ class Kernel:
 
 
 @pytest.fixture
-def mount() -> Iterator[tuple[Kernel, Session, Dir]]:
+def mount() -> Iterator[tuple[Kernel, Connection, Dir]]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     theirs.settimeout(10)
     root = Dir(["a", "bb", "ccc", "dddd"])
     notifier = Notifier()
     watchdog = Watchdog()
-    session = Session(
+    session = Connection(
         os.dup(ours.fileno()),
-        root,
-        lambda req: req.uid != 666,
+        Bridge(root, lambda req: req.uid != 666),
         notifier,
         watchdog=watchdog,
         name="t",
@@ -129,11 +129,11 @@ def struct_init() -> bytes:
     return abi.INIT_IN.pack(7, 45, 65536, abi.DO_READDIRPLUS | abi.PARALLEL_DIROPS)
 
 
-def test_lookups_are_counted_and_forgotten_exactly(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_lookups_are_counted_and_forgotten_exactly(mount: tuple[Kernel, Connection, Dir]) -> None:
     kernel, session, root = mount
     ino = kernel.lookup(abi.ROOT_ID, b"a")
     assert kernel.lookup(abi.ROOT_ID, b"a") == ino
-    assert session.counts[ino] == 2
+    assert session.bridge.table.counts[ino] == 2
     kernel.send(abi.FORGET, ino, abi.FORGET_IN.pack(1))
     kernel.send(
         abi.BATCH_FORGET,
@@ -144,14 +144,14 @@ def test_lookups_are_counted_and_forgotten_exactly(mount: tuple[Kernel, Session,
         abi.GETATTR, abi.ROOT_ID, abi.GETATTR_IN.pack(0, 0, 0)
     )  # FORGETs are done
     assert error == 0
-    assert ino not in session.nodes and ino not in session.counts
+    assert ino not in session.bridge.table.nodes and ino not in session.bridge.table.counts
     assert root.made[0].released == 1  # the node kept: released once forgotten
     assert root.made[1].released == 1  # the duplicate of the second lookup: released at once
     assert kernel.lookup(abi.ROOT_ID, b"a") != ino  # a new inode after a forget
 
 
 def test_absent_names_are_cacheable_and_missing_ones_not(
-    mount: tuple[Kernel, Session, Dir],
+    mount: tuple[Kernel, Connection, Dir],
 ) -> None:
     kernel, _, _ = mount
     error, payload = kernel.call(abi.LOOKUP, abi.ROOT_ID, b"ctty\0")
@@ -161,7 +161,7 @@ def test_absent_names_are_cacheable_and_missing_ones_not(
     assert kernel.call(abi.LOOKUP, abi.ROOT_ID, b"zz\0")[0] == -errno.ENOENT
 
 
-def test_open_serves_a_snapshot_with_direct_io(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_open_serves_a_snapshot_with_direct_io(mount: tuple[Kernel, Connection, Dir]) -> None:
     kernel, session, _ = mount
     ino = kernel.lookup(abi.ROOT_ID, b"bb")
     error, payload = kernel.call(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_RDONLY, 0))
@@ -175,12 +175,12 @@ def test_open_serves_a_snapshot_with_direct_io(mount: tuple[Kernel, Session, Dir
     assert kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 99, 4096, 0, 0, 0, 0)) == (0, b"")
     assert kernel.call(abi.FLUSH, ino, bytes(24))[0] == -errno.ENOSYS
     assert kernel.call(abi.RELEASE, ino, abi.RELEASE_IN.pack(fh, 0, 0, 0))[0] == 0
-    assert fh not in session.files
+    assert fh not in session.bridge.files
     assert kernel.call(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_WRONLY, 0))[0] == -errno.EROFS
     assert kernel.call(abi.READLINK, ino)[0] == -errno.EINVAL
 
 
-def test_the_gate_keeps_requesters_out(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_the_gate_keeps_requesters_out(mount: tuple[Kernel, Connection, Dir]) -> None:
     kernel, _, _ = mount
     assert kernel.call(abi.LOOKUP, abi.ROOT_ID, b"a\0", uid=666)[0] == -errno.EACCES
 
@@ -198,7 +198,7 @@ def _entries(payload: bytes) -> list[tuple[int, int, bytes]]:
 
 
 def test_readdirplus_resumes_at_stable_offsets_and_counts_what_it_sent(
-    mount: tuple[Kernel, Session, Dir],
+    mount: tuple[Kernel, Connection, Dir],
 ) -> None:
     kernel, session, root = mount
     error, payload = kernel.call(abi.OPENDIR, abi.ROOT_ID, abi.OPEN_IN.pack(0, 0))
@@ -217,11 +217,11 @@ def test_readdirplus_resumes_at_stable_offsets_and_counts_what_it_sent(
     later = _entries(rest)
     assert [name for _, _, name in later] == [b"bb", b"ccc", b"dddd"]
     for nodeid, _, name in got[2:] + later:
-        assert session.counts[nodeid] == 1, name
+        assert session.bridge.table.counts[nodeid] == 1, name
     assert kernel.call(abi.RELEASEDIR, abi.ROOT_ID, abi.RELEASE_IN.pack(fh, 0, 0, 0))[0] == 0
 
 
-def test_an_interrupt_answers_a_stuck_request_once(mount: tuple[Kernel, Session, Dir]) -> None:
+def test_an_interrupt_answers_a_stuck_request_once(mount: tuple[Kernel, Connection, Dir]) -> None:
     kernel, session, root = mount
     ino = kernel.lookup(abi.ROOT_ID, b"slow")
     stuck = kernel.send(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_RDONLY, 0))
@@ -230,28 +230,28 @@ def test_an_interrupt_answers_a_stuck_request_once(mount: tuple[Kernel, Session,
     assert (unique, error) == (stuck, -errno.EINTR)
     root.slow.set()
     assert kernel.call(abi.GETATTR, ino, abi.GETATTR_IN.pack(0, 0, 0))[0] == 0  # no late OPEN reply
-    assert not session.files  # and no handle kept for it
+    assert not session.bridge.files  # and no handle kept for it
     unknown = 4000
     kernel.send(abi.INTERRUPT, 0, abi.INTERRUPT_IN.pack(unknown), unique=unknown | abi.INT_REQ_BIT)
     assert kernel.receive()[:2] == (unknown | abi.INT_REQ_BIT, -errno.EAGAIN)
 
 
 def test_a_reaped_task_is_invalidated_from_another_thread(
-    mount: tuple[Kernel, Session, Dir],
+    mount: tuple[Kernel, Connection, Dir],
 ) -> None:
     kernel, session, _ = mount
 
     class Task(File):
-        host_pid = 777
+        owner = 777
 
     class Tasks(Dir):
         def lookup(self, name: str, req: Requester) -> Node:
             return Task(name, b"")
 
-    session.nodes[abi.ROOT_ID] = Tasks([])
+    session.bridge.table.nodes[abi.ROOT_ID] = Tasks([])
     ino = kernel.lookup(abi.ROOT_ID, b"5")
-    assert session.by_host == {777: [ino]}
-    session.flush_task(777)
+    assert session.bridge.table.by_owner == {777: [ino]}
+    session.bridge.invalidate_owner(777)
     unique, code, body = kernel.receive()
     assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
     assert (
@@ -263,7 +263,7 @@ def test_a_reaped_task_is_invalidated_from_another_thread(
 class _Task(Dir):
     """The directory of the task with host pid 777; its names come from `child`."""
 
-    host_pid = 777
+    owner = 777
 
     def __init__(self, child: Callable[[str], Node]) -> None:
         super().__init__([])
@@ -274,14 +274,14 @@ class _Task(Dir):
         return self.child(name)
 
 
-def _tasks(session: Session, child: Callable[[str], Node]) -> None:
+def _tasks(session: Connection, child: Callable[[str], Node]) -> None:
     """Make the view's root list task 777 under any name, its names made by child."""
 
     class Tasks(Dir):
         def lookup(self, name: str, req: Requester) -> Node:
             return _Task(child)
 
-    session.nodes[abi.ROOT_ID] = Tasks([])
+    session.bridge.table.nodes[abi.ROOT_ID] = Tasks([])
 
 
 def _invalidated(body: bytes) -> tuple[int, bytes]:
@@ -292,38 +292,38 @@ def _invalidated(body: bytes) -> tuple[int, bytes]:
 
 
 def test_a_flush_invalidates_every_name_under_the_task_children_first(
-    mount: tuple[Kernel, Session, Dir],
+    mount: tuple[Kernel, Connection, Dir],
 ) -> None:
     """A name still in use when its task's directory is invalidated would stay cached and pin the
     directory: each is invalidated itself, deepest first."""
     kernel, session, _ = mount
 
     class Status(File):
-        owner_pid = 777
+        owner = 777
 
     _tasks(session, lambda name: Status(name, b""))
     task = kernel.lookup(abi.ROOT_ID, b"5")
     status = kernel.lookup(task, b"status")
-    assert session.by_host == {777: [task, status]}
-    session.flush_task(777)
+    assert session.bridge.table.by_owner == {777: [task, status]}
+    session.bridge.invalidate_owner(777)
     invalidated = []
     for _ in range(2):
         unique, code, body = kernel.receive()
         assert (unique, code) == (0, abi.NOTIFY_INVAL_ENTRY)
         invalidated.append(_invalidated(body))
     assert invalidated == [(task, b"status"), (abi.ROOT_ID, b"5")]
-    assert session.by_host == {}
+    assert session.bridge.table.by_owner == {}
 
 
 def test_a_negative_entry_under_a_task_flushed_meanwhile_is_invalidated_after_the_answer(
-    mount: tuple[Kernel, Session, Dir],
+    mount: tuple[Kernel, Connection, Dir],
 ) -> None:
     """A name looked up while its task is flushed escapes the flush (the kernel's shrinking skips
     a name in lookup); cached afterwards, even negative, it would pin the task's directory."""
     kernel, session, _ = mount
 
     def reaped_meanwhile(name: str) -> Node:
-        session.flush_task(777)  # the task is reaped while this lookup is in flight
+        session.bridge.invalidate_owner(777)  # the task is reaped while this lookup is in flight
         raise Absent()
 
     _tasks(session, reaped_meanwhile)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pidns.cli.options import proc_option
+from pidns.cli.options import backend_option, proc_option
 
 
 @click.command(
@@ -14,12 +14,8 @@ from pidns.cli.options import proc_option
     "126 when it is not executable; 127 when it is not found.",
 )
 @click.option("--ns", "designator", required=True, metavar="NS", help="The namespace to enter.")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "kernel", "fuse"]),
-    default="auto",
-    show_default=True,
-    help="/proc inside: a procfs mounted from within NS (kernel; auto picks it: it works "
+@backend_option(
+    "/proc inside: a procfs mounted from within NS (kernel; auto picks it: it works "
     "wherever joining does), or pidns's own FUSE view of NS (fuse).",
 )
 @proc_option

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from pidns.cli.options import json_option
+from pidns.cli.options import backend_option, json_option
 
 
 @click.command("mount")
@@ -21,12 +21,8 @@ from pidns.cli.options import json_option
 # Plain strings: click's Path would stat the directory, and a view whose daemon died answers
 # ENOTCONN there; open_view and close_view check (and recover) it themselves.
 @click.argument("mountpoint")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "kernel", "fuse"]),
-    default="auto",
-    show_default=True,
-    help="kernel: a procfs owned by NS (needs root); fuse: pidns's own view (any user); "
+@backend_option(
+    "kernel: a procfs owned by NS (needs root); fuse: pidns's own view (any user); "
     "auto: kernel when permitted.",
 )
 @click.option(
@@ -126,14 +122,11 @@ def mounts_command(as_json: bool) -> None:
         emit_json(views)
         return
     from pidns.cli.output import print_columns
+    from pidns.view.options import ViewOptions
 
     rows = []
     for v in views:
-        opts = v.get("options") or {}
-        words = [f"hidepid={opts['hidepid']}"] if opts.get("hidepid") not in (None, "off") else []
-        words += [f"gid={opts['gid']}"] if opts.get("gid") is not None else []
-        words += ["subset=pid"] if opts.get("subset") else []
-        words += [w for w in ("allow_other", "virtualize") if opts.get(w)]
+        words = ViewOptions.from_wire(v.get("options") or {}).words()
         rows.append(
             [
                 str(v["mountpoint"]),

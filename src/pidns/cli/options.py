@@ -22,6 +22,15 @@ proc_option = click.option(
 )
 
 
+def backend_option(help: str, name: str = "--backend") -> Callable[[F], F]:
+    """The option choosing what serves a view (pidns.view.options.BACKENDS)."""
+    from pidns.view.options import BACKENDS
+
+    return click.option(
+        name, type=click.Choice(BACKENDS), default="auto", show_default=True, help=help
+    )
+
+
 def own_namespace(snap: Snapshot) -> PidNamespace:
     """The caller's own PID namespace, or the tree's root when the caller is not in it."""
     try:

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from pidns.cli.options import backend_option
+
 
 @click.command(
     "run",
@@ -60,13 +62,7 @@ import click
     help="Mount the namespace's proc tree at DIR (made if missing) before CMD starts; "
     "unmounted after (see 'pidns mount').",
 )
-@click.option(
-    "--view-backend",
-    type=click.Choice(["auto", "kernel", "fuse"]),
-    default="auto",
-    show_default=True,
-    help="Backend of --view: the kernel's procfs or pidns's FUSE view.",
-)
+@backend_option("Backend of --view: the kernel's procfs or pidns's FUSE view.", "--view-backend")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def command(**options: Any) -> int:
     """Run CMD in NEST new nested PID namespaces, each with a fresh /proc mounted before

@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pidns.designators import open_designated
 from pidns.errors import NamespaceGone, PidnsError, Unsupported, UsageError, from_oserror
 from pidns.kernel import nsfs, syscalls
+from pidns.procfs.parse import stat_state
 from pidns.view import control, state
 from pidns.view.mountsys import is_mountpoint, mount_fstype
-from pidns.view.options import Hidepid, ViewOptions
+from pidns.view.options import BACKENDS, Hidepid, ViewOptions
 
-BACKENDS = ("auto", "kernel", "fuse")
 _FUSE_FSTYPE = "fuse.pidns"
 
 
@@ -45,31 +46,6 @@ class ViewHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_namespace(designator: str | int) -> int:
-    """An nsfs fd for a designator (or an fd, duplicated)."""
-    if isinstance(designator, int):
-        return os.dup(designator)
-    if designator.startswith("@") and designator[1:].isdigit():
-        path = f"/proc/{designator[1:]}/ns/pid"
-        try:
-            return nsfs.open_ns(path)
-        except OSError as err:
-            if err.errno in (errno.ENOENT, errno.ESRCH):
-                raise UsageError(f"{designator!r}: no such process (it may have exited)") from None
-            raise from_oserror(err, designator) from None
-    if designator.startswith("/"):
-        from pidns.designators import designated_inode
-
-        designated_inode(designator)  # checks it is a pid namespace file
-        return nsfs.open_ns(designator)
-    from pidns.designators import open_namespace as open_ns
-    from pidns.designators import resolve
-    from pidns.procfs.snapshot import snapshot
-
-    snap = snapshot()
-    return open_ns(snap, resolve(designator, snap))
 
 
 # What a FUSE mount whose server died answers: "Transport endpoint is not connected" (or aborted).
@@ -134,7 +110,7 @@ def open_view(
     except ValueError as err:
         raise UsageError(str(err)) from None
     path = check_mountpoint(mountpoint)
-    fd = open_namespace(ns)
+    fd = open_designated(ns)
     try:
         ino = nsfs.identity(fd).ino
         if nsfs.nstype(fd) != nsfs.CLONE_NEWPID:
@@ -149,7 +125,7 @@ def open_view(
             from pidns.view.kernel import mount_proc
 
             mount_proc(fd, path, options)
-            handle = ViewHandle(path, "kernel", ino, options=options.describe())
+            handle = ViewHandle(path, "kernel", ino, options=options.to_wire())
         else:
             handle = _open_fuse(fd, path, options, auto_unmount)
     finally:
@@ -172,10 +148,9 @@ def _has_init(fd: int) -> bool:
     try:
         host = nsfs.pid_from_pidns(fd, 1)
         with open(f"/proc/{host}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+            return stat_state(f.read()) not in ("Z", "X")
+    except (OSError, ValueError):
         return False
-    return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def fuse_missing() -> str | None:
@@ -209,13 +184,7 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
         "op": "open",
         "mountpoint": path,
         "auto_unmount": auto_unmount,
-        "options": {
-            "hidepid": options.hidepid.word,
-            "gid": options.gid,
-            "subset_pid": options.subset_pid,
-            "allow_other": options.allow_other,
-            "virtualize": options.virtualize,
-        },
+        "options": options.to_wire(),
     }
     try:
         fuse_fd = fuse_mount.mount(path, allow_other=options.allow_other)
@@ -242,7 +211,7 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
         fuse_mount.unmount_quietly(path)
         raise PidnsError(f"{path}: the view does not answer: {err.strerror}") from None
     return ViewHandle(
-        path, "fuse", int(reply["ns"]), int(reply["pid"]), str(reply["view"]), options.describe()
+        path, "fuse", int(reply["ns"]), int(reply["pid"]), str(reply["view"]), options.to_wire()
     )
 
 

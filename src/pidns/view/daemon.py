@@ -30,13 +30,14 @@ import time
 from typing import Any
 
 from pidns.errors import PidnsError
-from pidns.kernel import fuse_mount
+from pidns.fuse.bridge import Bridge
+from pidns.fuse.server import REQUEST_TIMEOUT, Connection, Notifier, Watchdog
+from pidns.kernel import fuse_mount, pidfd
 from pidns.view import control, state
-from pidns.view.fuse import REQUEST_TIMEOUT, Notifier, Session, Watchdog
 from pidns.view.instances import Instance, Registry, View
 from pidns.view.nodes import Root
-from pidns.view.options import Hidepid, ViewOptions
-from pidns.view.watch import Watcher
+from pidns.view.options import ViewOptions
+from pidns.view.watch import Listener, Watcher
 
 log = logging.getLogger("pidns.daemon")
 
@@ -44,59 +45,52 @@ LINGER = 2.0  # s without views before the daemon exits (a burst of mounts reuse
 _PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
-class Daemon:
+class Daemon(Listener):
     def __init__(self) -> None:
         self.lock = threading.RLock()  # views, sessions and instances change under it
         self.registry = Registry()
         self.notifier = Notifier()
         self.watchdog = Watchdog()  # each view: a request thread, a standby for when it is stuck
         self.request_timeout = _request_timeout()
-        self.sessions: dict[str, Session] = {}  # view id -> the session serving its mount
+        self.sessions: dict[str, Connection] = {}  # view id -> the connection of its mount
         self.auto_unmount: dict[str, int] = {}  # view id -> mount namespace fd (-1: the daemon's)
         self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
         self.own_pidns = os.stat("/proc/self/ns/pid").st_ino
-        self.watcher = Watcher(
-            self.registry,
-            self.flush_task,
-            self._on_dead,
-            self.lock,
-            shown=self._shown,
-            shown_pids=self._shown_pids,
-            replaced=self._replaced,
-        )
+        self.watcher = Watcher(self.registry, self, self.lock)
         self.stop = threading.Event()
         self.idle_since = time.monotonic()
 
-    # -- exits -----------------------------------------------------------------------------------
+    # -- exits: the watcher's listener (a node's owner is its task's host pid) --------------------
 
-    def flush_task(self, host_pid: int) -> None:
+    def reaped(self, host_pid: int) -> None:
         for session in list(self.sessions.values()):
-            session.flush_task(host_pid)
+            session.bridge.invalidate_owner(host_pid)
 
-    def _shown(self, host_pid: int) -> bool:
-        return any(host_pid in s.by_host for s in list(self.sessions.values()))
+    def shown(self, host_pid: int) -> bool:
+        return any(host_pid in s.bridge.table.by_owner for s in list(self.sessions.values()))
 
-    def _shown_pids(self) -> list[int]:
-        return [pid for s in list(self.sessions.values()) for pid in list(s.by_host)]
+    def shown_pids(self) -> list[int]:
+        owners = [o for s in list(self.sessions.values()) for o in s.bridge.table.owners()]
+        return [pid for pid in owners if isinstance(pid, int)]
 
-    def _replaced(self, host_pid: int) -> bool:
-        return any(s.pins_gone_task(host_pid) for s in list(self.sessions.values()))
+    def replaced(self, host_pid: int) -> bool:
+        return any(s.bridge.table.stale(host_pid) for s in list(self.sessions.values()))
 
-    def _on_dead(self, instance: Instance) -> None:
+    def namespace_died(self, instance: Instance) -> None:
         """The namespace's init was reaped: its views show a dead namespace; auto-unmount them."""
         unmount = []
         with self.lock:
             for view in list(instance.views.values()):
                 session = self.sessions.get(view.id)
                 if session is not None:
-                    session.flush_all()
+                    session.bridge.invalidate_all()
                 if view.id in self.auto_unmount and view.mountpoint:
                     unmount.append((view.mountpoint, self.auto_unmount.pop(view.id)))
         for mountpoint, mnt_fd in unmount:
             _unmount_lazily(mountpoint, mnt_fd)
             state.forget(mountpoint)
 
-    def _session_ended(self, session: Session) -> None:
+    def _session_ended(self, session: Connection) -> None:
         """The mount is gone (the device read ENODEV): close its view."""
         with self.lock:
             view_id = session.name
@@ -150,16 +144,9 @@ class Daemon:
                 "ok": False,
                 "error": "the view daemon serves only mounts made in its own PID namespace",
             }
-        opts = message.get("options", {})
         try:
-            options = ViewOptions(
-                hidepid=Hidepid.parse(str(opts.get("hidepid", "off"))),
-                gid=opts.get("gid"),
-                subset_pid=bool(opts.get("subset_pid")),
-                allow_other=bool(opts.get("allow_other")),
-                virtualize=bool(opts.get("virtualize")),
-                owner_uid=peer_uid,  # the kernel's word for who asked, not the message's
-            )
+            # the owner is the kernel's word for who asked, not the message's
+            options = ViewOptions.from_wire(message.get("options") or {}, owner_uid=peer_uid)
         except ValueError as err:
             return {"ok": False, "error": str(err)}
         mnt_fd = fds.pop(2) if len(fds) == 3 else -1
@@ -177,14 +164,13 @@ class Daemon:
                 except PidnsError as err:
                     os.close(fuse_fd)
                     return {"ok": False, "error": str(err)}
-                session = Session(
+                bridge = Bridge(Root(view), view.admits, on_owner=self._watch)
+                session = Connection(
                     fuse_fd,
-                    Root(view),
-                    view.admits,
+                    bridge,
                     self.notifier,
                     watchdog=self.watchdog,
                     request_timeout=self.request_timeout,
-                    watch=self.watcher.watch,
                     on_end=self._session_ended,
                     name=view.id,
                 )
@@ -207,24 +193,29 @@ class Daemon:
                 if fd >= 0:
                     os.close(fd)
 
+    def _watch(self, owner: object) -> None:
+        """A task's names got inodes: its exit must reach the views (owners are host pids)."""
+        assert isinstance(owner, int)
+        self.watcher.watch(owner)
+
     def _describe(self, view: View) -> dict[str, Any]:
         session = self.sessions.get(view.id)
-        nodes = list(session.nodes.values()) if session else []
-        tasks = {n.owner_pid for n in nodes if n.owner_pid}
-        gone = {pid for pid in tasks if not _exists(pid)}
+        nodes = list(session.bridge.table.nodes.values()) if session else []
+        tasks = {n.owner for n in nodes if isinstance(n.owner, int)}
+        gone = {pid for pid in tasks if not pidfd.exists(pid)}
         return {
             # What the kernel holds of the view: inodes, the tasks they show, and how many of
             # those tasks are gone (a leak when it stays above zero once the churn stops).
             "inodes": len(nodes),
             "tasks": len(tasks),
             "tasks_gone": len(gone),
-            "gone_kinds": sorted({type(n).__name__ for n in nodes if n.owner_pid in gone}),
+            "gone_kinds": sorted({type(n).__name__ for n in nodes if n.owner in gone}),
             "view": view.id,
             "mountpoint": view.mountpoint,
             "ns": view.instance.id.ino,
             "dead": view.instance.dead,
             "instance_views": sorted(view.instance.views),
-            "options": view.options.describe(),
+            "options": view.options.to_wire(),
         }
 
     # -- the main thread -----------------------------------------------------------------------
@@ -284,10 +275,6 @@ def _request_timeout() -> int:
     except ValueError:
         log.warning("PIDNS_REQUEST_TIMEOUT is not a number of seconds: using %d", REQUEST_TIMEOUT)
         return REQUEST_TIMEOUT
-
-
-def _exists(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
 
 
 def _unmount_lazily(mountpoint: str, mnt_fd: int) -> None:

@@ -1,30 +1,28 @@
 """Instances and views: one instance per namespace, shared by every view (mount) of it.
 
-The registry is what the kernel's struct pid list of proc inodes is for flushing (KERNEL-PROC 22):
+The registry is what the kernel's struct pid list of proc inodes is for flushing (§22):
 it knows every view, so a task's exit is flushed from each instance that could see it. An instance
 holds the only references the daemon keeps to its namespace (an nsfs fd and a pidfd of its init);
 both are dropped when the init dies, after which the instance shows what the kernel's instance of a
-dead namespace shows: only `self` and `thread-self` (KERNEL-PROC 19, 20).
+dead namespace shows: only `self` and `thread-self` (docs/kernel-proc.md §19, §20).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import os
 from dataclasses import dataclass, field
 
+from pidns.fuse.node import Requester
 from pidns.ids import NsId
-from pidns.kernel import nsfs
-from pidns.procfs.parse import parse_status_ids as status_ids
+from pidns.kernel import nsfs, pidfd
+from pidns.procfs.parse import stat_start_time, stat_state
 from pidns.procfs.reader import read_at
-from pidns.view import tree
+from pidns.view import rules
 from pidns.view.files.userids import ReaderIds, parse_id_map
-from pidns.view.nodes import PidDir
 from pidns.view.nsmap import NsMap
-from pidns.view.options import Hidepid, ViewOptions
-from pidns.view.tree import Creds, Requester
+from pidns.view.options import ViewOptions
 
 # Reaps remembered per host pid (the generation in a pid directory's key). Only a recent reap
 # matters: its generation keeps a task that reuses the pid off nodes of the reaped one still being
@@ -55,17 +53,7 @@ class Instance:
             self.init_pidfd = -1
 
     def init_gone(self) -> bool:
-        if self.init_pidfd < 0:
-            return True
-        try:
-            import signal
-
-            signal.pidfd_send_signal(self.init_pidfd, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
+        return pidfd.reaped(self.init_pidfd)
 
     def counts(self) -> tuple[int, int]:
         """(running, total) tasks of the namespace, for a virtualized loadavg."""
@@ -73,11 +61,9 @@ class Instance:
         for _pid, host in self.nsmap.leaders():
             total += 1
             try:
-                with open(f"/proc/{host}/stat", "rb") as f:
-                    data = f.read()
-                if data[data.rfind(b")") + 2 : data.rfind(b")") + 3] == b"R":
+                if stat_state(read_at(self.nsmap.proc_fd, f"{host}/stat")) == "R":
                     running += 1
-            except OSError:
+            except (OSError, ValueError):
                 continue
         return running, total
 
@@ -88,9 +74,8 @@ class Instance:
             return host_uptime
         try:
             with open(f"/proc/{self.init_host}/stat", "rb") as f:
-                data = f.read()
-            start_ticks = int(data[data.rfind(b")") + 2 :].split()[19])
-        except (OSError, ValueError, IndexError):
+                start_ticks = stat_start_time(f.read())
+        except (OSError, ValueError):
             return host_uptime
         since = max(0.0, float(fields[0]) - start_ticks / os.sysconf("SC_CLK_TCK"))
         return b"%.2f %s\n" % (since, fields[1])
@@ -109,45 +94,7 @@ class View:
         return self.registry.generations.get(host_pid, 0)
 
     def admits(self, req: Requester) -> bool:
-        return tree.admits(self.options, req)
-
-    def requester(self, req: Requester) -> Requester:
-        """req with its supplementary groups, when gid= makes them matter."""
-        if self.options.gid is None or req.groups or not req.tid:
-            return req
-        try:
-            with open(f"/proc/{req.tid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Groups:"):
-                        groups = tuple(int(g) for g in line[7:].split())
-                        return Requester(req.tid, req.uid, req.gid, groups)
-        except OSError:
-            pass
-        return req
-
-    def _creds(self, host_pid: int) -> Creds | None:
-        try:
-            with open(f"/proc/{host_pid}/status", "rb") as f:
-                data = f.read(2048)
-            owner = os.stat(f"/proc/{host_pid}").st_uid
-            uids, gids = status_ids(data)
-        except (OSError, ValueError):  # gone, or its status cut short as it died
-            return None
-        return Creds(uids, gids, owner == uids[1])
-
-    def pid_visible(self, host_pid: int, req: Requester) -> bool:
-        """Whether req sees the task at all (listed and found): hidepid=invisible|ptraceable hide."""
-        if self.options.hidepid in (Hidepid.OFF, Hidepid.NOACCESS) or req.uid == 0:
-            return True
-        creds = self._creds(host_pid)
-        if creds is None:
-            return False
-        return tree.pid_access(self.options, self.requester(req), creds) != errno.ENOENT
-
-    def pid_errno(self, task: PidDir, req: Requester) -> int:
-        if self.options.hidepid == Hidepid.OFF or req.uid == 0:
-            return 0
-        return tree.pid_access(self.options, self.requester(req), task.creds())
+        return rules.admits(self.options, req)
 
     def reader_map(self, req: Requester) -> NsMap | None:
         """The pid map of the requester's own namespace; None when it is the daemon's."""
@@ -263,7 +210,7 @@ class Registry:
         return self.init_exited(host_pid)
 
     def init_exited(self, host_pid: int) -> list[Instance]:
-        """The instances whose init host_pid is: dead from its exit on (KERNEL-PROC 18), zombie or
+        """The instances whose init host_pid is: dead from its exit on (§18), zombie or
         not, so they drop their references to the namespace now."""
         dead = []
         for instance in list(self.instances.values()):

@@ -1,7 +1,8 @@
 """The nodes of a view: what each path is, what it lists and contains, read from the host's proc tree.
 
 A node answers in the kernel's terms (OSError with the kernel's errno); who may see what comes from
-tree.py, what translated files contain from files/. The FUSE adapter only maps nodes to inodes.
+access.py and rules.py, what rendered files contain from the table in served.py. The FUSE server
+only maps nodes to inodes; a node's owner is the host pid of the task whose directory holds it.
 
 Pid directories pin their task with a directory fd of the host's /proc/PID (opened at first use):
 files opened through it describe that task or fail with ESRCH once it is reaped, like the kernel's.
@@ -12,25 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import stat as st
-from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pidns.procfs.parse import parse_status_ids as status_ids
+from pidns.fuse.node import Absent, Attr, Node, Requester, fail
 from pidns.procfs.reader import read_all, read_at
-from pidns.view import tree
-from pidns.view.files.children import render_children
-from pidns.view.files.ids import TaskIds, task_ids
-from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
-from pidns.view.files.locks import render_locks
-from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import translate_stat
-from pidns.view.files.status import translate_status
-from pidns.view.files.userids import render_user_ids
-from pidns.view.tree import Creds, Requester
-
-if TYPE_CHECKING:
-    from pidns.view.instances import View
+from pidns.view import access, rules, served
+from pidns.view.instances import View
+from pidns.view.rules import Creds
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ESRCH)
@@ -42,89 +30,12 @@ _RETIRED = -2  # PidDir._fd of a reaped task that had none open: never open one
 UNSERVED = frozenset({"mem", "pagemap", "kcore", "kmsg", "kpagecount", "kpageflags", "kpagecgroup"})
 # The largest snapshot a passed-through file may take (maps/smaps of a huge process stay below).
 SNAPSHOT_LIMIT = 1 << 24
-# What the kernel answers in a new pid namespace for sys/kernel/pid_max (PID_MAX_LIMIT, 64-bit).
-NEW_NS_PID_MAX = 4 * 1024 * 1024
 
 
-def _fail(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
-
-
-def _alive(host_pid: int) -> bool:
-    """Whether a task host_pid exists (zombie or not), whoever owns it."""
-    try:
-        os.kill(host_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Absent(FileNotFoundError):
-    """ENOENT for a name that can never exist in its directory (a task directory's entries are a
-    fixed set): the kernel may remember the absence (`ps` asks every task for `ctty`)."""
-
-    def __init__(self) -> None:
-        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT))
-
-
-@dataclass(slots=True)
-class Attr:
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int = 0
-    mtime_ns: int = 0
-
-    @classmethod
-    def of(cls, s: os.stat_result) -> Attr:
-        return cls(s.st_mode, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_mtime_ns)
-
-
-class Node:
-    """A path of a view. `key` identifies what the node shows, so one inode serves repeated lookups."""
-
-    __slots__ = ()
-    key: Hashable = None
-    host_pid = 0  # the task a pid directory shows; 0 for every other node
-
-    @property
-    def owner_pid(self) -> int:
-        """The host pid of the task whose directory holds this node (the pid directory's own for
-        itself); 0 outside every task's directory. The node dies with that task."""
-        return self.host_pid
-
-    def attr(self, req: Requester) -> Attr:
-        raise NotImplementedError
-
-    def lookup(self, name: str, req: Requester) -> Node:
-        raise _fail(errno.ENOTDIR)
-
-    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
-        """(cookie, name, node); cookies are stable ids, increasing along the list."""
-        raise _fail(errno.ENOTDIR)
-
-    def readlink(self, req: Requester) -> bytes:
-        raise _fail(errno.EINVAL)
-
-    def content(self, req: Requester) -> bytes:
-        raise _fail(errno.EISDIR)
-
-    def check_open_dir(self, req: Requester) -> None:
-        """Raise the kernel's errno when req may not list this directory."""
-
-    def release(self) -> None:
-        """Drop host resources (a node the adapter did not keep, or forgot)."""
-
-    def retire(self) -> None:
-        """The task behind this node was reaped: it must never reach the host again (its pid
-        may be reused). Resources stay until release(): a request may be using them right now."""
-
-    def pins_gone_task(self) -> bool:
-        """Whether this node holds the directory of a task that has been reaped since."""
-        return False
+def _task_error(err: OSError) -> OSError:
+    """What a failure inside a task's directory tells its reader: a task that is gone is ESRCH, as
+    the kernel answers through a stale directory (docs/kernel-proc.md §4)."""
+    return fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO))
 
 
 # -- the root ------------------------------------------------------------------------------------
@@ -140,12 +51,18 @@ class Root(Node):
     def attr(self, req: Requester) -> Attr:
         return Attr.of(os.stat("/proc"))  # st_nlink counts every process, as the kernel's does
 
+    def _visible(self, host_pid: int, req: Requester) -> bool:
+        view = self.view
+        return access.visible(
+            view.options, req, lambda: access.task_creds_or_none(view.proc_fd, host_pid)
+        )
+
     def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
         view = self.view
-        fixed = tree.top_level_names(os.listdir("/proc"), view.options)
-        pids = [pid for pid, host in view.instance.nsmap.leaders() if view.pid_visible(host, req)]
+        fixed = rules.top_level_names(os.listdir("/proc"), view.options)
+        pids = [pid for pid, host in view.instance.nsmap.leaders() if self._visible(host, req)]
         out: list[tuple[int, str, Node]] = []
-        for cookie, name in tree.root_listing(fixed, pids):
+        for cookie, name in rules.root_listing(fixed, pids):
             try:
                 out.append((cookie, name, self.lookup_unchecked(name, req)))
             except OSError:
@@ -153,25 +70,25 @@ class Root(Node):
         return out
 
     def lookup(self, name: str, req: Requester) -> Node:
-        pid = tree.pid_of_name(name)
+        pid = rules.pid_of_name(name)
         if pid is not None:
             host = self.view.instance.nsmap.to_host(pid)
-            if not host or not self.view.pid_visible(host, req):
-                raise _fail(errno.ENOENT)
+            if not host or not self._visible(host, req):
+                raise fail(errno.ENOENT)
         return self.lookup_unchecked(name, req)
 
     def lookup_unchecked(self, name: str, req: Requester) -> Node:
         view = self.view
-        if tree.numeric(name):  # "01", 2**64: no pid, and never the host's entry
-            pid = tree.pid_of_name(name)
+        if rules.numeric(name):  # "01", 2**64: no pid, and never the host's entry
+            pid = rules.pid_of_name(name)
             host = view.instance.nsmap.to_host(pid) if pid is not None else 0
             if pid is None or not host:
-                raise _fail(errno.ENOENT)
+                raise fail(errno.ENOENT)
             return PidDir(view, pid, host, None)
-        if name in (tree.SELF, tree.THREAD_SELF):
-            return SelfLink(view, name == tree.THREAD_SELF)
+        if name in (rules.SELF, rules.THREAD_SELF):
+            return SelfLink(view, name == rules.THREAD_SELF)
         if view.options.subset_pid:
-            raise _fail(errno.ENOENT)
+            raise fail(errno.ENOENT)
         return passthrough(view, None, name)
 
 
@@ -190,12 +107,12 @@ class SelfLink(Node):
         nsmap = self.view.instance.nsmap
         tgid = nsmap.tgid_to_ns(req.tid)
         target = (
-            tree.thread_self_target(tgid, nsmap.to_ns(req.tid))
+            rules.thread_self_target(tgid, nsmap.to_ns(req.tid))
             if self.thread
-            else tree.self_target(tgid)
+            else rules.self_target(tgid)
         )
         if target is None:
-            raise _fail(errno.ENOENT)
+            raise fail(errno.ENOENT)
         return target.encode()
 
 
@@ -225,22 +142,24 @@ class PidDir(Node):
         self._fd = -1
 
     @property
+    def owner(self) -> int:
+        return self.host_pid
+
+    @property
     def fd(self) -> int:
         if self._fd < 0:
             if self._fd == _RETIRED:
-                raise _fail(errno.ESRCH)
+                raise fail(errno.ESRCH)
             try:
                 if self.group is None:
                     fd = os.open(str(self.host_pid), _DIR, dir_fd=self.view.proc_fd)
                 else:  # the group's fd pins the process: its task/ holds only its threads
                     fd = os.open(f"task/{self.host_pid}", _DIR, dir_fd=self.group.fd)
             except OSError as err:
-                raise _fail(
-                    errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)
-                ) from None
+                raise _task_error(err) from None
             if self.group is None and self.view.instance.nsmap.to_ns(self.host_pid) != self.ns_pid:
                 os.close(fd)  # the host pid was reused since it was translated: not our task
-                raise _fail(errno.ESRCH)
+                raise fail(errno.ESRCH)
             self._fd = fd
         return self._fd
 
@@ -249,7 +168,7 @@ class PidDir(Node):
             os.close(self._fd)
         self._fd = -1
 
-    def pins_gone_task(self) -> bool:
+    def stale(self) -> bool:
         return self._fd >= 0 and self.reaped()
 
     def reaped(self) -> bool:
@@ -270,24 +189,23 @@ class PidDir(Node):
         try:
             return read_at(self.fd, name)
         except OSError as err:
-            raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+            raise _task_error(err) from None
 
     def creds(self) -> Creds:
         try:
-            uids, gids = status_ids(self.read("status"))
+            return access.creds_at(self.fd)
+        except OSError as err:
+            raise _task_error(err) from None
         except ValueError:  # cut short as the task died
-            raise _fail(errno.ESRCH) from None
-        # A task's files belong to root when it is not dumpable (KERNEL-PROC 26).
-        owner = os.fstat(self.fd).st_uid
-        return Creds(uids, gids, dumpable=owner == uids[1])
+            raise fail(errno.ESRCH) from None
 
     def attr(self, req: Requester) -> Attr:
         return Attr.of(os.fstat(self.fd))
 
     def check_open_dir(self, req: Requester) -> None:
-        code = self.view.pid_errno(self, req)
+        code = access.pid_errno(self.view.options, req, self.creds)
         if code:
-            raise _fail(code)
+            raise fail(code)
 
     def lookup(self, name: str, req: Requester) -> Node:
         self.check_open_dir(req)
@@ -301,9 +219,9 @@ class PidDir(Node):
     def _child(self, name: str) -> Node:
         if name == "task" and self.group is None:
             return TaskDir(self)
-        if name in tree.TRANSLATED:
-            if name == "children" and self.group is None:
-                raise _fail(errno.ENOENT)
+        if name in served.TASK_FILES:
+            if name in served.THREAD_ONLY and self.group is None:
+                raise fail(errno.ENOENT)
             return Rendered(self, name)
         return passthrough(self.view, self, name)
 
@@ -326,7 +244,7 @@ class TaskDir(Node):
         self.key = ("task", task.key)
 
     @property
-    def owner_pid(self) -> int:
+    def owner(self) -> int:
         return self.task.host_pid
 
     def attr(self, req: Requester) -> Attr:
@@ -338,15 +256,15 @@ class TaskDir(Node):
     def lookup(self, name: str, req: Requester) -> Node:
         self.check_open_dir(req)
         nsmap = self.task.view.instance.nsmap
-        tid = tree.pid_of_name(name)
+        tid = rules.pid_of_name(name)
         host = nsmap.to_host(tid) if tid is not None else 0
         if tid is None or not host:
-            raise _fail(errno.ENOENT)
+            raise fail(errno.ENOENT)
         node = PidDir(self.task.view, tid, host, self.task)
         try:
             node.fd  # noqa: B018 - ENOENT when the thread belongs to another group
         except OSError:
-            raise _fail(errno.ENOENT) from None
+            raise fail(errno.ENOENT) from None
         return node
 
     def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
@@ -360,7 +278,7 @@ class TaskDir(Node):
             finally:
                 os.close(fd)
         except OSError as err:
-            raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+            raise _task_error(err) from None
         for i, name in enumerate(names):  # thread-list order, as the kernel lists it
             ns_tid = nsmap.to_ns(int(name))
             if ns_tid:
@@ -381,38 +299,20 @@ class Rendered(Node):
         self.key = ("rendered", task.key, name)
 
     @property
-    def owner_pid(self) -> int:
+    def owner(self) -> int:
         return self.task.host_pid
 
     def attr(self, req: Requester) -> Attr:
         try:
             return Attr.of(os.stat(self.name, dir_fd=self.task.fd, follow_symlinks=False))
         except OSError as err:
-            raise _fail(errno.ESRCH if err.errno in _GONE else (err.errno or errno.EIO)) from None
+            raise _task_error(err) from None
 
     def content(self, req: Requester) -> bytes:
-        task = self.task
-        nsmap = task.view.instance.nsmap
-        name = self.name
         try:
-            if name == "status":
-                status = translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
-                ids = task.view.reader_ids(req)
-                return status if ids is None else render_user_ids(status, ids)
-            if name == "stat":
-                permitted = req.uid == 0 or tree.may_ptrace_read(req, task.creds())
-                return translate_stat(
-                    task.read("stat"), task.ns_pid, nsmap.to_ns, self._ids, _alive, permitted
-                )
-            if name == "children":
-                return render_children(task.read("children"), nsmap.to_ns)
-            return render_sched(task.read("sched"), task.ns_pid)
+            return served.TASK_FILES[self.name](self.task, req)
         except ValueError:  # no number in the namespace (any more)
-            raise _fail(errno.ESRCH) from None
-
-    def _ids(self) -> TaskIds:
-        nsmap = self.task.view.instance.nsmap
-        return task_ids(self.task.read("status"), nsmap.level, nsmap.to_ns)
+            raise fail(errno.ESRCH) from None
 
 
 # -- everything passed through -------------------------------------------------------------------
@@ -420,10 +320,10 @@ class Rendered(Node):
 
 def passthrough(view: View, task: PidDir | None, rel: str) -> Node:
     """The host's node at rel (under the task's directory, or the top of /proc)."""
-    if task is None and rel in tree.FOLLOWS_READER | tree.FOLLOWS_NAMESPACE:
-        return Special(view, rel)
-    if task is None and view.options.virtualize and rel in tree.VIRTUALIZED:
-        return Special(view, rel)
+    if task is None:
+        render = served.top_renderer(rel, view.options.virtualize)
+        if render is not None:
+            return Special(view, rel, render)
     return Pass(view, task, rel)
 
 
@@ -438,8 +338,8 @@ class Pass(Node):
         self._lstat()  # ENOENT (ESRCH) now rather than at the first use
 
     @property
-    def owner_pid(self) -> int:
-        return 0 if self.task is None else self.task.host_pid
+    def owner(self) -> int | None:
+        return None if self.task is None else self.task.host_pid
 
     def _base(self) -> int:
         return self.view.proc_fd if self.task is None else self.task.fd
@@ -452,8 +352,8 @@ class Pass(Node):
 
     def _err(self, err: OSError) -> OSError:
         if self.task is not None and err.errno in _GONE and self.task.reaped():
-            return _fail(errno.ESRCH)  # gone with its task, not never there (ENOENT)
-        return _fail(err.errno or errno.EIO)
+            return fail(errno.ESRCH)  # gone with its task, not never there (ENOENT)
+        return fail(err.errno or errno.EIO)
 
     def _guard(self, req: Requester) -> None:
         if self.task is None:
@@ -462,13 +362,13 @@ class Pass(Node):
         first = self.rel.split("/", 1)[0]
         if (
             req.uid != 0
-            and first in tree.PTRACE_READ_FILES | tree.PTRACE_READ_LINKS | tree.PTRACE_READ_DIRS
+            and first in rules.PTRACE_READ_FILES | rules.PTRACE_READ_LINKS | rules.PTRACE_READ_DIRS
         ):
-            code = tree.task_entry_errno(first, req, self.task.creds())
+            code = rules.task_entry_errno(first, req, self.task.creds())
             if code:
-                raise _fail(code)
+                raise fail(code)
         if first == "stack" and req.uid != 0:
-            raise _fail(errno.EACCES)
+            raise fail(errno.EACCES)
 
     def attr(self, req: Requester) -> Attr:
         return Attr.of(self._lstat())
@@ -502,9 +402,9 @@ class Pass(Node):
         self._guard(req)
         if self.task is not None and req.uid != 0:
             first = self.rel.split("/", 1)[0]
-            linked = first in tree.PTRACE_READ_LINK_DIRS and "/" in self.rel
-            if linked and not tree.may_ptrace_read(req, self.task.creds()):
-                raise _fail(errno.EACCES)
+            linked = first in rules.PTRACE_READ_LINK_DIRS and "/" in self.rel
+            if linked and not rules.may_ptrace_read(req, self.task.creds()):
+                raise fail(errno.EACCES)
         try:
             return os.readlink(self.rel, dir_fd=self._base()).encode(errors="surrogateescape")
         except OSError as err:
@@ -513,7 +413,7 @@ class Pass(Node):
     def content(self, req: Requester) -> bytes:
         self._guard(req)
         if self.rel.rsplit("/", 1)[-1] in UNSERVED:
-            raise _fail(errno.EPERM)
+            raise fail(errno.EPERM)
         try:
             return _read_bounded(self._base(), self.rel)
         except OSError as err:
@@ -530,34 +430,18 @@ def _read_bounded(dir_fd: int, rel: str) -> bytes:
 
 
 class Special(Node):
-    """A top-level file whose content follows the namespace or the reader (KERNEL-PROC 14, 16)."""
+    """A top-level file whose content follows the namespace or the reader (served.TOP_FILES)."""
 
-    __slots__ = ("key", "rel", "view")  # tens of thousands live at once: no per-node dict
+    __slots__ = ("key", "rel", "render", "view")  # tens of thousands live at once: no per-node dict
 
-    def __init__(self, view: View, rel: str) -> None:
+    def __init__(self, view: View, rel: str, render: served.TopRenderer) -> None:
         self.view = view
         self.rel = rel
+        self.render = render
         self.key = ("special", view.id, rel)
 
     def attr(self, req: Requester) -> Attr:
         return Attr.of(os.stat(self.rel, dir_fd=self.view.proc_fd))
 
     def content(self, req: Requester) -> bytes:
-        view = self.view
-        host = read_at(view.proc_fd, self.rel)
-        reader = view.reader_map(req)
-        if self.rel == "locks":
-            return render_locks(host, view.instance.nsmap.to_ns)
-        if self.rel == "loadavg":
-            last = reader.last_pid() if reader is not None else int(host.split()[-1])
-            if view.options.virtualize:
-                running, total = view.instance.counts()
-                return render_virtual_loadavg(host, running, total, last)
-            return render_loadavg(host, last)
-        if self.rel == "uptime":
-            return view.instance.uptime(host)
-        if reader is None:  # the reader is in the daemon's namespace: the host's answer is its own
-            return host
-        if self.rel == "sys/kernel/ns_last_pid":
-            return b"%d\n" % reader.last_pid()
-        return b"%d\n" % NEW_NS_PID_MAX
+        return self.render(self.view, read_at(self.view.proc_fd, self.rel), req)

@@ -9,8 +9,8 @@ number of a host pid and back, so no status file is read to translate.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
+from collections.abc import Callable
 
 from pidns.errors import NamespaceGone, from_oserror
 from pidns.ids import NsId
@@ -26,7 +26,6 @@ class NsMap:
         self._leaders: list[tuple[int, int]] | None = None  # (ns pid, host pid), ascending
         self._epoch = 0  # bumped by invalidate(): a listing read across an event is not kept
         self.cacheable = True  # False when no fork/exit events arrive to invalidate the listing
-        self._host_to_ns: dict[int, int] = {}
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     @property
@@ -34,7 +33,7 @@ class NsMap:
         return self.fd < 0
 
     def release(self) -> None:
-        """Drop the reference that keeps the namespace alive (KERNEL-PROC 20)."""
+        """Drop the reference that keeps the namespace alive (docs/kernel-proc.md §20)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -42,42 +41,26 @@ class NsMap:
             os.close(self.proc_fd)
             self.proc_fd = -1
         self._leaders = []
-        self._host_to_ns = {}
 
-    # -- translation ---------------------------------------------------------------------------
+    # -- translation: the kernel's, through the namespace's fd; 0 where there is no number ----
 
     def to_ns(self, host_pid: int) -> int:
-        """The namespace's number for a host pid (any thread); 0 when it has none."""
-        if self.fd < 0 or host_pid <= 0:
-            return 0
-        try:
-            return int(fcntl.ioctl(self.fd, nsfs.NS_GET_PID_IN_PIDNS, host_pid))
-        except OSError:
-            return 0
+        """The namespace's number for a host pid (any thread)."""
+        return self._ask(nsfs.pid_in_pidns, host_pid)
 
     def tgid_to_ns(self, host_tid: int) -> int:
-        """The namespace's number for the thread group of a host tid; 0 when it has none."""
-        if self.fd < 0 or host_tid <= 0:
-            return 0
-        try:
-            return int(fcntl.ioctl(self.fd, nsfs.NS_GET_TGID_IN_PIDNS, host_tid))
-        except OSError:
-            return 0
+        """The namespace's number for the thread group of a host tid."""
+        return self._ask(nsfs.tgid_in_pidns, host_tid)
 
     def to_host(self, ns_pid: int) -> int:
-        """The host pid of the task (any thread) the namespace numbers ns_pid; 0 when none."""
-        if self.fd < 0 or ns_pid <= 0:
-            return 0
-        try:
-            return int(fcntl.ioctl(self.fd, nsfs.NS_GET_PID_FROM_PIDNS, ns_pid))
-        except OSError:
-            return 0
+        """The host pid of the task (any thread) the namespace numbers ns_pid."""
+        return self._ask(nsfs.pid_from_pidns, ns_pid)
 
-    def host_tgid(self, ns_pid: int) -> int:
-        if self.fd < 0 or ns_pid <= 0:
+    def _ask(self, ioctl: Callable[[int, int], int], pid: int) -> int:
+        if self.fd < 0 or pid <= 0:
             return 0
         try:
-            return int(fcntl.ioctl(self.fd, nsfs.NS_GET_TGID_FROM_PIDNS, ns_pid))
+            return int(ioctl(self.fd, pid))
         except OSError:
             return 0
 

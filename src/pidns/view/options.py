@@ -1,9 +1,14 @@
-"""The options of one view (one mount), as `pidns mount` and the kernel's procfs accept them."""
+"""The options of one view (one mount), as `pidns mount` and the kernel's procfs accept them, and
+their one wire form (the control request, view records, `pidns mounts --json`)."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+BACKENDS = ("auto", "kernel", "fuse")  # what serves a view: auto is kernel when permitted
 
 
 class Hidepid(enum.IntEnum):
@@ -58,7 +63,9 @@ class ViewOptions:
             opts.append("subset=pid")
         return opts
 
-    def describe(self) -> dict[str, object]:
+    def to_wire(self) -> dict[str, Any]:
+        """The options as JSON (the mounting user is not among them: the daemon takes it from the
+        socket's peer credentials, never from a message)."""
         return {
             "hidepid": self.hidepid.word,
             "gid": self.gid,
@@ -66,3 +73,24 @@ class ViewOptions:
             "allow_other": self.allow_other,
             "virtualize": self.virtualize,
         }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any], owner_uid: int = 0) -> ViewOptions:
+        """to_wire's inverse; ValueError for a value no view accepts."""
+        gid = data.get("gid")
+        if gid is not None and not isinstance(gid, int):
+            raise ValueError(f"gid must be a number, not {gid!r}")
+        return cls(
+            hidepid=Hidepid.parse(str(data.get("hidepid") or "off")),
+            gid=gid,
+            subset_pid=data.get("subset") == "pid",
+            allow_other=bool(data.get("allow_other")),
+            virtualize=bool(data.get("virtualize")),
+            owner_uid=owner_uid,
+        )
+
+    def words(self) -> list[str]:
+        """The options as `pidns mounts` prints them: only what differs from the defaults."""
+        words = self.kernel_options()
+        words += [w for w in ("allow_other", "virtualize") if getattr(self, w)]
+        return words

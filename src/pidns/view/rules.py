@@ -1,8 +1,8 @@
 """What a namespace's proc tree contains for one requester: pure rules, no I/O.
 
-The kernel's rules (KERNEL-PROC.md) as functions of data the caller has already read: the order of
-the root listing, which top-level names follow the namespace or the reader, hidepid/gid/subset, and
-which per-task entries need ptrace-read access.
+The kernel's rules (docs/kernel-proc.md) as functions of data the caller has already read: the
+order of the root listing, hidepid/gid/subset, and which per-task entries need ptrace-read access.
+Which files are rendered rather than passed through is the table in served.py.
 """
 
 from __future__ import annotations
@@ -11,18 +11,13 @@ import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pidns.fuse.node import Requester
 from pidns.view.options import Hidepid, ViewOptions
 
 SELF = "self"
 THREAD_SELF = "thread-self"
 
-# Top-level names whose content depends on the namespace or the reader, rendered by the view rather
-# than passed through (KERNEL-PROC 14, 16). Everything else at the top passes through the host's.
-FOLLOWS_NAMESPACE = frozenset({"locks"})
-FOLLOWS_READER = frozenset({"loadavg", "sys/kernel/ns_last_pid", "sys/kernel/pid_max"})
-VIRTUALIZED = frozenset({"uptime", "loadavg"})
-
-# Per-task entries the kernel guards with a ptrace-read check (KERNEL-PROC 25).
+# Per-task entries the kernel guards with a ptrace-read check (docs/kernel-proc.md §25).
 PTRACE_READ_FILES = frozenset(
     {
         "environ",
@@ -42,26 +37,13 @@ PTRACE_READ_FILES = frozenset(
 PTRACE_READ_LINKS = frozenset({"cwd", "root", "exe"})
 PTRACE_READ_DIRS = frozenset({"fd", "map_files"})
 # Directories whose entries list and stat freely but whose links read only with ptrace-read
-# (proc_ns_readlink: ns/pid of another user's task is EACCES, KERNEL-PROC 17).
+# (proc_ns_readlink: ns/pid of another user's task is EACCES, docs/kernel-proc.md §17).
 PTRACE_READ_LINK_DIRS = frozenset({"ns"})
-# Per-task files whose bytes name pids: rendered, not passed through.
-TRANSLATED = frozenset({"status", "stat", "sched", "children"})
-
 PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's highest possible pid (64-bit)
 
 # readdir cookies: fixed names count from 1, pids sit above this so they never collide. Every
 # cookie stays below 2**31, as procfs's directory positions do (its s_maxbytes is MAX_NON_LFS).
 PID_COOKIE_BASE = 1 << 24
-
-
-@dataclass(slots=True, frozen=True)
-class Requester:
-    """Who sent a request: host tid (0 when unknown), fsuid, fsgid, and groups when they matter."""
-
-    tid: int
-    uid: int
-    gid: int
-    groups: tuple[int, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)

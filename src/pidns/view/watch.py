@@ -2,7 +2,7 @@
 
 One thread polls the connector socket (or the pidfds of every task a view has shown), a wake-up
 eventfd, and the pidfds of exited tasks. An exit is reported while the task is still a zombie, and a
-zombie stays listed (KERNEL-PROC 4); it is gone once reaped. A reaped task's pidfd reports POLLHUP,
+zombie stays listed (docs/kernel-proc.md §4); it is gone once reaped. A reaped task's pidfd reports POLLHUP,
 and each exited task is also checked (pidfd_send_signal(0) fails with ESRCH only after the reap) at
 a short, growing interval in case that wake-up does not come.
 """
@@ -15,12 +15,10 @@ import logging
 import os
 import queue
 import select
-import signal
 import threading
 import time
-from collections.abc import Callable
 
-from pidns.kernel import connector
+from pidns.kernel import connector, pidfd
 from pidns.view.instances import Instance, Registry
 
 log = logging.getLogger(__name__)
@@ -30,25 +28,39 @@ LAST_CHECK = 0.05  # s between checks of a long-lived zombie
 PIDFD_THREAD = os.O_EXCL  # pidfd_open flag (6.9+): a pidfd for one thread, not its group
 
 
+class Listener:
+    """What the watcher reports to (the daemon), and what it asks about the views. The defaults
+    suit a listener that shows every task and pins none."""
+
+    def reaped(self, host_pid: int) -> None:
+        """A task is gone for good: drop it from every view."""
+
+    def namespace_died(self, instance: Instance) -> None:
+        """An instance's init was reaped."""
+
+    def shown(self, host_pid: int) -> bool:
+        """Whether some view has an inode for this host pid."""
+        return True
+
+    def shown_pids(self) -> list[int]:
+        return []
+
+    def replaced(self, host_pid: int) -> bool:
+        """Whether a view holds a reaped task at this pid (now another task's)."""
+        return False
+
+
 class Watcher:
     def __init__(
         self,
         registry: Registry,
-        flush: Callable[[int], None],
-        on_dead: Callable[[Instance], None],
+        listener: Listener,
         lock: threading.RLock,
-        shown: Callable[[int], bool] = lambda pid: True,
-        shown_pids: Callable[[], list[int]] = list,
-        replaced: Callable[[int], bool] = lambda pid: False,
         use_connector: bool = True,
     ) -> None:
         self.registry = registry
-        self.flush = flush  # drop a reaped task's entries from every view
-        self.on_dead = on_dead  # an instance's init was reaped
+        self.listener = listener
         self.lock = lock  # the daemon's: registry changes happen under it
-        self.shown = shown  # whether some view has an inode for this host pid
-        self.shown_pids = shown_pids
-        self.replaced = replaced  # whether a view holds a reaped task at this pid (now reused)
         self.pending: dict[int, int] = {}  # exited, not yet reaped: host pid -> pidfd (-1: none)
         self.watched: dict[int, int] = {}  # pidfd mode: pidfd -> host pid of a shown task
         self._watched_pids: set[int] = set()
@@ -124,7 +136,7 @@ class Watcher:
                     else:  # POLLHUP of a pending pidfd: reaped; checked below
                         next_check = 0.0
                 if self.pending and time.monotonic() >= next_check:
-                    reaped = [pid for pid, fd in self.pending.items() if _reaped(fd)]
+                    reaped = [pid for pid, fd in self.pending.items() if pidfd.reaped(fd)]
                     for pid in reaped:
                         fd = self.pending.pop(pid)
                         if fd >= 0:
@@ -162,7 +174,7 @@ class Watcher:
         fd = _pidfd(host_pid)
         # (the group's pidfd answers for most; a leader that left before its threads needs its
         # own thread's)
-        if fd >= 0 and not _readable(fd) and not _has_exited(host_pid, thread=True):
+        if fd >= 0 and not pidfd.exited(fd) and not _has_exited(host_pid, thread=True):
             os.close(fd)
             fd = -1  # reaped: flushed at the next check
         self.pending[host_pid] = fd
@@ -201,22 +213,22 @@ class Watcher:
         for instance in list(self.registry.instances.values()):
             if not instance.dead and instance.init_gone():  # its own pidfd: no reused pid
                 self._exited(instance.init_host, poller)
-        for pid in self.shown_pids():
+        for pid in self.listener.shown_pids():
             if _has_exited(pid):
                 self._exited(pid, poller)
-            elif self.replaced(pid):
+            elif self.listener.replaced(pid):
                 self.reap(pid)
 
     def reap(self, pid: int) -> None:
         with self.lock:
-            dead = self.registry.reaped(pid, self.shown(pid))
+            dead = self.registry.reaped(pid, self.listener.shown(pid))
         for instance in dead:
             self._died(instance)
-        self.flush(pid)
+        self.listener.reaped(pid)
 
     def _died(self, instance: Instance) -> None:
         log.info("namespace %s died: its views now show a dead namespace", instance.id)
-        self.on_dead(instance)
+        self.listener.namespace_died(instance)
 
 
 def _pidfd(pid: int) -> int:
@@ -230,13 +242,6 @@ def _pidfd(pid: int) -> int:
     return -1
 
 
-def _readable(pidfd: int) -> bool:
-    """Whether the pidfd's task has exited: a pidfd turns readable then."""
-    poller = select.poll()  # not select(): a daemon of many views has fds above 1024
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 def _has_exited(pid: int, thread: bool = False) -> bool:
     """Whether the task `pid` has exited (a zombie, or reaped); with `thread`, that thread itself,
     even while its group lives on. True when no pidfd can be had: gone (or, for a thread, a
@@ -248,18 +253,6 @@ def _has_exited(pid: int, thread: bool = False) -> bool:
     if fd < 0:
         return True
     try:
-        return _readable(fd)
+        return pidfd.exited(fd)
     finally:
         os.close(fd)
-
-
-def _reaped(pidfd: int) -> bool:
-    if pidfd < 0:
-        return True
-    try:
-        signal.pidfd_send_signal(pidfd, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False

@@ -1,4 +1,4 @@
-"""/proc/loadavg: the last field is the last pid of the *reader's* namespace (KERNEL-PROC 14)."""
+"""/proc/loadavg: the last field is the last pid of the *reader's* namespace (docs/kernel-proc.md §14)."""
 
 from __future__ import annotations
 

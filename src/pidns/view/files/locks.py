@@ -1,5 +1,5 @@
 """/proc/locks in a namespace's instance: owners in its numbers; locks of invisible owners are dropped,
-and the remaining lines keep their numbers (with gaps), as the kernel does (KERNEL-PROC 16)."""
+and the remaining lines keep their numbers (with gaps), as the kernel does (docs/kernel-proc.md §16)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/proc/PID/stat as the namespace sees it (KERNEL-PROC 9, 25).
+"""/proc/PID/stat as the namespace sees it (docs/kernel-proc.md §9, §25).
 
 Fields 1 (pid), 4 (ppid), 5 (pgrp), 6 (session) in the namespace's numbers, 0 when invisible; field 8
 (tpgid) stays -1 without a controlling tty and is 0 when the foreground group is invisible. For a

@@ -1,4 +1,4 @@
-"""/proc/PID/status as the namespace sees it (KERNEL-PROC 6-8): ids in its numbers, chains from its level."""
+"""/proc/PID/status as the namespace sees it (docs/kernel-proc.md §6-§8): ids in its numbers, chains from its level."""
 
 from __future__ import annotations
 

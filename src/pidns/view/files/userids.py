@@ -1,4 +1,4 @@
-"""Uid, Gid and Groups of /proc/PID/status in the reader's user namespace (KERNEL-PROC 10).
+"""Uid, Gid and Groups of /proc/PID/status in the reader's user namespace (docs/kernel-proc.md §10).
 
 The kernel prints them through the opener's user namespace: an id that namespace maps shows as its
 number there, any other as the overflow id (65534 unless /proc/sys/kernel/overflow{u,g}id says

@@ -1,0 +1,93 @@
+"""What a filesystem served by pidns.fuse implements: one Node per path, answering in errnos.
+
+A node raises OSError with the errno its caller must see (any other exception is EIO). `key` says
+what the node shows, so one inode serves repeated lookups of it; `owner` groups the nodes that go
+together when their owner goes (the server invalidates them as one), None outside every group.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class Requester:
+    """Who sent a request: tid as the connection numbers it (0 when unknown), fsuid, fsgid, and
+    supplementary groups when the filesystem needed them."""
+
+    tid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+class Absent(FileNotFoundError):
+    """ENOENT for a name that can never exist in its directory: the kernel may cache the absence."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
+def fail(code: int) -> OSError:
+    """The OSError a node raises to answer errno `code`."""
+    return OSError(code, os.strerror(code))
+
+
+@dataclass(slots=True)
+class Attr:
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int = 0
+    mtime_ns: int = 0
+
+    @classmethod
+    def of(cls, s: os.stat_result) -> Attr:
+        return cls(s.st_mode, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_mtime_ns)
+
+
+class Node:
+    """A path of a filesystem. Defaults answer as a regular file with nothing to say would."""
+
+    __slots__ = ()
+    key: Hashable = None
+
+    @property
+    def owner(self) -> Hashable | None:
+        """The group this node belongs to, invalidated together (None: none)."""
+        return None
+
+    def attr(self, req: Requester) -> Attr:
+        raise NotImplementedError
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        raise fail(errno.ENOTDIR)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        """(cookie, name, node); cookies are stable ids, increasing along the list."""
+        raise fail(errno.ENOTDIR)
+
+    def readlink(self, req: Requester) -> bytes:
+        raise fail(errno.EINVAL)
+
+    def content(self, req: Requester) -> bytes:
+        """The whole file, taken at open: reads are served from this snapshot."""
+        raise fail(errno.EISDIR)
+
+    def check_open_dir(self, req: Requester) -> None:
+        """Raise the errno the caller gets when req may not list this directory."""
+
+    def release(self) -> None:
+        """Drop what the node holds (a node the table did not keep, or forgot)."""
+
+    def retire(self) -> None:
+        """The node's owner is gone: it must never reach what it showed again. What it holds stays
+        until release(): a request may be using it right now."""
+
+    def stale(self) -> bool:
+        """Whether the node still holds something its owner's end left behind."""
+        return False

@@ -1,0 +1,410 @@
+"""One FUSE connection (/dev/fuse fd): the threads that read requests and answer each exactly once.
+
+A plain thread reads the device (no event loop: waiting costs no Python) and answers each request
+with one os.write; it polls the device only after SPIN seconds without a request. Operations go to
+the bridge; the protocol itself (INIT, FORGET, INTERRUPT, DESTROY, what is not served) is answered
+here.
+
+Answer-once: `inflight` holds every request read and not answered yet; whoever pops a request's
+unique from it answers that request. INTERRUPT: a request still being handled (a thread of the
+connection is stuck in it) is answered EINTR at once and the late answer dropped; one this loop has
+not registered yet is answered EAGAIN, which makes the kernel send the interrupt again.
+
+Invalidations are written by the Notifier's thread, never by a request thread: the kernel takes a
+directory's lock to invalidate, and a request pending in that directory holds it until a request
+thread answers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import select
+import threading
+import time
+from collections.abc import Callable
+
+from pidns.errors import PidnsError
+from pidns.fuse.bridge import Bridge, Reply
+from pidns.fuse.inodes import release
+from pidns.fuse.node import Requester
+from pidns.kernel import fuse_abi as abi
+
+log = logging.getLogger(__name__)
+
+# Room for any request we serve (max_write is 4096: the kernel answers bigger ones itself, E2BIG
+# or EIO); a buffer per request thread, so no more than needed.
+READ_BUFFER = abi.MIN_READ_BUFFER
+# Asked of the kernel at INIT. READDIRPLUS puts the attributes of a directory's entries into its
+# listing, so a reader walking it costs no LOOKUP or GETATTR per entry (AUTO: only while the reader
+# also looks entries up; a bare `ls` pins no inode per entry); PARALLEL_DIROPS lets lookups in one
+# directory proceed without the kernel serialising them.
+WANTED = (
+    abi.DO_READDIRPLUS
+    | abi.READDIRPLUS_AUTO
+    | abi.PARALLEL_DIROPS
+    | abi.ASYNC_READ
+    | abi.INIT_EXT
+    | abi.REQUEST_TIMEOUT
+)
+# A request unanswered this long (s) makes the kernel abort the connection: readers get ENOTCONN
+# instead of hanging on a server that stopped answering (stopped, or stuck in a bug). The kernel
+# checks every 15 s and never allows less than that.
+REQUEST_TIMEOUT = 60
+_unpack_in = abi.IN_HEADER.unpack_from
+SPIN = 0.0002  # s the request thread stays awake after an answer
+STUCK = 0.1  # s in one request before the standby thread answers the others
+_RETRY = (errno.ENOENT, errno.EINTR, errno.EAGAIN)  # ENOENT: a request aborted before we read it
+
+
+def errno_of(err: BaseException) -> int:
+    """What the caller gets for a handler's exception: its errno, EIO for anything unexpected."""
+    if isinstance(err, OSError) and err.errno:
+        return err.errno
+    if isinstance(err, PidnsError):
+        return err.errno
+    log.error("unexpected error in a FUSE handler", exc_info=err)
+    return errno.EIO
+
+
+class Watchdog:
+    """The one thread that notices, for every connection, a request thread stuck in one request (a
+    file that blocks, say) and rouses that connection's standby thread. Standby threads sleep until
+    then, so an idle connection costs no wake-ups: the daemon wakes STUCK⁻¹ times a second in all."""
+
+    def __init__(self) -> None:
+        self._connections: set[Connection] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fuse-watchdog", daemon=True)
+        self._thread.start()
+
+    def add(self, connection: Connection) -> None:
+        with self._lock:
+            self._connections.add(connection)
+
+    def remove(self, connection: Connection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(STUCK):
+            with self._lock:
+                connections = list(self._connections)
+            for connection in connections:
+                try:
+                    connection.check_stuck()
+                except Exception:
+                    log.exception("%s: watchdog", connection.name)
+
+
+class Notifier:
+    """The one thread that writes invalidations to the devices of every connection, in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Connection, bytes] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
+        self._thread.start()
+
+    def push(self, connection: Connection, message: bytes) -> None:
+        self._queue.put((connection, message))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            connection, message = item
+            try:  # one connection's failure must not stop invalidations for all the others
+                connection.write_notification(message)
+            except Exception:
+                log.exception("%s: notification", connection.name)
+
+
+class Connection:
+    """One mount: its device fd, its bridge, the threads that answer its requests."""
+
+    def __init__(
+        self,
+        fd: int,
+        bridge: Bridge,
+        notifier: Notifier,
+        *,
+        watchdog: Watchdog | None = None,
+        on_end: Callable[[Connection], None] = lambda connection: None,
+        name: str = "fuse",
+        request_timeout: int = REQUEST_TIMEOUT,
+    ) -> None:
+        """With a watchdog the connection has a standby thread for when its request thread is
+        stuck."""
+        self.fd = fd  # owned: closed once every thread has stopped
+        self.bridge = bridge
+        self.notifier = notifier
+        self.watchdog = watchdog
+        self.request_timeout = request_timeout
+        self.on_end = on_end
+        self.name = name
+        bridge.notify = lambda message: notifier.push(self, message)
+        self.lock = bridge.table.lock  # `inflight` and the inode table change together under it
+        self.inflight: dict[int, bool] = {}  # requests read and not answered yet
+        self._threads = [threading.Thread(target=self._serve, name=f"fuse-{name}", daemon=True)]
+        if watchdog is not None:
+            self._threads.append(
+                threading.Thread(target=self._standby, name=f"fuse-{name}-standby", daemon=True)
+            )
+        self._running = len(self._threads)
+        self.current: bytes | None = None  # the request the request thread is answering
+        self._seen: bytes | None = None  # what it was answering when the watchdog last looked
+        self._stuck: bytes | None = None  # the request it is stuck in, for the standby thread
+        self._rouse = threading.Event()  # the standby thread's wake-up
+        self._ending = False
+        self._closed = False
+        self.initialized = threading.Event()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        os.set_blocking(self.fd, False)  # the loop spins on EAGAIN, then waits in poll()
+        for thread in self._threads:
+            thread.start()
+        if self.watchdog is not None:
+            self.watchdog.add(self)
+
+    def check_stuck(self) -> None:
+        """The watchdog's look: the same request as at its last look means stuck for STUCK s."""
+        current = self.current
+        if current is not None and current is self._seen and self._stuck is None:
+            self._stuck = current
+            self._rouse.set()
+        self._seen = current
+
+    def _serve(self) -> None:
+        """The request thread: answers requests in turn. After each answer it keeps reading the
+        device for SPIN seconds before it sleeps: a client like `ps` sends its next request within
+        microseconds, and a thread still awake takes it without being woken (waking a thread on
+        another CPU is an inter-processor interrupt, dear in a VM). That halves the time of a
+        `ps` through a view; an idle connection costs nothing."""
+        fd = self.fd
+        read = _Reader()
+        clock = time.perf_counter
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        handle = self._handle
+        until = 0.0
+        try:
+            while True:
+                try:
+                    buf = read(fd)
+                except BlockingIOError:
+                    if clock() < until:
+                        continue
+                    poller.poll()
+                    until = clock() + SPIN
+                    continue
+                except OSError as err:
+                    if err.errno in _RETRY:
+                        continue
+                    break  # ENODEV: unmounted (or the connection was aborted)
+                if not buf:
+                    break  # end of file: not the FUSE device (a socket in tests), closed
+                self.current = buf
+                if not handle(buf):
+                    break
+                self.current = None
+                until = clock() + SPIN
+        finally:
+            self._ending = True
+            if self.watchdog is not None:
+                self.watchdog.remove(self)
+            self._rouse.set()  # the standby thread ends too
+            self._thread_done()
+
+    def _standby(self) -> None:
+        """The second thread: asleep until the watchdog finds the request thread inside one
+        request for STUCK seconds. Then it answers the others, INTERRUPTs of the stuck one among
+        them (its client gets EINTR), until the request thread is back. It never waits on the
+        device otherwise: every request would wake it."""
+        fd = self.fd
+        read = None  # its buffer only once needed: most connections never need it
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        try:
+            while True:
+                self._rouse.wait()
+                self._rouse.clear()
+                stuck = self._stuck
+                if self._ending:
+                    return
+                if stuck is None:
+                    continue
+                read = read or _Reader()
+                log.warning(
+                    "%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK
+                )
+                while not self._ending and self.current is stuck:
+                    if not poller.poll(int(STUCK * 1000)):
+                        continue
+                    try:
+                        buf = read(fd)
+                    except BlockingIOError:
+                        continue
+                    except OSError as err:
+                        if err.errno in _RETRY:
+                            continue
+                        return
+                    if not buf or not self._handle(buf):
+                        return
+                self._stuck = None
+        finally:
+            self._thread_done()
+
+    def _handle(self, buf: bytes) -> bool:
+        """Answer one request; False when the connection is gone. Nothing a request does may end
+        the connection's threads: a handler's unexpected exception is its requester's EIO, and one
+        outside the handlers (a malformed request) is logged and the loop goes on."""
+        try:
+            return self._dispatch(buf)
+        except Exception:
+            log.exception("%s: a request failed outside its handler", self.name)
+            return True
+
+    def _dispatch(self, buf: bytes) -> bool:
+        _len, op, unique, nodeid, uid, gid, pid, _ext, _pad = _unpack_in(buf)
+        handler = self.bridge.handlers.get(op)
+        if handler is None:
+            return self._protocol(op, unique, nodeid, buf)
+        inflight = self.inflight
+        inflight[unique] = True
+        try:
+            reply = handler(nodeid, Requester(pid, uid, gid), buf)
+        except Exception as err:
+            if inflight.pop(unique, False):
+                return self._write(abi.error_reply(unique, errno_of(err)))
+            return True
+        return self._answer(unique, reply)
+
+    def _answer(self, unique: int, reply: Reply) -> bool:
+        commit = reply.commit
+        if commit is None:
+            if not self.inflight.pop(unique, False):
+                return True
+            body = reply.body
+        else:
+            with self.lock:
+                ours = self.inflight.pop(unique, False)
+                if ours:
+                    try:
+                        body = commit()
+                    except Exception as err:
+                        return self._write(abi.error_reply(unique, errno_of(err)))
+            if not ours:
+                reply.drop()
+                return True
+        alive = self._write(abi.reply(unique, body))
+        reply.after()
+        return alive
+
+    def _write(self, message: bytes) -> bool:
+        """Write an answer; False once the device is gone (ENODEV)."""
+        try:
+            os.write(self.fd, message)
+        except OSError as err:
+            if err.errno == errno.ENODEV:
+                return False
+            if err.errno != errno.ENOENT:  # ENOENT: the request was aborted meanwhile
+                log.warning("%s: reply failed: %s", self.name, err)
+        return True
+
+    def _protocol(self, op: int, unique: int, nodeid: int, buf: bytes) -> bool:
+        if op == abi.FORGET:
+            self.bridge.table.forget(nodeid, abi.forget_nlookup(buf))
+        elif op == abi.BATCH_FORGET:
+            for ino, n in abi.batch_forgets(buf):
+                self.bridge.table.forget(ino, n)
+        elif op == abi.INTERRUPT:
+            self._interrupt(unique, abi.interrupt_target(buf))
+        elif op == abi.INIT:
+            kernel = abi.init_in(buf)
+            log.debug(
+                "%s: INIT %d.%d flags %#x", self.name, kernel.major, kernel.minor, kernel.flags
+            )
+            self.initialized.set()
+            reply = abi.pack_init_reply(
+                unique, kernel, WANTED, request_timeout=self.request_timeout
+            )
+            return self._write(reply)
+        elif op == abi.DESTROY:
+            self._write(abi.reply(unique))
+            return False
+        else:
+            # FLUSH (answered once: the kernel then stops sending it), ACCESS, xattrs, POLL,
+            # LSEEK...: ENOSYS is the kernel's cue to do without them.
+            return self._write(abi.error_reply(unique, errno.ENOSYS))
+        return True
+
+    def _interrupt(self, unique: int, target: int) -> None:
+        with self.lock:
+            claimed = self.inflight.pop(target, False)
+        self._write(
+            abi.error_reply(target, errno.EINTR)
+            if claimed
+            else abi.error_reply(unique, errno.EAGAIN)
+        )
+
+    def _thread_done(self) -> None:
+        with self.lock:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            try:
+                self._close()
+            finally:
+                self.on_end(self)  # the owner drops the connection even if a release failed
+
+    def _close(self) -> None:
+        """After the last thread stopped (never earlier: a thread blocked in read would go on
+        reading whatever the fd number gets reused for). Releases every node; the notifier closes
+        the device fd after any invalidation still queued for it."""
+        if self._closed:
+            return
+        self._closed = True
+        for node in self.bridge.close():
+            release(node)
+        self.notifier.push(self, b"")  # b"": close the fd, in order after queued invalidations
+
+    def write_notification(self, message: bytes) -> None:
+        """Called on the notifier's thread only."""
+        if not message:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            return
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, message)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF, errno.ENOTDIR):
+                log.warning("%s: invalidation failed: %s", self.name, err)
+
+
+class _Reader:
+    """Reads requests into one buffer of its own and returns each as bytes of its exact size.
+    os.read would allocate READ_BUFFER bytes per request and shrink them: under load that churn
+    of large blocks fragments the C heap until the daemon's RSS keeps growing."""
+
+    __slots__ = ("_buffer", "_view")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(READ_BUFFER)
+        self._view = memoryview(self._buffer)
+
+    def __call__(self, fd: int) -> bytes:
+        return bytes(self._view[: os.readv(fd, (self._buffer,))])

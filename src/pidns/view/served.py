@@ -1,0 +1,128 @@
+"""The one table of the files a view renders rather than passes through: name -> renderer.
+
+Adding a served file happens here and nowhere else: a per-task file whose bytes name pids goes in
+TASK_FILES; a top-level file whose content follows the namespace or the reader (docs/kernel-proc.md
+§14, §16) in TOP_FILES; one shown only with --virtualize in VIRTUALIZED as well. Everything else is
+the host's, passed through. Renderers are the pure functions of files/; these adapters only fetch
+their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from pidns.fuse.node import Requester
+from pidns.kernel.pidfd import exists
+from pidns.view import rules
+from pidns.view.files.children import render_children
+from pidns.view.files.ids import task_ids
+from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
+from pidns.view.files.locks import render_locks
+from pidns.view.files.sched import render_sched
+from pidns.view.files.stat import translate_stat
+from pidns.view.files.status import translate_status
+from pidns.view.files.userids import render_user_ids
+from pidns.view.instances import View
+from pidns.view.rules import Creds
+
+# What the kernel answers in a new pid namespace for sys/kernel/pid_max (PID_MAX_LIMIT, 64-bit).
+NEW_NS_PID_MAX = 4 * 1024 * 1024
+
+
+class Task(Protocol):
+    """A task's directory as a renderer needs it."""
+
+    @property
+    def view(self) -> View: ...
+    @property
+    def ns_pid(self) -> int: ...
+
+    def read(self, name: str) -> bytes: ...
+    def creds(self) -> Creds: ...
+
+
+TaskRenderer = Callable[[Task, Requester], bytes]
+# (view, the host's bytes of the file, requester)
+TopRenderer = Callable[[View, bytes, Requester], bytes]
+
+
+def _status(task: Task, req: Requester) -> bytes:
+    nsmap = task.view.instance.nsmap
+    status = translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
+    ids = task.view.reader_ids(req)
+    return status if ids is None else render_user_ids(status, ids)
+
+
+def _stat(task: Task, req: Requester) -> bytes:
+    nsmap = task.view.instance.nsmap
+    permitted = req.uid == 0 or rules.may_ptrace_read(req, task.creds())
+    return translate_stat(
+        task.read("stat"),
+        task.ns_pid,
+        nsmap.to_ns,
+        lambda: task_ids(task.read("status"), nsmap.level, nsmap.to_ns),
+        exists,
+        permitted,
+    )
+
+
+def _children(task: Task, req: Requester) -> bytes:
+    return render_children(task.read("children"), task.view.instance.nsmap.to_ns)
+
+
+def _sched(task: Task, req: Requester) -> bytes:
+    return render_sched(task.read("sched"), task.ns_pid)
+
+
+# Per-task files; `children` exists only under task/T (the kernel has no /N/children).
+TASK_FILES: dict[str, TaskRenderer] = {
+    "status": _status,
+    "stat": _stat,
+    "children": _children,
+    "sched": _sched,
+}
+THREAD_ONLY = frozenset({"children"})
+
+
+def _locks(view: View, host: bytes, req: Requester) -> bytes:
+    return render_locks(host, view.instance.nsmap.to_ns)
+
+
+def _loadavg(view: View, host: bytes, req: Requester) -> bytes:
+    reader = view.reader_map(req)
+    last = reader.last_pid() if reader is not None else int(host.split()[-1])
+    if view.options.virtualize:
+        running, total = view.instance.counts()
+        return render_virtual_loadavg(host, running, total, last)
+    return render_loadavg(host, last)
+
+
+def _uptime(view: View, host: bytes, req: Requester) -> bytes:
+    return view.instance.uptime(host)
+
+
+def _ns_last_pid(view: View, host: bytes, req: Requester) -> bytes:
+    reader = view.reader_map(req)  # None: the reader is in the daemon's namespace, the host's
+    return host if reader is None else b"%d\n" % reader.last_pid()
+
+
+def _pid_max(view: View, host: bytes, req: Requester) -> bytes:
+    return host if view.reader_map(req) is None else b"%d\n" % NEW_NS_PID_MAX
+
+
+TOP_FILES: dict[str, TopRenderer] = {
+    "locks": _locks,
+    "loadavg": _loadavg,
+    "sys/kernel/ns_last_pid": _ns_last_pid,
+    "sys/kernel/pid_max": _pid_max,
+    "uptime": _uptime,
+}
+VIRTUALIZED = frozenset({"uptime"})  # rendered only with --virtualize (loadavg's counts too)
+
+
+def top_renderer(rel: str, virtualize: bool) -> TopRenderer | None:
+    """The renderer of the top-level file rel, None when the view passes it through."""
+    if rel in VIRTUALIZED and not virtualize:
+        return None
+    return TOP_FILES.get(rel)

@@ -1,0 +1,120 @@
+"""The inode table on its own: exact lookup counts, forget, invalidation grouped by owner, and a
+lookup racing with its owner's invalidation."""
+
+from __future__ import annotations
+
+import stat as st
+from collections.abc import Hashable
+
+from hypothesis import given
+from hypothesis import strategies as s
+
+from pidns.fuse.inodes import ROOT_ID, InodeTable
+from pidns.fuse.node import Attr, Node
+
+DIR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
+FILE = Attr(st.S_IFREG | 0o444, 1, 0, 0)
+
+
+class Thing(Node):
+    def __init__(self, key: Hashable, owner: Hashable | None = None) -> None:
+        self.key = key
+        self._owner = owner
+        self.released = 0
+        self.retired = 0
+
+    @property
+    def owner(self) -> Hashable | None:
+        return self._owner
+
+    def release(self) -> None:
+        self.released += 1
+
+    def retire(self) -> None:
+        self.retired += 1
+
+
+def table() -> tuple[InodeTable, list[Hashable]]:
+    owners: list[Hashable] = []
+    return InodeTable(Thing("root"), owners.append), owners
+
+
+def commit(t: InodeTable, node: Node, parent: int = ROOT_ID, name: bytes = b"x") -> int:
+    with t.lock:
+        return t.commit(node, parent, name, FILE)
+
+
+def test_repeated_lookups_share_an_inode_and_release_the_duplicate() -> None:
+    t, _ = table()
+    first, again = Thing("a"), Thing("a")
+    ino = commit(t, first)
+    assert commit(t, again) == ino and t.counts[ino] == 2
+    assert again.released == 1 and first.released == 0  # the table keeps the first
+    t.forget(ino, 1)
+    assert t.node(ino) is first and first.released == 0
+    t.forget(ino, 1)
+    assert t.node(ino) is None and ino not in t.counts and first.released == 1
+    assert commit(t, Thing("a")) != ino  # forgotten: a new inode
+
+
+def test_forget_of_unknown_or_root_inodes_never_fails() -> None:
+    t, _ = table()
+    t.forget(999, 5)
+    t.forget(ROOT_ID, 1)
+    assert t.node(ROOT_ID) is not None
+
+
+def test_invalidating_an_owner_retires_its_nodes_newest_first_and_forgets_their_keys() -> None:
+    t, owners = table()
+    task = Thing("task", owner=7)
+    with t.lock:
+        task_ino = t.commit(task, ROOT_ID, b"5", DIR)
+    status = Thing("status", owner=7)
+    status_ino = commit(t, status, task_ino, b"status")
+    other = Thing("other", owner=8)
+    commit(t, other, ROOT_ID, b"6")
+    assert owners == [7, 7, 8]
+    assert t.invalidate_owner(7) == [(task_ino, b"status"), (ROOT_ID, b"5")]
+    assert task.retired == status.retired == 1 and other.retired == 0
+    assert t.known(task) is None and t.node(task_ino) is task  # the kernel still holds it
+    assert t.owners() == [8]
+    t.forget(status_ino, 1)  # after the invalidation: released, without failing
+    assert status.released == 1
+    assert commit(t, Thing("task", owner=7)) != task_ino
+
+
+def test_a_lookup_racing_with_an_invalidation_is_told_to_invalidate_again() -> None:
+    t, _ = table()
+    since = t.epoch  # a lookup begins
+    t.invalidate_owner(7)  # its owner goes meanwhile
+    with t.lock:
+        assert t.invalidated_since(since, 7)
+        assert not t.invalidated_since(since, 8)
+        assert not t.invalidated_since(t.epoch + 1, 7)  # a lookup that began after it
+
+
+def test_forgotten_invalidations_make_every_older_lookup_invalidate_again() -> None:
+    t, _ = table()
+    since = t.epoch
+    for owner in range(5000):  # more than the table remembers
+        t.invalidate_owner(owner)
+    with t.lock:
+        assert t.invalidated_since(since, 123456)
+
+
+@given(s.lists(s.tuples(s.sampled_from("abc"), s.integers(1, 3)), max_size=40))
+def test_counts_are_exact_under_any_sequence_of_lookups_and_forgets(
+    steps: list[tuple[str, int]],
+) -> None:
+    t, _ = table()
+    expected: dict[str, int] = {}
+    inos: dict[str, int] = {}
+    for key, n in steps:
+        if key in inos and n == 3:  # forget everything of key
+            t.forget(inos.pop(key), expected.pop(key))
+            continue
+        for _ in range(n):
+            inos[key] = commit(t, Thing(key))
+            expected[key] = expected.get(key, 0) + 1
+    assert {k: t.counts[i] for k, i in inos.items()} == expected
+    assert set(t.nodes) == {ROOT_ID, *inos.values()}
