@@ -1,10 +1,12 @@
-"""Namespace designators: the words every `--ns` accepts, resolved against a snapshot.
+"""Namespace designators: the words every `--ns` accepts. The one resolver: every command and the
+Python API come here.
 
 4026532241 | pid:[4026532241]   a namespace inode
 @PID                            the namespace of pid PID (as the snapshot's proc tree numbers it)
 /path/to/nsfs/file              /proc/PID/ns/pid or a bind mount of one
 host                            the namespace that owns the proc tree (the initial one on the host)
 NAME                            a namespace registered by `pidns run --name`
+PREFIX:REST                     whatever the resolver registered in PREFIXES for PREFIX says
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable
 
-from pidns.errors import BadDesignator, PidnsError, from_oserror
+from pidns.errors import BadDesignator, PidnsError, UsageError, from_oserror
 from pidns.kernel import nsfs
 from pidns.model import PidNamespace, Snapshot
+
+# PREFIX -> resolver of the rest of `PREFIX:REST` (with the proc tree it reads) to a namespace
+# inode. A new kind of designator is one entry here; BadDesignator (exit 2) for what names nothing.
+PREFIXES: dict[str, Callable[[str, str], int]] = {}
 
 _INODE = re.compile(r"(?:pid:\[)?(\d+)\]?")
 _HINT = (
@@ -24,7 +31,7 @@ _HINT = (
 
 
 def _registered(name: str) -> int | None:
-    from pidns.runtime.registry import lookup_inode  # only when a name is actually used
+    from pidns.names import lookup_inode  # only when a name is actually used
 
     return lookup_inode(name)
 
@@ -56,6 +63,9 @@ def designated_inode(text: str, proc: str = "/proc") -> int:
         if not pid.isdigit():
             raise BadDesignator(f"{text!r}: '@' must be followed by a pid, like @1234")
         return _link_inode(f"{proc}/{pid}/ns/pid", text)
+    prefix, colon, rest = text.partition(":")
+    if colon and prefix in PREFIXES:
+        return PREFIXES[prefix](rest, proc)
     if "/" in text:
         return _path_inode(text)
     ino = _registered(text)
@@ -140,3 +150,25 @@ def open_namespace(snap: Snapshot, ns: PidNamespace) -> int:
             return fd
         os.close(fd)
     raise PidnsError(f"{ns.id}: cannot open the namespace file (no accessible task in it)")
+
+
+def open_designated(designator: str | int, proc: str = "/proc") -> int:
+    """An nsfs fd for the namespace a designator names (an fd is duplicated). @PID and nsfs paths
+    are opened directly; the other forms are resolved against a snapshot of proc."""
+    if isinstance(designator, int):
+        return os.dup(designator)
+    if designator.startswith("@") and designator[1:].isdigit():
+        path = f"{proc}/{designator[1:]}/ns/pid"
+        try:
+            return nsfs.open_ns(path)
+        except OSError as err:
+            if err.errno in (errno.ENOENT, errno.ESRCH):
+                raise UsageError(f"{designator!r}: no such process (it may have exited)") from None
+            raise from_oserror(err, designator) from None
+    if designator.startswith("/"):
+        designated_inode(designator)  # checks it is a pid namespace file
+        return nsfs.open_ns(designator)
+    from pidns.procfs.snapshot import snapshot
+
+    snap = snapshot(proc)
+    return open_namespace(snap, resolve(designator, snap))
