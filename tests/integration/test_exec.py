@@ -48,7 +48,9 @@ def test_exec_runs_at_the_namespaces_level(sandbox: Sandbox) -> None:
     result = pidns("exec", "--ns", str(sandbox.ns.ino), "--", "sh", "-c", "cat /proc/self/status")
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("NSpid:"))
-    assert len(line.split()) == 2  # one number: /proc is the namespace's own (KERNEL-PROC 7)
+    assert (
+        len(line.split()) == 2
+    )  # one number: /proc is the namespace's own (docs/kernel-proc.md §7)
 
 
 def test_exec_into_an_outer_level(sandbox: Sandbox) -> None:

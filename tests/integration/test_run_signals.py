@@ -23,7 +23,7 @@ def test_signal_to_launcher_reaches_command(sig: int, code: int) -> None:
 
 
 def test_sigterm_to_init_from_outside_is_forwarded() -> None:
-    """KERNEL-PROC 21: the kernel drops signals from an ancestor namespace to an init that
+    """docs/kernel-proc.md §21: the kernel drops signals from an ancestor namespace to an init that
     neither handles nor blocks them; ours blocks them, takes them and forwards them."""
     with background("--", "sleep", "60") as run:
         os.kill(run.started["inits"][0], signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""Uid, Gid and Groups as the reader's user namespace numbers them (KERNEL-PROC 10), against the
+"""Uid, Gid and Groups as the reader's user namespace numbers them (docs/kernel-proc.md §10), against the
 kernel: a reader in a user namespace with random uid and gid maps reads every task's status through
 the FUSE view and through a kernel procfs of the same pid namespace, and both must say the same."""
 
