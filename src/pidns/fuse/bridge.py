@@ -19,6 +19,7 @@ import stat as st
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
+from pidns.fuse.handles import file_handle, same_snapshot, snapshot_length
 from pidns.fuse.inodes import InodeTable, release
 from pidns.fuse.node import Absent, Attr, Node, Requester, fail
 from pidns.kernel import fuse_abi as abi
@@ -59,13 +60,16 @@ class Bridge:
         root: Node,
         gate: Callable[[Requester], bool] = lambda req: True,
         on_owner: Callable[[Hashable], None] = lambda owner: None,
+        handle_base: int = 0,
     ) -> None:
+        """handle_base: where this server's handles start, above those of the servers before it
+        on the same connection (a successor must not give out a handle its predecessor did)."""
         self.table = InodeTable(root, on_owner)
         self.gate = gate  # may this requester enter the filesystem at all
         self.notify: Callable[[bytes], None] = lambda message: None  # set by the server
         self.files: dict[int, bytes] = {}  # fh -> the snapshot rendered at open
         self.dirs: dict[int, _DirHandle] = {}
-        self._handles = itertools.count(1)
+        self._handles = itertools.count(handle_base + 1)
         self.handlers: dict[int, Handler] = {
             abi.LOOKUP: self.lookup,
             abi.GETATTR: self.getattr,
@@ -175,7 +179,7 @@ class Bridge:
         if abi.open_flags(request) & (os.O_WRONLY | os.O_RDWR):
             raise fail(errno.EROFS)
         data = node.content(req)
-        fh = next(self._handles)
+        fh = self._file_handle(data)
 
         def commit() -> bytes:
             self.files[fh] = data
@@ -187,8 +191,26 @@ class Bridge:
         fh, offset, size = abi.read_in(request)
         data = self.files.get(fh)
         if data is None:
-            raise fail(errno.EBADF)
+            data = self._snapshot_again(nodeid, req, fh, offset)
         return Reply(data[offset : offset + size])
+
+    def _file_handle(self, data: bytes) -> int:
+        """A handle for a new snapshot, unlike any open one (handles.py)."""
+        while True:
+            fh = file_handle(next(self._handles), data)
+            if fh not in self.files:
+                return fh
+
+    def _snapshot_again(self, nodeid: int, req: Requester, fh: int, offset: int) -> bytes:
+        """A READ of a handle a predecessor server gave out (handles.py): rendered again."""
+        length = snapshot_length(fh)
+        if length is not None and offset >= length:
+            return b""
+        data = self._entered(nodeid, req).content(req)
+        if offset and not same_snapshot(fh, data):
+            raise fail(errno.EIO)  # the reader's head came from another rendering
+        self.files[fh] = data
+        return data
 
     def release(self, nodeid: int, req: Requester, request: bytes) -> Reply:
         self.files.pop(abi.release_fh(request), None)
@@ -221,11 +243,13 @@ class Bridge:
         for node in unkept:
             release(node)
 
-    def _listing(self, request: bytes) -> tuple[_DirHandle, Node, int, int]:
+    def _listing(
+        self, nodeid: int, req: Requester, request: bytes
+    ) -> tuple[_DirHandle, Node, int, int]:
         fh, offset, size = abi.read_in(request)
         handle = self.dirs.get(fh)
         if handle is None:
-            raise fail(errno.EBADF)
+            handle = self._dir_again(nodeid, req, fh)
         node = self._node(handle.ino)
         if handle.listing is None or offset == 0:
             self._drop_listing(handle)
@@ -256,7 +280,7 @@ class Bridge:
             yield (os.fsencode(name), attr, cookie + 2, child)
 
     def readdir(self, nodeid: int, req: Requester, request: bytes) -> Reply:
-        handle, node, offset, size = self._listing(request)
+        handle, node, offset, size = self._listing(nodeid, req, request)
         records = []
         used = 0
         for name, attr, next_off, child in self._entries(handle, node, offset):
@@ -271,7 +295,7 @@ class Bridge:
         return Reply(b"".join(records))
 
     def readdirplus(self, nodeid: int, req: Requester, request: bytes) -> Reply:
-        handle, node, offset, size = self._listing(request)
+        handle, node, offset, size = self._listing(nodeid, req, request)
         fitting = []
         used = 0
         for entry in self._entries(handle, node, offset):
@@ -303,6 +327,13 @@ class Bridge:
         owners = [o for e in fitting if e[3] is not None and (o := e[3].owner) is not None]
         after = (lambda: self._again_if_invalidated(handle.epoch, owners)) if owners else _nothing
         return Reply(commit=commit, drop=drop, after=after)
+
+    def _dir_again(self, nodeid: int, req: Requester, fh: int) -> _DirHandle:
+        """A directory handle a predecessor server gave out: listed again. Offsets are stable
+        cookies, so a listing resumes where it was."""
+        self._entered(nodeid, req).check_open_dir(req)
+        handle = self.dirs[fh] = _DirHandle(nodeid, req)
+        return handle
 
     def close(self) -> list[Node]:
         """The connection ended: every node the table and open listings held, to release."""

@@ -12,13 +12,16 @@ bridge commits an answer only while the request is still its to answer).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
+import os
 import stat as st
 import threading
 from collections.abc import Callable, Hashable
 
-from pidns.fuse.node import Attr, Node
+from pidns.fuse.node import Attr, Lost, Node
+from pidns.fuse.tablefile import TableFile
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,13 @@ class InodeTable:
         self.invalidated: dict[Hashable, int] = {}  # owner -> epoch of its last invalidation
         self.floor = 0  # invalidations before this epoch are forgotten
         self._inodes = itertools.count(ROOT_ID + 1)
+        # Kept for a successor (tablefile.py), when the server keeps one: each inode's slot there,
+        # and the unique of the request being committed.
+        self.file: TableFile | None = None
+        self.slot_of: dict[int, int] = {}
+        self.unique = 0
+        # After a takeover: unique -> the inodes its (maybe undelivered) answer counted.
+        self.precounted: dict[int, list[int]] = {}
 
     def node(self, ino: int) -> Node | None:
         return self.nodes.get(ino)
@@ -61,7 +71,9 @@ class InodeTable:
         """One more lookup of node as `name` in `parent` (lock held); its inode."""
         ino = self.by_key.get(node.key)
         if ino is not None:
-            self.counts[ino] += 1
+            count = self.counts[ino] = self.counts[ino] + 1
+            if self.file is not None:
+                self.file.count(self.slot_of[ino], count, self.unique)
             if node is not self.nodes[ino]:
                 release(node)
             return ino
@@ -70,6 +82,8 @@ class InodeTable:
         self.kept.add(id(node))
         self.by_key[node.key] = ino
         self.counts[ino] = 1
+        if self.file is not None:
+            self._keep(ino, node, parent, name, st.S_ISDIR(attr.mode))
         owner = node.owner
         if owner is not None or st.S_ISDIR(attr.mode):  # to invalidate it, or answer ".." in it
             self.entry_of[ino] = (parent, name)
@@ -83,12 +97,18 @@ class InodeTable:
         try:
             with self.lock:
                 left = self.counts.get(ino, 0) - nlookup
+                slot = self.slot_of.get(ino)
                 if left > 0:
                     self.counts[ino] = left
+                    if slot is not None and self.file is not None:
+                        self.file.count(slot, left, 0)  # a FORGET is never sent again
                     return
                 self.counts.pop(ino, None)
                 if ino == ROOT_ID:
                     return
+                if slot is not None and self.file is not None:
+                    del self.slot_of[ino]
+                    self.file.remove(slot)
                 node = self.nodes.pop(ino, None)
                 self.entry_of.pop(ino, None)
                 if node is None:
@@ -143,6 +163,75 @@ class InodeTable:
         with self.lock:
             nodes = [self.nodes.get(ino) for ino in self.by_owner.get(owner, ())]
         return any(node is not None and node.stale() for node in nodes)
+
+    # -- a successor's table (tablefile.py) -----------------------------------------------------
+
+    def keep_in(self, file: TableFile) -> None:
+        """From now on, keep every inode in file too (a fresh one: the table is new)."""
+        with self.lock:
+            self.file = file
+            for ino in self.nodes:
+                if ino != ROOT_ID:
+                    raise ValueError("keep_in needs a table with no inode given out yet")
+            file.set_next_ino(ROOT_ID + 1)
+
+    def _keep(self, ino: int, node: Node, parent: int, name: bytes, is_dir: bool) -> None:
+        assert self.file is not None
+        try:
+            identity = node.identity()
+        except Exception:
+            identity = 0  # gone already: a successor will not find it again
+        self.slot_of[ino] = self.file.add(ino, parent, name, identity, is_dir, self.unique)
+        self.file.set_next_ino(ino + 1)
+
+    def restore(self, file: TableFile) -> list[tuple[int, bytes]]:
+        """Take up the inodes a predecessor kept in file, with their counts: each found again from
+        its parent and name (Node.restore), or Lost when it is not there any more. The (parent,
+        name) entries of the lost ones, for the kernel to forget where it can."""
+        lost: list[tuple[int, bytes]] = []
+        with self.lock:
+            self.file = file
+            self._inodes = itertools.count(max(file.next_ino, ROOT_ID + 1))
+            for rec in sorted(file.records(), key=lambda r: r.ino):  # parents before children
+                parent = self.nodes.get(rec.parent)
+                node: Node | None = None
+                code = errno.ESTALE
+                if parent is not None and rec.name is not None and not isinstance(parent, Lost):
+                    try:
+                        node = parent.restore(os.fsdecode(rec.name), rec.identity)
+                    except OSError as err:
+                        code = err.errno or errno.ESTALE
+                    except Exception:
+                        log.exception("restoring inode %d", rec.ino)
+                if node is not None and node.key in self.by_key:
+                    release(node)  # a second inode for one key: keep the first
+                    node = None
+                if node is None:
+                    node = Lost(code)
+                    lost.append((rec.parent, rec.name or b""))
+                else:
+                    self.by_key[node.key] = rec.ino
+                ino = rec.ino
+                self.nodes[ino] = node
+                self.kept.add(id(node))
+                self.counts[ino] = rec.count
+                self.slot_of[ino] = rec.slot
+                if rec.last_unique:
+                    self.precounted.setdefault(rec.last_unique, []).append(ino)
+                if rec.is_dir or node.owner is not None:
+                    self.entry_of[ino] = (rec.parent, rec.name or b"")
+                owner = node.owner
+                if owner is not None and not isinstance(node, Lost):
+                    self.by_owner.setdefault(owner, []).append(ino)
+                    self.on_owner(owner)
+        return [entry for entry in lost if entry[1]]
+
+    def resent(self, unique: int) -> None:
+        """The kernel sends request `unique` again (UNIQUE_RESEND): a predecessor may have counted
+        its answer without delivering it. Take those counts back before it is answered anew."""
+        inos = self.precounted.pop(unique, None)
+        for ino in inos or ():
+            self.forget(ino, 1)
 
     def clear(self) -> list[Node]:
         """Empty the table (the connection ended); the nodes it held, to release."""

@@ -91,3 +91,56 @@ class Node:
     def stale(self) -> bool:
         """Whether the node still holds something its owner's end left behind."""
         return False
+
+    # -- taking over from a predecessor server (see tablefile.py) --------------------------------
+
+    def identity(self) -> int:
+        """What tells the object this node shows from another that takes its name later (a
+        process's start time, say), as a number below 2**64 kept with its inode: a successor
+        restores the inode only when the node it finds again has the same. 0: the name says all."""
+        return 0
+
+    def restore(self, name: str, identity: int) -> Node:
+        """The child `name`, found again by a successor server for an inode its predecessor gave
+        out with this identity. OSError when that is not there any more: its errno is what users
+        of the inode then get."""
+        child = self.lookup(name, RESTORER)
+        if child.identity() != identity:
+            child.release()
+            raise fail(errno.ESTALE)
+        return child
+
+
+# Who asks when a successor looks names up again: no reader, with every right (each reader is still
+# checked at each request it makes).
+RESTORER = Requester(0, 0, 0)
+
+
+class Lost(Node):
+    """An inode the kernel still knows whose node a successor could not find again (its object is
+    gone, or is another's now): every request on it fails with `code`, until the kernel forgets
+    it."""
+
+    __slots__ = ("code", "key")
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.key = ("lost", id(self))
+
+    def attr(self, req: Requester) -> Attr:
+        raise fail(self.code)
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        raise fail(self.code)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        raise fail(self.code)
+
+    def readlink(self, req: Requester) -> bytes:
+        raise fail(self.code)
+
+    def content(self, req: Requester) -> bytes:
+        raise fail(self.code)
+
+    def check_open_dir(self, req: Requester) -> None:
+        raise fail(self.code)

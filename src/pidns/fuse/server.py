@@ -30,6 +30,7 @@ from pidns.errors import PidnsError
 from pidns.fuse.bridge import Bridge, Reply
 from pidns.fuse.inodes import release
 from pidns.fuse.node import Requester
+from pidns.fuse.takeover import Negotiated
 from pidns.kernel import fuse_abi as abi
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,14 @@ class Connection:
         on_end: Callable[[Connection], None] = lambda connection: None,
         name: str = "fuse",
         request_timeout: int = REQUEST_TIMEOUT,
+        adopted: Negotiated | None = None,
+        on_init: Callable[[Connection], None] = lambda connection: None,
+        resend: bool = True,
     ) -> None:
         """With a watchdog the connection has a standby thread for when its request thread is
-        stuck."""
+        stuck. `adopted`: a connection a predecessor initialised, with what it agreed then (no
+        INIT comes); on_init is called once the kernel's INIT is answered; resend=False pretends
+        the kernel cannot send requests again (see takeover.py)."""
         self.fd = fd  # owned: closed once every thread has stopped
         self.bridge = bridge
         self.notifier = notifier
@@ -167,6 +173,21 @@ class Connection:
         self._ending = False
         self._closed = False
         self.initialized = threading.Event()
+        self.negotiated = adopted
+        self.on_init = on_init
+        self.resend = resend
+        self._restoring = adopted is not None  # resent requests may still come
+        # Handing over to a successor: the threads stop reading and end without closing anything.
+        self._detaching = False
+        self._detached = threading.Event()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        if adopted is not None:
+            self.initialized.set()
+
+    @property
+    def survives(self) -> bool:
+        """Whether a successor can take this connection up without losing a request."""
+        return self.resend and self.negotiated is not None and self.negotiated.resend
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -176,6 +197,20 @@ class Connection:
             thread.start()
         if self.watchdog is not None:
             self.watchdog.add(self)
+        if self.negotiated is not None and self.survives:
+            # adopted: what the predecessor read and never answered, once more
+            self._write(abi.notify_resend())
+
+    def detach(self, timeout: float) -> bool:
+        """Stop reading requests and let the ones being answered finish, leaving the connection
+        (its fd, its table) to a successor; False when a request thread is still stuck in one."""
+        with self.lock:  # the last thread closes the eventfd under it
+            self._detaching = True
+            if self._running == 0:
+                return False  # ended already
+            os.eventfd_write(self._wake, 1)
+        self._rouse.set()
+        return self._detached.wait(timeout)
 
     def check_stuck(self) -> None:
         """The watchdog's look: the same request as at its last look means stuck for STUCK s."""
@@ -196,10 +231,11 @@ class Connection:
         clock = time.perf_counter
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        poller.register(self._wake, select.POLLIN)
         handle = self._handle
         until = 0.0
         try:
-            while True:
+            while not self._detaching:
                 try:
                     buf = read(fd)
                 except BlockingIOError:
@@ -240,7 +276,7 @@ class Connection:
                 self._rouse.wait()
                 self._rouse.clear()
                 stuck = self._stuck
-                if self._ending:
+                if self._ending or self._detaching:
                     return
                 if stuck is None:
                     continue
@@ -248,7 +284,7 @@ class Connection:
                 log.warning(
                     "%s: a request has taken over %.1fs; serving others meanwhile", self.name, STUCK
                 )
-                while not self._ending and self.current is stuck:
+                while not (self._ending or self._detaching) and self.current is stuck:
                     if not poller.poll(int(STUCK * 1000)):
                         continue
                     try:
@@ -280,6 +316,8 @@ class Connection:
         handler = self.bridge.handlers.get(op)
         if handler is None:
             return self._protocol(op, unique, nodeid, buf)
+        if self._restoring:
+            self._after_takeover(unique)
         inflight = self.inflight
         inflight[unique] = True
         try:
@@ -300,6 +338,7 @@ class Connection:
             with self.lock:
                 ours = self.inflight.pop(unique, False)
                 if ours:
+                    self.bridge.table.unique = unique  # kept with what it counts
                     try:
                         body = commit()
                     except Exception as err:
@@ -339,7 +378,20 @@ class Connection:
             reply = abi.pack_init_reply(
                 unique, kernel, WANTED, request_timeout=self.request_timeout
             )
-            return self._write(reply)
+            if kernel.major == abi.KERNEL_VERSION:
+                self.negotiated = Negotiated(
+                    kernel.major,
+                    min(kernel.minor, abi.KERNEL_MINOR_VERSION),
+                    kernel.flags,
+                    kernel.flags & WANTED,
+                )
+            alive = self._write(reply)
+            if self.negotiated is not None:
+                try:
+                    self.on_init(self)
+                except Exception:
+                    log.exception("%s: after INIT", self.name)
+            return alive
         elif op == abi.DESTROY:
             self._write(abi.reply(unique))
             return False
@@ -348,6 +400,16 @@ class Connection:
             # LSEEK...: ENOSYS is the kernel's cue to do without them.
             return self._write(abi.error_reply(unique, errno.ENOSYS))
         return True
+
+    def _after_takeover(self, unique: int) -> None:
+        """The first requests of an adopted connection: those the kernel sends again come first
+        (it queues them ahead of the others); the counts a predecessor may have made for their
+        answers are taken back. The first request not sent again ends that."""
+        if unique & abi.UNIQUE_RESEND:
+            self.bridge.table.resent(unique & ~abi.UNIQUE_RESEND)
+        else:
+            self._restoring = False
+            self.bridge.table.precounted = {}
 
     def _interrupt(self, unique: int, target: int) -> None:
         with self.lock:
@@ -362,6 +424,11 @@ class Connection:
         with self.lock:
             self._running -= 1
             last = self._running == 0
+            if last:
+                os.close(self._wake)
+        if last and self._detaching:
+            self._detached.set()  # the fd and the table are the successor's now
+            return
         if last:
             try:
                 self._close()

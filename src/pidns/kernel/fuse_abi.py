@@ -75,6 +75,7 @@ NOTIFY_INVAL_ENTRY = 3
 NOTIFY_STORE = 4
 NOTIFY_RETRIEVE = 5
 NOTIFY_DELETE = 6
+NOTIFY_RESEND = 7  # 7.40 (6.9): the kernel queues again every request read and not answered
 
 # -- INIT flags (fuse_init_in.flags / fuse_init_out.flags) ---------------------------------------
 ASYNC_READ = 1 << 0
@@ -103,7 +104,10 @@ CACHE_SYMLINKS = 1 << 23
 NO_OPENDIR_SUPPORT = 1 << 24
 EXPLICIT_INVAL_DATA = 1 << 25
 INIT_EXT = 1 << 30  # flags2 is read (the flags below are its bits, shifted by 32)
+HAS_RESEND = 1 << 39  # offered by a kernel that understands NOTIFY_RESEND (6.9); no reply needed
 REQUEST_TIMEOUT = 1 << 42  # the kernel aborts the connection when a request waits longer (6.14)
+# Set in the unique of a request the kernel sends again after NOTIFY_RESEND; the reply names it so.
+UNIQUE_RESEND = 1 << 63
 
 # -- OPEN reply flags (fuse_open_out.open_flags) -------------------------------------------------
 FOPEN_DIRECT_IO = 1 << 0  # no page cache: every read(2) is a READ request, served from our snapshot
@@ -317,6 +321,12 @@ def notify_inval_inode(ino: int, offset: int = 0, length: int = 0) -> bytes:
     """Drop an inode's cached attributes (and data from offset; length 0 = to the end, -1 = none)."""
     body = NOTIFY_INVAL_INODE_OUT.pack(ino, offset, length)
     return OUT_HEADER.pack(OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
+
+
+def notify_resend() -> bytes:
+    """Ask the kernel to send again every request a server of this connection read and never
+    answered (a dead predecessor's), each with UNIQUE_RESEND in its unique. No body."""
+    return OUT_HEADER.pack(OUT_HEADER.size, NOTIFY_RESEND, 0)
 
 
 def unpack_batch_forget(body: bytes | memoryview) -> list[tuple[int, int]]:

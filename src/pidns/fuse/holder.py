@@ -1,0 +1,352 @@
+"""The holder: a small process that keeps FUSE connections open while their server is replaced.
+
+A FUSE mount's connection lives as long as some process holds its /dev/fuse fd. The server hands
+the holder a duplicate of each connection's fd (with whatever else the server needs to take it up
+again: the inode table's file, say, and a description in JSON), so that the server's death does not
+end the connection: the kernel keeps queueing requests, and a successor takes them up.
+
+The holder knows nothing of what the fds are. It listens on a Unix socket (mode 0600: its user
+alone, and root, may talk to it), keeps entries (key -> JSON meta and fds), and watches one
+attached server through the connection that server attached on (the "life line"):
+
+- the server says `leaving` with `handover` before it goes (an upgrade): every entry stays and a
+  successor is started at once;
+- the life line ends without that (the server was killed): entries whose meta does not say
+  `"survives": true` are closed (their mounts then fail as if no holder existed: the kernel aborts
+  a connection once its last fd closes), the rest stay, and a successor is started;
+- a successor that exits without attaching is started again, a little later each time; after
+  GIVE_UP failures in a row the holder closes everything and leaves (no mount hangs on a server
+  that cannot start);
+- with no entry and no attached server left, the holder leaves.
+
+Requests (one JSON line each, fds as SCM_RIGHTS with it; one JSON line in answer):
+  attach {pid}            this connection is the server's life line; answers the generation
+  put {key, meta} + fds   keep fds under key (replacing what key held)
+  meta {key, meta}        replace key's meta
+  drop {key}              close key's fds
+  take                    the keys held
+  get {key}               key's meta, with its fds
+  leaving {handover}      the attached server is about to end
+  status                  pids, generation, entries, fds held
+
+Only the standard library, no pidns import: as simple as an init, so that it never needs the
+upgrade the server it keeps gets.
+
+    python -m pidns.fuse.holder SOCKET LOG -- SUCCESSOR-ARGV...
+
+SUCCESSOR-ARGV runs under this same interpreter (its argv[0] should name it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+ATTACH_WAIT = 10.0  # s a started successor has to attach
+GIVE_UP = 5  # successors in a row that never attached
+MAX_FDS = 16  # per message
+MAX_LINE = 1 << 20
+
+
+class _Client:
+    __slots__ = ("buffer", "fds", "leaving", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.fds: list[int] = []
+        self.leaving: bool | None = None  # None: no word; True: hand over; False: for good
+
+
+class Holder:
+    def __init__(self, listener: socket.socket, successor: list[str], log_path: str) -> None:
+        self.listener = listener
+        self.successor = successor
+        self.log_path = log_path
+        self.entries: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        self.clients: dict[int, _Client] = {}
+        self.server: _Client | None = None  # the attached server's life line
+        self.server_pid = 0
+        self.generation = 0
+        self.child = 0  # a successor started and not attached yet
+        self.child_started = 0.0
+        self.failures = 0
+        self.next_start = 0.0  # monotonic time of the next successor start (0: none due)
+        self.born = time.monotonic()
+        self.stopping = False
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.stopping:
+            self._reap()
+            now = time.monotonic()
+            if self.next_start and now >= self.next_start:
+                self._start_successor()
+            if self._done(now):
+                break
+            socks = [self.listener, *(c.sock for c in self.clients.values())]
+            timeout = 0.5
+            if self.next_start:
+                timeout = max(0.0, min(timeout, self.next_start - now))
+            try:
+                ready, _, _ = select.select(socks, [], [], timeout)
+            except InterruptedError:
+                continue
+            for sock in ready:
+                if sock is self.listener:
+                    self._accept()
+                else:
+                    client = self.clients.get(sock.fileno())
+                    if client is not None:
+                        self._readable(client)
+        self._close_all()
+
+    def _done(self, now: float) -> bool:
+        if self.server is not None or self.child or self.next_start:
+            return False
+        if self.entries:
+            return False
+        return now - self.born > ATTACH_WAIT or self.generation > 0
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        sock.settimeout(5)
+        self.clients[sock.fileno()] = _Client(sock)
+
+    def _readable(self, client: _Client) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(
+                client.sock, 65536, MAX_FDS, socket.MSG_CMSG_CLOEXEC
+            )
+        except OSError:
+            data, fds = b"", []
+        client.fds.extend(fds)
+        if not data:
+            self._gone(client)
+            return
+        client.buffer += data
+        if len(client.buffer) > MAX_LINE:
+            self._gone(client)
+            return
+        while b"\n" in client.buffer:
+            line, client.buffer = client.buffer.split(b"\n", 1)
+            fds, client.fds = client.fds, []
+            try:
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("not an object")
+                answer = self._handle(client, message, fds)
+            except Exception as err:  # a bad request must not end the holder
+                answer = {"ok": False, "error": str(err)}
+            finally:
+                for fd in fds:  # what a request did not keep
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            reply_fds = answer.pop("_fds", [])
+            try:
+                payload = (json.dumps(answer) + "\n").encode()
+                if reply_fds:
+                    socket.send_fds(client.sock, [payload], reply_fds)
+                else:
+                    client.sock.sendall(payload)
+            except OSError:
+                self._gone(client)
+                return
+
+    def _gone(self, client: _Client) -> None:
+        self.clients.pop(client.sock.fileno(), None)
+        for fd in client.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        client.sock.close()
+        if client is not self.server:
+            return
+        self.server = None
+        handover = client.leaving is True
+        if client.leaving is None:
+            # Killed: only connections that a successor can take up without losing a request
+            # stay; the others end as they would have without a holder.
+            for key in [k for k, (meta, _) in self.entries.items() if not meta.get("survives")]:
+                self._drop(key)
+        if handover or (client.leaving is None and self.entries):
+            self.next_start = time.monotonic()  # at once
+        else:
+            for key in list(self.entries):
+                self._drop(key)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _handle(self, client: _Client, message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "attach":
+            if self.server is not None:
+                return {"ok": False, "error": f"server {self.server_pid} is attached"}
+            self.server = client
+            self.server_pid = int(message.get("pid", 0))
+            self.generation += 1
+            if self.child and self.child == self.server_pid:
+                self.child = 0
+            self.failures = 0
+            self.next_start = 0.0
+            return {"ok": True, "generation": self.generation, "holder": os.getpid()}
+        if op == "status":
+            return {
+                "ok": True,
+                "holder": os.getpid(),
+                "server": self.server_pid if self.server is not None else 0,
+                "generation": self.generation,
+                "entries": len(self.entries),
+                "fds": sum(len(f) for _m, f in self.entries.values()),
+            }
+        if op == "take":
+            return {"ok": True, "keys": list(self.entries)}
+        if op == "get":
+            entry = self.entries.get(str(message.get("key")))
+            if entry is None:
+                return {"ok": False, "error": "no such key"}
+            return {"ok": True, "meta": entry[0], "_fds": entry[1]}
+        if client is not self.server:
+            return {"ok": False, "error": "attach first"}
+        if op == "put":
+            key = str(message["key"])
+            meta = message.get("meta") or {}
+            if key in self.entries:
+                self._drop(key)
+            self.entries[key] = (dict(meta), list(fds))
+            fds.clear()  # kept
+            return {"ok": True}
+        if op == "meta":
+            key = str(message["key"])
+            if key not in self.entries:
+                return {"ok": False, "error": "no such key"}
+            self.entries[key] = (dict(message.get("meta") or {}), self.entries[key][1])
+            return {"ok": True}
+        if op == "drop":
+            self._drop(str(message["key"]))
+            return {"ok": True}
+        if op == "leaving":
+            client.leaving = bool(message.get("handover"))
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _drop(self, key: str) -> None:
+        _meta, fds = self.entries.pop(key, ({}, []))
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- successors ------------------------------------------------------------------------------
+
+    def _start_successor(self) -> None:
+        self.next_start = 0.0
+        if self.server is not None or self.child:
+            return
+        log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            # this interpreter (argv[0] still names it, and with it its environment): it may sit
+            # where the user cannot reach it by path
+            self.child = os.posix_spawn(
+                "/proc/self/exe",
+                self.successor,
+                dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log, 1),
+                    (os.POSIX_SPAWN_DUP2, log, 2),
+                ],
+                setsid=True,
+            )
+            self.child_started = time.monotonic()
+        except OSError as err:
+            sys.stderr.write(f"pidns-holder: cannot start a server: {err}\n")
+            self._failed()
+        finally:
+            os.close(log)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if not pid:
+                break
+            if pid == self.child:  # ended before it attached
+                self.child = 0
+                self._failed()
+        if self.child and time.monotonic() - self.child_started > ATTACH_WAIT:
+            with contextlib.suppress(OSError):
+                os.kill(self.child, signal.SIGKILL)
+
+    def _failed(self) -> None:
+        self.failures += 1
+        if self.failures >= GIVE_UP:
+            sys.stderr.write("pidns-holder: no server could start: closing every connection\n")
+            for key in list(self.entries):
+                self._drop(key)
+            return
+        self.next_start = time.monotonic() + 0.2 * 2**self.failures
+
+    def _close_all(self) -> None:
+        for key in list(self.entries):
+            self._drop(key)
+        for client in list(self.clients.values()):
+            client.sock.close()
+        self.clients.clear()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4 or argv[2] != "--":
+        sys.stderr.write("usage: python -m pidns.fuse.holder SOCKET LOG -- SUCCESSOR-ARGV...\n")
+        return 2
+    path, log_path, successor = argv[0], argv[1], argv[3:]
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old_mask = os.umask(0o177)  # the socket is born 0600: no moment where others may connect
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener.bind(path)
+    except OSError as err:
+        sys.stderr.write(f"pidns-holder: cannot listen at {path}: {err.strerror}\n")
+        return 1
+    finally:
+        os.umask(old_mask)
+    listener.listen(16)
+    ino = os.stat(path).st_ino
+    holder = Holder(listener, successor, log_path)
+
+    def stop(*_: object) -> None:
+        holder.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        holder.run()
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == ino:
+                os.unlink(path)
+        listener.close()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except OSError as err:
+        if err.errno != errno.EPIPE:
+            raise
+        sys.exit(1)

@@ -1,0 +1,139 @@
+"""The inode table as the kernel knows it, kept in a memfd a successor server can map again.
+
+The kernel keeps the inodes a server gave out (nodeids, with their lookup counts) for as long as
+its dentries live, whatever happens to the server. So that a successor can answer for them, every
+inode's record lives in a shared file: its nodeid, its parent's, its name there, the identity of
+what it named (Node.identity), its lookup count, and the unique of the last request that counted
+it. The file is a memfd the holder keeps with the connection's fd; the server writes it in place
+(stores into a shared mapping, no system call), under the inode table's lock.
+
+Layout: a header (magic, slot size, slots in use, the next nodeid), then fixed-size slots. A slot
+whose nodeid is 0 is free. Names longer than NAME_MAX are not kept (the slot says so): a successor
+cannot find such an inode again and answers for it as for one whose node is gone.
+
+Why a last unique: an answer counted and then not delivered (the server died between the two) is
+sent again by the kernel after NOTIFY_RESEND, under the same unique with UNIQUE_RESEND set; the
+successor takes back the counts of that unique before answering it again, so counts stay exact.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"PIDNSIT1"
+HEADER = struct.Struct("=8sIIQ")  # magic, slot size, slots in use (high water), next nodeid
+# nodeid, parent nodeid, identity, last unique, count, name length, flags; then the name
+SLOT = struct.Struct("=QQQQIHH")
+NAME_MAX = 40
+SLOT_SIZE = SLOT.size + NAME_MAX  # 76
+FIRST = 64  # the header's room
+_COUNT = struct.Struct("=QI")  # last unique and count are adjacent: one store for both
+_COUNT_AT = 24
+_NEXT = struct.Struct("=Q")
+_USED = struct.Struct("=I")
+DIR = 1  # flags: a directory (its entry answers "..")
+LONG = 2  # the name was too long to keep
+INITIAL_SLOTS = 1024
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    ino: int
+    parent: int
+    name: bytes | None  # None: not kept (LONG)
+    identity: int
+    count: int
+    is_dir: bool
+    last_unique: int
+    slot: int
+
+
+class TableFile:
+    def __init__(self, fd: int, created: bool) -> None:
+        """Own fd (a memfd); `created`: lay out an empty table, else map the one it holds."""
+        self.fd = fd
+        if created:
+            os.ftruncate(fd, FIRST + INITIAL_SLOTS * SLOT_SIZE)
+        size = os.fstat(fd).st_size
+        self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        if created:
+            HEADER.pack_into(self.map, 0, MAGIC, SLOT_SIZE, 0, 2)
+        magic, slot_size, used, _next = HEADER.unpack_from(self.map, 0)
+        if magic != MAGIC or slot_size != SLOT_SIZE:
+            self.map.close()
+            raise ValueError("not an inode table file of this version")
+        self.capacity = (size - FIRST) // SLOT_SIZE
+        self.used = used
+        self.free: list[int] = []
+        if not created:
+            self.free = [i for i in range(used) if self._ino(i) == 0]
+
+    @classmethod
+    def create(cls) -> TableFile:
+        return cls(os.memfd_create("pidns-inodes", os.MFD_CLOEXEC), True)
+
+    def _ino(self, slot: int) -> int:
+        return int(_NEXT.unpack_from(self.map, FIRST + slot * SLOT_SIZE)[0])
+
+    @property
+    def next_ino(self) -> int:
+        return int(_NEXT.unpack_from(self.map, 16)[0])
+
+    def set_next_ino(self, ino: int) -> None:
+        _NEXT.pack_into(self.map, 16, ino)
+
+    def add(
+        self, ino: int, parent: int, name: bytes, identity: int, is_dir: bool, unique: int
+    ) -> int:
+        """A new inode with one lookup; its slot."""
+        if self.free:
+            slot = self.free.pop()
+        else:
+            if self.used == self.capacity:
+                self._grow()
+            slot = self.used
+            self.used += 1
+            _USED.pack_into(self.map, 12, self.used)
+        flags = DIR if is_dir else 0
+        if len(name) > NAME_MAX:
+            flags |= LONG
+            name = b""
+        at = FIRST + slot * SLOT_SIZE
+        # the name first, the nodeid last: a slot is in use once its nodeid is there
+        self.map[at + SLOT.size : at + SLOT.size + len(name)] = name
+        SLOT.pack_into(self.map, at, 0, parent, identity, unique, 1, len(name), flags)
+        _NEXT.pack_into(self.map, at, ino)
+        return slot
+
+    def count(self, slot: int, count: int, unique: int) -> None:
+        _COUNT.pack_into(self.map, FIRST + slot * SLOT_SIZE + _COUNT_AT, unique, count)
+
+    def remove(self, slot: int) -> None:
+        _NEXT.pack_into(self.map, FIRST + slot * SLOT_SIZE, 0)
+        self.free.append(slot)
+
+    def records(self) -> list[Record]:
+        out = []
+        for slot in range(self.used):
+            at = FIRST + slot * SLOT_SIZE
+            ino, parent, identity, unique, count, length, flags = SLOT.unpack_from(self.map, at)
+            if not ino:
+                continue
+            name = None if flags & LONG else bytes(self.map[at + SLOT.size : at + SLOT.size + length])
+            out.append(Record(ino, parent, name, identity, count, bool(flags & DIR), unique, slot))
+        return out
+
+    def _grow(self) -> None:
+        capacity = self.capacity * 2
+        os.ftruncate(self.fd, FIRST + capacity * SLOT_SIZE)
+        self.map.resize(FIRST + capacity * SLOT_SIZE)
+        self.capacity = capacity
+
+    def close(self) -> None:
+        self.map.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
