@@ -26,7 +26,8 @@ Requests (one JSON line each, fds as SCM_RIGHTS with it; one JSON line in answer
   drop {key}              close key's fds
   take                    the keys held
   get {key}               key's meta, with its fds
-  leaving {handover}      the attached server is about to end
+  leaving {handover, successor}  the attached server is about to end (and has started that
+                          successor itself: the holder waits for it instead of starting one)
   status                  pids, generation, entries, fds held
 
 Only the standard library, no pidns import: as simple as an init, so that it never needs the
@@ -76,7 +77,9 @@ class Holder:
         self.server: _Client | None = None  # the attached server's life line
         self.server_pid = 0
         self.generation = 0
-        self.child = 0  # a successor started and not attached yet
+        self.child = 0  # a successor started (or announced) and not attached yet
+        self.child_own = False  # started by the holder (its child, to reap)
+        self.announced = 0  # the successor a leaving server started itself
         self.child_started = 0.0
         self.failures = 0
         self.next_start = 0.0  # monotonic time of the next successor start (0: none due)
@@ -180,7 +183,11 @@ class Holder:
             # stay; the others end as they would have without a holder.
             for key in [k for k, (meta, _) in self.entries.items() if not meta.get("survives")]:
                 self._drop(key)
-        if handover or (client.leaving is None and self.entries):
+        if handover and self.announced:
+            self.child, self.child_own = self.announced, False  # it attaches by itself
+            self.child_started = time.monotonic()
+            self.announced = 0
+        elif handover or (client.leaving is None and self.entries):
             self.next_start = time.monotonic()  # at once
         else:
             for key in list(self.entries):
@@ -238,6 +245,7 @@ class Holder:
             return {"ok": True}
         if op == "leaving":
             client.leaving = bool(message.get("handover"))
+            self.announced = int(message.get("successor") or 0)
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
@@ -268,6 +276,7 @@ class Holder:
                 ],
                 setsid=True,
             )
+            self.child_own = True
             self.child_started = time.monotonic()
         except OSError as err:
             sys.stderr.write(f"pidns-holder: cannot start a server: {err}\n")
@@ -286,9 +295,21 @@ class Holder:
             if pid == self.child:  # ended before it attached
                 self.child = 0
                 self._failed()
+        if self.child and not self.child_own:
+            try:
+                os.kill(self.child, 0)
+            except ProcessLookupError:  # not ours to reap: gone without attaching
+                self.child = 0
+                self._failed()
+                return
+            except OSError:
+                pass
         if self.child and time.monotonic() - self.child_started > ATTACH_WAIT:
             with contextlib.suppress(OSError):
                 os.kill(self.child, signal.SIGKILL)
+            if not self.child_own:
+                self.child = 0
+                self._failed()
 
     def _failed(self) -> None:
         self.failures += 1

@@ -32,8 +32,10 @@ from typing import Any
 from pidns.errors import PidnsError
 from pidns.fuse.bridge import Bridge
 from pidns.fuse.server import REQUEST_TIMEOUT, Connection, Notifier, Watchdog
-from pidns.kernel import fuse_mount, pidfd
-from pidns.view import control, state
+from pidns.fuse.tablefile import TableFile
+from pidns.fuse.takeover import Negotiated
+from pidns.kernel import fuse_abi, fuse_mount, pidfd
+from pidns.view import control, holding, state
 from pidns.view.instances import Instance, Registry, View
 from pidns.view.nodes import Root
 from pidns.view.options import ViewOptions
@@ -59,6 +61,15 @@ class Daemon(Listener):
         self.watcher = Watcher(self.registry, self, self.lock)
         self.stop = threading.Event()
         self.idle_since = time.monotonic()
+        # Surviving its own death: the holder keeps every view's fds (holding.py)
+        self.holder: holding.HolderLink | None = None
+        self.holder_lock = threading.Lock()  # one holder request at a time
+        self.generation = 0  # how many daemons the holder has had, this one included
+        self.started = time.time()
+        # PIDNS_FUSE_RESEND=0: behave as on a kernel without NOTIFY_RESEND (tests, comparisons)
+        self.resend = os.environ.get("PIDNS_FUSE_RESEND", "1") != "0"
+        self.restart = False  # asked to hand over to a successor
+        self.held_meta: dict[str, dict[str, Any]] = {}  # view id -> what the holder keeps of it
 
     # -- exits: the watcher's listener (a node's owner is its task's host pid) --------------------
 
@@ -92,6 +103,10 @@ class Daemon(Listener):
 
     def _session_ended(self, session: Connection) -> None:
         """The mount is gone (the device read ENODEV): close its view."""
+        self._to_holder({"op": "drop", "key": session.name})
+        file = session.bridge.table.file
+        if file is not None:
+            file.close()
         with self.lock:
             view_id = session.name
             self.sessions.pop(view_id, None)
@@ -111,7 +126,18 @@ class Daemon(Listener):
         """One control request from peer_pid, running as peer_uid (the socket's SO_PEERCRED)."""
         op = message.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "watch": self.watcher.mode}
+            return {
+                "ok": True,
+                "pid": os.getpid(),
+                "watch": self.watcher.mode,
+                "generation": self.generation,
+            }
+        if op == "status":
+            return self._status()
+        if op == "restart":
+            self.restart = True
+            self.stop.set()
+            return {"ok": True, "pid": os.getpid(), "generation": self.generation}
         if op == "open":
             return self._open(message, fds, peer_pid, peer_uid)
         if op == "list":
@@ -152,11 +178,13 @@ class Daemon(Listener):
         mnt_fd = fds.pop(2) if len(fds) == 3 else -1
         fuse_fd = fds.pop(1)
         ns_fd = fds.pop(0)
+        held: list[int] = []  # the holder's copies
         try:
             if mnt_fd >= 0 and os.fstat(mnt_fd).st_ino == self.own_mntns:
                 os.close(mnt_fd)
                 mnt_fd = -1
             with self.lock:
+                held.append(os.dup(ns_fd))
                 try:
                     view = self.registry.open_view(
                         ns_fd, options, str(message.get("mountpoint", ""))
@@ -164,7 +192,14 @@ class Daemon(Listener):
                 except PidnsError as err:
                     os.close(fuse_fd)
                     return {"ok": False, "error": str(err)}
-                bridge = Bridge(Root(view), view.admits, on_owner=self._watch)
+                bridge = Bridge(
+                    Root(view),
+                    view.admits,
+                    on_owner=self._watch,
+                    handle_base=self.generation << 40,
+                )
+                table = TableFile.create()
+                bridge.table.keep_in(table)
                 session = Connection(
                     fuse_fd,
                     bridge,
@@ -173,12 +208,27 @@ class Daemon(Listener):
                     request_timeout=self.request_timeout,
                     on_end=self._session_ended,
                     name=view.id,
+                    on_init=self._initialized,
+                    resend=self.resend,
                 )
+                held[:0] = [os.dup(fuse_fd), os.dup(table.fd)]
                 fuse_fd = -1
                 self.sessions[view.id] = session
                 if message.get("auto_unmount"):
+                    if mnt_fd >= 0:
+                        held.append(os.dup(mnt_fd))
                     self.auto_unmount[view.id] = mnt_fd
                     mnt_fd = -1
+                meta = {
+                    "mountpoint": view.mountpoint,
+                    "options": options.to_wire(),
+                    "owner": options.owner_uid,
+                    "auto_unmount": bool(message.get("auto_unmount")),
+                    "init": None,
+                    "survives": False,
+                }
+                self.held_meta[view.id] = meta
+                self._to_holder({"op": "put", "key": view.id, "meta": meta}, held)
                 session.start()
                 self.watcher.watch(view.instance.init_host)
                 return {
@@ -189,9 +239,129 @@ class Daemon(Listener):
                     "pid": os.getpid(),
                 }
         finally:
-            for fd in (mnt_fd, fuse_fd):
+            for fd in (mnt_fd, fuse_fd, *held):
                 if fd >= 0:
                     os.close(fd)
+
+    # -- the holder: surviving this daemon (holding.py) --------------------------------------
+
+    def _to_holder(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        """A request to the holder; a holder that went away costs the views only their survival."""
+        with self.holder_lock:
+            if self.holder is None:
+                return
+            try:
+                reply = self.holder.request(message, fds)
+            except (OSError, ValueError) as err:
+                log.warning("the fd holder is gone (%s): views no longer survive this daemon", err)
+                self.holder.close()
+                self.holder = None
+                return
+        if not reply.get("ok"):
+            log.warning("the fd holder refused %s: %s", message.get("op"), reply.get("error"))
+
+    def _initialized(self, session: Connection) -> None:
+        """INIT answered: what it agreed goes to the holder with the connection."""
+        negotiated = session.negotiated
+        meta = self.held_meta.get(session.name)
+        if negotiated is None or meta is None:
+            return
+        meta = {**meta, "init": negotiated.to_wire(), "survives": session.survives}
+        self.held_meta[session.name] = meta
+        self._to_holder({"op": "meta", "key": session.name, "meta": meta})
+
+    def take_over(self) -> int:
+        """Serve every view the holder keeps (a predecessor's); how many."""
+        with self.holder_lock:
+            entries = self.holder.entries() if self.holder is not None else []
+        taken = 0
+        for entry in entries:
+            try:
+                taken += self._adopt(entry)
+            except Exception:
+                log.exception("taking over view %s", entry.key)
+                holding.close_quietly(entry.fds)
+                self._to_holder({"op": "drop", "key": entry.key})
+        return taken
+
+    def _adopt(self, entry: holding.Entry) -> int:
+        meta, fds = entry.meta, list(entry.fds)
+        if len(fds) < 3 or not meta.get("init"):  # its INIT never got an answer: not servable
+            holding.close_quietly(fds)
+            self._to_holder({"op": "drop", "key": entry.key})
+            return 0
+        fuse_fd, table_fd, ns_fd = fds[:3]
+        mnt_fd = fds[3] if len(fds) > 3 else -1
+        options = ViewOptions.from_wire(meta.get("options") or {}, int(meta.get("owner", 0)))
+        with self.lock:
+            view = self.registry.open_view(
+                ns_fd, options, str(meta.get("mountpoint", "")), view_id=entry.key
+            )
+            if view.instance.init_gone():  # died while no daemon watched
+                view.instance.die()
+            bridge = Bridge(
+                Root(view), view.admits, on_owner=self._watch, handle_base=self.generation << 40
+            )
+            lost = bridge.table.restore(TableFile(table_fd, created=False))
+            session = Connection(
+                fuse_fd,
+                bridge,
+                self.notifier,
+                watchdog=self.watchdog,
+                request_timeout=self.request_timeout,
+                on_end=self._session_ended,
+                name=view.id,
+                adopted=Negotiated.from_wire(meta["init"]),
+                on_init=self._initialized,
+                resend=self.resend,
+            )
+            self.sessions[view.id] = session
+            self.held_meta[view.id] = meta
+            if meta.get("auto_unmount"):
+                self.auto_unmount[view.id] = mnt_fd
+            elif mnt_fd >= 0:
+                os.close(mnt_fd)
+            session.start()
+            for parent, name in lost:  # the kernel forgets those names where nobody uses them
+                bridge.notify(fuse_abi.notify_inval_entry(parent, name))
+            if view.instance.init_host:
+                self.watcher.watch(view.instance.init_host)
+        record = state.lookup(view.mountpoint) if view.mountpoint else None
+        if record is not None and record.get("view") == view.id:
+            record["daemon_pid"] = os.getpid()
+            state.record(view.mountpoint, record)
+        log.info("took over view %s at %s (%d inodes lost)", view.id, view.mountpoint, len(lost))
+        return 1
+
+    def hand_over(self, successor: int) -> None:
+        """Leave every view to the successor: the holder keeps them all, whatever the kernel
+        offers; the request threads stop reading and finish what they have."""
+        self._to_holder({"op": "leaving", "handover": True, "successor": successor})
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.detach(0)
+        deadline = time.monotonic() + 2
+        for session in sessions:
+            if not session.detach(max(0.0, deadline - time.monotonic())):
+                log.warning("%s: a request is still being answered; left to the kernel", session.name)
+
+    def _status(self) -> dict[str, Any]:
+        with self.lock:
+            views = [
+                {"view": v.id, "mountpoint": v.mountpoint, "ns": v.instance.id.ino}
+                for v in self.registry.views.values()
+            ]
+            sessions = list(self.sessions.values())
+        return {
+            "ok": True,
+            "pid": os.getpid(),
+            "started": self.started,
+            "generation": self.generation,
+            "holder": self.holder.holder_pid if self.holder is not None else 0,
+            "resend": self.resend,
+            "survive": {s.name: s.survives for s in sessions},
+            "views": views,
+        }
 
     def _watch(self, owner: object) -> None:
         """A task's names got inodes: its exit must reach the views (owners are host pids)."""
@@ -253,6 +423,11 @@ class Daemon(Listener):
 
     def shutdown(self) -> None:
         """Leaving with views still mounted (a signal): unmount them, so none is left dangling."""
+        self._to_holder({"op": "leaving", "handover": False})  # for good: it lets go of all
+        with self.holder_lock:
+            if self.holder is not None:
+                self.holder.close()
+                self.holder = None
         with self.lock:
             views = [
                 (v.mountpoint, self.auto_unmount.get(v.id, -1))
@@ -294,11 +469,12 @@ def _unmount_lazily(mountpoint: str, mnt_fd: int) -> None:
     os.close(mnt_fd)
 
 
-def _take_lock(base: str, sock_path: str) -> int | None:
+def _take_lock(base: str, sock_path: str, after: int | None) -> int | None:
     """This user's daemon lock; None when another daemon answers. A daemon that is leaving still
-    holds the lock for a moment: wait for it rather than leave the user without one."""
+    holds the lock for a moment: wait for it rather than leave the user without one. `after`: a
+    successor (takeover) waits for its predecessor, that pid (0: none known) to let go of it."""
     lock = os.open(f"{base}/daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + (30 if after is not None else 10)
     while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -306,19 +482,38 @@ def _take_lock(base: str, sock_path: str) -> int | None:
         except BlockingIOError:
             pass
         with contextlib.suppress(OSError, ValueError):
-            if control.request(sock_path, {"op": "ping"}, timeout=1).get("ok"):
+            answer = control.request(sock_path, {"op": "ping"}, timeout=1)
+            if answer.get("ok") and (after is None or answer.get("pid") != after):
                 os.close(lock)
                 return None
         if time.monotonic() > deadline:
             os.close(lock)
             return None
-        time.sleep(0.05)
+        time.sleep(0.005 if after else 0.05)
+
+
+def _start_successor(ready: int) -> int:
+    """A new daemon (this code as installed now: an upgrade) that takes over from this one; it
+    writes to `ready` once loaded, then waits for this daemon to leave."""
+    child = subprocess.Popen(
+        [*holding.SUCCESSOR, "--after", str(os.getpid()), "--ready-fd", str(ready)],
+        executable="/proc/self/exe",
+        stdin=subprocess.DEVNULL,
+        stdout=open(state.state_dir() / "daemon.log", "ab"),  # noqa: SIM115 - the child's
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        pass_fds=[ready],
+    )
+    return child.pid
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pidns-daemon")
     parser.add_argument("--foreground", action="store_true")
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--takeover", action="store_true", help="started to succeed a daemon")
+    parser.add_argument("--after", type=int, default=0, help="the daemon this one succeeds")
+    parser.add_argument("--ready-fd", type=int, default=-1, help="written to once loaded")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -326,24 +521,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = state.state_dir()
     sock_path = state.socket_path()
-    lock = _take_lock(str(base), str(sock_path))
+    if args.ready_fd >= 0:
+        with contextlib.suppress(OSError):
+            os.write(args.ready_fd, b"1")
+        os.close(args.ready_fd)
+    lock = _take_lock(str(base), str(sock_path), args.after if args.takeover else None)
     if lock is None:
         return 0  # another daemon serves this user
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    listener.bind(str(sock_path))
+    old_mask = os.umask(0o177)
+    try:
+        listener.bind(str(sock_path))
+    finally:
+        os.umask(old_mask)
     os.chmod(sock_path, 0o600)
     listener.listen(64)
     sock_ino = os.stat(sock_path).st_ino
     _raise_fd_limit()
     daemon = Daemon()
     daemon.watcher.start()
+    try:
+        daemon.holder = holding.attach()
+        daemon.generation = daemon.holder.generation
+    except OSError as err:
+        log.warning("%s: views will not survive this daemon", err)
+    taken = daemon.take_over()
+    if taken:
+        log.info("generation %d: took over %d views", daemon.generation, taken)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: daemon.stop.set())
-    (base / "daemon.pid").write_text(json.dumps({"pid": os.getpid()}))
+    (base / "daemon.pid").write_text(
+        json.dumps({"pid": os.getpid(), "generation": daemon.generation})
+    )
     try:
-        daemon.serve_control(listener)
+        while True:
+            daemon.serve_control(listener)
+            if not daemon.restart:
+                break
+            if _restart(daemon, listener):
+                os._exit(0)  # the views are the successor's: nothing of them may be undone here
+            daemon.restart = False
+            daemon.stop.clear()
     finally:
         listener.close()
         with contextlib.suppress(OSError):
@@ -354,6 +574,34 @@ def main(argv: list[str] | None = None) -> int:
             (base / "daemon.pid").unlink()
         os.close(lock)
     return 0
+
+
+def _restart(daemon: Daemon, listener: socket.socket) -> bool:
+    """Hand every view over to a new daemon; False (and this one serves on) when none starts."""
+    import select
+
+    ready_r, ready_w = os.pipe()
+    try:
+        successor = _start_successor(ready_w)
+    except OSError as err:
+        log.error("restart: cannot start a successor: %s", err)
+        os.close(ready_r)
+        os.close(ready_w)
+        return False
+    os.close(ready_w)
+    try:
+        loaded = bool(select.select([ready_r], [], [], 30)[0]) and os.read(ready_r, 1) == b"1"
+    finally:
+        os.close(ready_r)
+    if not loaded:
+        log.error("restart: the successor %d did not load; serving on", successor)
+        with contextlib.suppress(OSError):
+            os.kill(successor, signal.SIGKILL)
+        return False
+    log.info("restart: handing over to %d", successor)
+    daemon.hand_over(successor)
+    listener.close()
+    return True
 
 
 def _raise_fd_limit() -> None:

@@ -121,8 +121,11 @@ class Registry:
         # When nothing reports forks (no proc connector), the leaders' listing is never reused.
         self.fork_events = False
 
-    def open_view(self, ns_fd: int, options: ViewOptions, mountpoint: str = "") -> View:
-        """A new view of the namespace of ns_fd (taken over), on the namespace's one instance."""
+    def open_view(
+        self, ns_fd: int, options: ViewOptions, mountpoint: str = "", view_id: str | None = None
+    ) -> View:
+        """A new view of the namespace of ns_fd (taken over), on the namespace's one instance;
+        view_id: the id a predecessor daemon gave it (a view taken over keeps its id)."""
         ns_id = nsfs.identity(ns_fd)
         instance = self.instances.get(ns_id)
         if instance is None or instance.dead:
@@ -131,7 +134,11 @@ class Registry:
             self.instances[ns_id] = instance
         else:
             os.close(ns_fd)
-        view = View(f"v{next(self._ids)}", instance, options, self, mountpoint, self.proc_fd)
+        if view_id is None:
+            view_id = f"v{next(self._ids)}"
+            while view_id in self.views:
+                view_id = f"v{next(self._ids)}"
+        view = View(view_id, instance, options, self, mountpoint, self.proc_fd)
         instance.views[view.id] = view
         self.views[view.id] = view
         return view

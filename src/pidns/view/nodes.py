@@ -15,6 +15,7 @@ import os
 import stat as st
 
 from pidns.fuse.node import Absent, Attr, Node, Requester, fail
+from pidns.procfs.parse import stat_start_time
 from pidns.procfs.reader import read_all, read_at
 from pidns.view import access, rules, served
 from pidns.view.instances import View
@@ -90,6 +91,9 @@ class Root(Node):
         if view.options.subset_pid:
             raise fail(errno.ENOENT)
         return passthrough(view, None, name)
+
+    def restore(self, name: str, identity: int) -> Node:
+        return _restore_task_entry(self, name, identity)
 
 
 class SelfLink(Node):
@@ -236,6 +240,27 @@ class PidDir(Node):
         return out
 
 
+    def identity(self) -> int:
+        """The task's start time and host pid: a daemon taking over the view never takes another
+        task that reuses the pid for this one (see pidns.fuse.tablefile)."""
+        try:
+            start = stat_start_time(self.read("stat"))
+        except ValueError:
+            raise fail(errno.ESRCH) from None
+        return (start << 22 | self.host_pid & 0x3FFFFF) & 0xFFFFFFFFFFFFFFFF
+
+
+def _restore_task_entry(directory: Node, name: str, identity: int) -> Node:
+    """A name a predecessor daemon gave an inode, found again: a pid directory that is gone or is
+    another task's now answers ESRCH from then on, as the kernel's stale /proc/N does."""
+    try:
+        return Node.restore(directory, name, identity)
+    except OSError as err:
+        if rules.numeric(name):
+            raise fail(errno.ESRCH) from None
+        raise fail(err.errno or errno.ESTALE) from None
+
+
 class TaskDir(Node):
     __slots__ = ("key", "task")  # tens of thousands live at once: no per-node dict
 
@@ -286,6 +311,9 @@ class TaskDir(Node):
                     (i + 1, str(ns_tid), PidDir(self.task.view, ns_tid, int(name), self.task))
                 )
         return out
+
+    def restore(self, name: str, identity: int) -> Node:
+        return _restore_task_entry(self, name, identity)
 
 
 class Rendered(Node):
