@@ -73,7 +73,12 @@ def _states() -> dict[str, dict[str, object]]:
     return {v["mountpoint"]: v for v in json.loads(done.stdout)}
 
 
-def test_sigkill_daemon_readers_get_an_error_and_mountpoints_recover(tmp_path: Path) -> None:
+def test_sigkill_daemon_readers_get_an_error_and_mountpoints_recover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel cannot send a dead daemon's requests again (pretended here: the daemon
+    does not use NOTIFY_RESEND), a killed daemon's views end: ENOTCONN, recoverable."""
+    monkeypatch.setenv("PIDNS_FUSE_RESEND", "0")
     with (
         private_daemon(tmp_path),
         namespace() as ns_a,

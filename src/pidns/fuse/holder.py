@@ -35,18 +35,19 @@ upgrade the server it keeps gets.
 
     python -m pidns.fuse.holder SOCKET LOG -- SUCCESSOR-ARGV...
 
-SUCCESSOR-ARGV runs under this same interpreter (its argv[0] should name it).
+SUCCESSOR-ARGV runs under this same interpreter (its argv[0] should name it), with
+`--after PID` added: the server it succeeds (0: none), which may not have ended entirely yet.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from typing import Any
@@ -55,6 +56,7 @@ ATTACH_WAIT = 10.0  # s a started successor has to attach
 GIVE_UP = 5  # successors in a row that never attached
 MAX_FDS = 16  # per message
 MAX_LINE = 1 << 20
+PIDFD_THREAD = os.O_EXCL  # pidfd_open flag (6.9+): readable once that one thread has exited
 
 
 class _Client:
@@ -76,6 +78,12 @@ class Holder:
         self.clients: dict[int, _Client] = {}
         self.server: _Client | None = None  # the attached server's life line
         self.server_pid = 0
+        # The server's main thread: a killed server may not end its process for a long time (a
+        # thread of it waits, unkillably, for a directory lock that a request to that very server
+        # holds), and with it its end of the life line. Its main thread ends at once: that is its
+        # death, and the successor, by serving that request, lets the rest of it end.
+        self.server_thread = -1
+        self.last_server = 0  # the successor is told whom it succeeds
         self.generation = 0
         self.child = 0  # a successor started (or announced) and not attached yet
         self.child_own = False  # started by the holder (its child, to reap)
@@ -90,28 +98,49 @@ class Holder:
 
     def run(self) -> None:
         while not self.stopping:
-            self._reap()
-            now = time.monotonic()
-            if self.next_start and now >= self.next_start:
-                self._start_successor()
-            if self._done(now):
-                break
-            socks = [self.listener, *(c.sock for c in self.clients.values())]
-            timeout = 0.5
-            if self.next_start:
-                timeout = max(0.0, min(timeout, self.next_start - now))
             try:
-                ready, _, _ = select.select(socks, [], [], timeout)
-            except InterruptedError:
-                continue
-            for sock in ready:
-                if sock is self.listener:
-                    self._accept()
-                else:
-                    client = self.clients.get(sock.fileno())
-                    if client is not None:
-                        self._readable(client)
+                if not self._turn():
+                    break
+            except Exception:  # nothing may end the holder but its own rules
+                import traceback
+
+                traceback.print_exc()
+                time.sleep(0.05)
+        sys.stderr.write(f"pidns-holder: leaving ({len(self.entries)} connections held)\n")
         self._close_all()
+
+    def _turn(self) -> bool:
+        """One turn of the loop; False when the holder is done."""
+        self._reap()
+        now = time.monotonic()
+        if self.next_start and now >= self.next_start:
+            self._start_successor()
+        if self._done(now):
+            return False
+        socks: list[socket.socket | int] = [
+            self.listener,
+            *(c.sock for c in self.clients.values()),
+        ]
+        if self.server_thread >= 0:
+            socks.append(self.server_thread)
+        timeout = 0.5
+        if self.next_start:
+            timeout = max(0.0, min(timeout, self.next_start - now))
+        try:
+            ready, _, _ = select.select(socks, [], [], timeout)
+        except InterruptedError:
+            return True
+        for sock in ready:
+            if sock is self.listener:
+                self._accept()
+            elif isinstance(sock, int):
+                if self.server is not None:
+                    self._gone(self.server)  # its main thread ended: it is dead
+            else:
+                client = self.clients.get(sock.fileno())
+                if client is not None:
+                    self._readable(client)
+        return True
 
     def _done(self, now: float) -> bool:
         if self.server is not None or self.child or self.next_start:
@@ -177,6 +206,10 @@ class Holder:
         if client is not self.server:
             return
         self.server = None
+        self.last_server = self.server_pid
+        if self.server_thread >= 0:
+            os.close(self.server_thread)
+            self.server_thread = -1
         handover = client.leaving is True
         if client.leaving is None:
             # Killed: only connections that a successor can take up without losing a request
@@ -200,8 +233,15 @@ class Holder:
         if op == "attach":
             if self.server is not None:
                 return {"ok": False, "error": f"server {self.server_pid} is attached"}
+            pid, _uid, _gid = struct.unpack(
+                "=iII", client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            )
             self.server = client
-            self.server_pid = int(message.get("pid", 0))
+            self.server_pid = pid  # the kernel's word, not the message's
+            try:
+                self.server_thread = os.pidfd_open(pid, PIDFD_THREAD)
+            except OSError:
+                self.server_thread = -1  # an older kernel: the life line's end only
             self.generation += 1
             if self.child and self.child == self.server_pid:
                 self.child = 0
@@ -267,7 +307,7 @@ class Holder:
             # where the user cannot reach it by path
             self.child = os.posix_spawn(
                 "/proc/self/exe",
-                self.successor,
+                [*self.successor, "--after", str(self.last_server)],
                 dict(os.environ),
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -365,9 +405,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except OSError as err:
-        if err.errno != errno.EPIPE:
-            raise
-        sys.exit(1)
+    sys.exit(main(sys.argv[1:]))

@@ -122,7 +122,9 @@ class TableFile:
             ino, parent, identity, unique, count, length, flags = SLOT.unpack_from(self.map, at)
             if not ino:
                 continue
-            name = None if flags & LONG else bytes(self.map[at + SLOT.size : at + SLOT.size + length])
+            name = (
+                None if flags & LONG else bytes(self.map[at + SLOT.size : at + SLOT.size + length])
+            )
             out.append(Record(ino, parent, name, identity, count, bool(flags & DIR), unique, slot))
         return out
 

@@ -40,4 +40,6 @@ class Negotiated:
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Negotiated:
-        return cls(int(data["major"]), int(data["minor"]), int(data["offered"]), int(data["agreed"]))
+        return cls(
+            int(data["major"]), int(data["minor"]), int(data["offered"]), int(data["agreed"])
+        )

@@ -304,8 +304,9 @@ def list_views() -> list[dict[str, Any]]:
     unresponsive: the daemon does not answer) and `alive` (state == alive)."""
     views = state.records()
     served: dict[str, dict[str, Any]] | None = None
+    daemon: dict[str, Any] = {}
     if any(v.get("backend") == "fuse" for v in views):
-        served = _served_views()
+        served = _served_views(daemon)
     for v in views:
         # The daemon is asked, not the mount: a stat of a view whose daemon hangs would hang too.
         if v.get("backend") != "fuse":
@@ -316,17 +317,56 @@ def list_views() -> list[dict[str, Any]]:
             v["state"] = "disconnected"  # no daemon, or a new one that does not serve this mount
         else:
             v["state"] = "ns-dead" if served[key].get("dead") else "alive"
+            v["daemon"] = daemon  # pid, start time (s since the epoch), generation
         v["alive"] = v["state"] == "alive"
     return views
 
 
-def _served_views() -> dict[str, dict[str, Any]] | None:
-    """The views this user's daemon serves, by "daemon pid:view id" (ids restart with each
-    daemon); {} when no daemon runs, None when it does not answer."""
+def _served_views(daemon: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The views this user's daemon serves, by "daemon pid:view id" (a daemon that takes a view
+    over rewrites its record with its own pid); {} when no daemon runs, None when it does not
+    answer. Fills `daemon` with the daemon's pid, start time and generation."""
     try:
         reply = control.request(str(state.socket_path()), {"op": "list"}, timeout=2)
     except (ConnectionRefusedError, FileNotFoundError):
         return {}
     except (OSError, ValueError):
         return None
+    daemon.update(
+        pid=reply.get("pid"), started=reply.get("started"), generation=reply.get("generation")
+    )
     return {f"{reply.get('pid')}:{v['view']}": v for v in reply.get("views", [])}
+
+
+def daemon_status() -> dict[str, Any] | None:
+    """This user's view daemon: pid, start time, generation (how many daemons its views have
+    had), its views, and the holder that keeps them; None when no daemon runs."""
+    try:
+        reply = control.request(str(state.socket_path()), {"op": "status"}, timeout=5)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
+    except (OSError, ValueError) as err:
+        raise PidnsError(f"the view daemon does not answer ({err})") from None
+    if not reply.get("ok"):
+        raise PidnsError(f"the view daemon refused: {reply.get('error')}")
+    return reply
+
+
+def restart_daemon(timeout: float = 30.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Replace this user's view daemon by a new one running the code installed now, which takes
+    over every view; (the old status, the new). PidnsError when no daemon runs or none takes over."""
+    old = daemon_status()
+    if old is None:
+        raise PidnsError("no view daemon runs (nothing to restart)")
+    sock = str(state.socket_path())
+    reply = control.request(sock, {"op": "restart"}, timeout=5)
+    if not reply.get("ok"):
+        raise PidnsError(f"the view daemon refused to restart: {reply.get('error')}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, PidnsError):
+            new = daemon_status()
+            if new is not None and new.get("pid") != old.get("pid"):
+                return old, new
+        time.sleep(0.02)
+    raise PidnsError(f"no new view daemon answered within {timeout:.0f} s (see daemon.log)")

@@ -145,6 +145,8 @@ class Daemon(Listener):
                 return {
                     "ok": True,
                     "pid": os.getpid(),
+                    "started": self.started,
+                    "generation": self.generation,
                     "views": [self._describe(v) for v in self.registry.views.values()],
                 }
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -343,7 +345,9 @@ class Daemon(Listener):
         deadline = time.monotonic() + 2
         for session in sessions:
             if not session.detach(max(0.0, deadline - time.monotonic())):
-                log.warning("%s: a request is still being answered; left to the kernel", session.name)
+                log.warning(
+                    "%s: a request is still being answered; left to the kernel", session.name
+                )
 
     def _status(self) -> dict[str, Any]:
         with self.lock:
@@ -481,6 +485,13 @@ def _take_lock(base: str, sock_path: str, after: int | None) -> int | None:
             return lock
         except BlockingIOError:
             pass
+        if after and _main_thread_gone(after):
+            # Killed, but a thread of it is stuck until this daemon answers its views: the lock
+            # is ours once it is gone for good (the holder attaches one daemon only).
+            threading.Thread(
+                target=fcntl.flock, args=(lock, fcntl.LOCK_EX), name="lock", daemon=True
+            ).start()
+            return lock
         with contextlib.suppress(OSError, ValueError):
             answer = control.request(sock_path, {"op": "ping"}, timeout=1)
             if answer.get("ok") and (after is None or answer.get("pid") != after):
@@ -490,6 +501,16 @@ def _take_lock(base: str, sock_path: str, after: int | None) -> int | None:
             os.close(lock)
             return None
         time.sleep(0.005 if after else 0.05)
+
+
+def _main_thread_gone(pid: int) -> bool:
+    """Whether the main thread of process pid has ended (the process may linger on)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
 
 
 def _start_successor(ready: int) -> int:
@@ -519,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
     )
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)  # every thread's stack to daemon.log, for a stuck one
     base = state.state_dir()
     sock_path = state.socket_path()
     if args.ready_fd >= 0:

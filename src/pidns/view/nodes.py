@@ -239,7 +239,6 @@ class PidDir(Node):
                 continue
         return out
 
-
     def identity(self) -> int:
         """The task's start time and host pid: a daemon taking over the view never takes another
         task that reuses the pid for this one (see pidns.fuse.tablefile)."""

@@ -1,0 +1,355 @@
+"""A daemon restart nobody notices: readers on several views while the daemon is SIGKILLed or
+restarted, one view bind-mounted at /proc of another mount namespace (a container's, as LXCFS users
+do), and what a reader sees where the kernel cannot send a request again (RESEND not used)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.soak.support import (
+    daemon_figures,
+    daemon_pid,
+    namespace,
+    pidns,
+    private_daemon,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.fuse]
+
+# Three threads walking every task's files of one view, until WORKDIR/stop exists; then one JSON
+# line: operations, errors (anything but a task gone: ENOENT/ESRCH), the longest operation (s).
+_WALKER = """
+import errno, json, os, sys, threading, time
+root, stop = sys.argv[1], sys.argv[2]
+errors, longest, ops = [], [0.0], [0]
+def timed(fn, *args):
+    t = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        longest[0] = max(longest[0], time.monotonic() - t)
+        ops[0] += 1
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+def walk():
+    while not os.path.exists(stop):
+        try:
+            names = timed(os.listdir, root)
+        except OSError as err:
+            errors.append(f"listdir {root}: {err!r}"); continue
+        for name in names:
+            if not name.isdigit():
+                continue
+            base = os.path.join(root, name)
+            for what, path in (("r", "status"), ("r", "stat"), ("r", "cmdline"), ("d", "task"),
+                               ("r", "maps"), ("l", "exe"), ("d", "fd")):
+                full = os.path.join(base, path)
+                try:
+                    timed({"r": read, "d": os.listdir, "l": os.readlink}[what], full)
+                except OSError as err:
+                    if err.errno not in (errno.ENOENT, errno.ESRCH):
+                        errors.append(f"{full}: {err!r}")
+threads = [threading.Thread(target=walk) for _ in range(3)]
+for t in threads: t.start()
+print("ready", flush=True)
+for t in threads: t.join()
+print(json.dumps({"ops": ops[0], "errors": errors[:20], "longest": longest[0]}), flush=True)
+"""
+
+# A command in a loop until WORKDIR/stop exists, timing each run; its failures (exit status and
+# stderr) are the errors. Run by the driver below for `ps -ef` and `find`.
+_LOOP = """
+import json, os, subprocess, sys, time
+stop, cmd = sys.argv[1], sys.argv[2:]
+errors, longest, runs = [], 0.0, 0
+print("ready", flush=True)
+while not os.path.exists(stop):
+    t = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    longest = max(longest, time.monotonic() - t)
+    runs += 1
+    if done.returncode != 0 or done.stderr.strip():
+        errors.append(f"{cmd[0]}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+print(json.dumps({"ops": runs, "errors": errors[:20], "longest": longest}), flush=True)
+"""
+
+
+def _mount(ns: int, mountpoint: Path) -> None:
+    mountpoint.mkdir()
+    done = pidns("mount", "--backend", "fuse", f"@{ns}", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+
+
+@contextlib.contextmanager
+def readers(
+    views: list[Path], inside: tuple[int, Path], work: Path
+) -> Iterator[list[dict[str, Any]]]:
+    """Walkers on every view, `find` on every view, and `ps -ef` inside the namespace of
+    inside[0] with the view inside[1] bind-mounted at /proc of a mount namespace of its own.
+    Yields the list their reports are added to when the block ends."""
+    stop = work / "stop"
+    init, view = inside
+    commands = [[sys.executable, "-c", _WALKER, str(v), str(stop)] for v in views]
+    commands += [[sys.executable, "-c", _LOOP, str(stop), "find", str(v)] for v in views]
+    # ps runs in the namespace (its pid numbers, its `self`), the view at its /proc
+    in_container = f"mount --bind {view} /proc && exec {sys.executable} -c '{_LOOP}' {stop} ps -ef"
+    commands.append(
+        [
+            "nsenter",
+            f"--target={init}",
+            "--pid",
+            "--",
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            in_container,
+        ]
+    )
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in commands]
+    reports: list[dict[str, Any]] = []
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        time.sleep(0.5)
+        yield reports
+    finally:
+        stop.touch()
+        for proc in procs:
+            try:
+                out, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+                reports.append({"ops": 0, "errors": ["a reader hangs"], "longest": 999})
+                continue
+            lines = out.strip().splitlines()
+            reports.append(json.loads(lines[-1]) if lines else {"errors": ["no report"]})
+
+
+def _holder_pid() -> int:
+    from pidns.view import holding
+
+    status = holding.status()
+    assert status is not None, "no holder runs"
+    return int(status["holder"])
+
+
+def _wait_for_new_daemon(old: int) -> int:
+    found = [0]
+
+    def answered() -> bool:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            from pidns.view import control, state
+
+            pid = int(control.request(str(state.socket_path()), {"op": "ping"}, timeout=1)["pid"])
+            if pid != old:
+                found[0] = pid
+                return True
+        return False
+
+    try:
+        wait_for(answered, 10, f"no daemon took over from {old}")
+    except AssertionError:
+        _dump_stuck_successors()
+        raise
+    return found[0]
+
+
+def _dump_stuck_successors() -> None:
+    """Why no successor answers: the stacks of those the holder started, and the log's tail."""
+    from pidns.view import holding, state
+
+    status = holding.status()
+    if status is not None:
+        kids = subprocess.run(
+            ["ps", "--ppid", str(status["holder"]), "-o", "pid="], capture_output=True, text=True
+        ).stdout.split()
+        for kid in kids:
+            with contextlib.suppress(OSError):
+                os.kill(int(kid), signal.SIGUSR1)  # faulthandler: stacks to daemon.log
+        time.sleep(0.5)
+    print((state.state_dir() / "daemon.log").read_text()[-6000:])
+
+
+def _all_alive(views: list[Path]) -> None:
+    done = pidns("mounts", "--json")
+    assert done.returncode == 0, done.stderr
+    states = {v["mountpoint"]: v["state"] for v in json.loads(done.stdout)}
+    assert {states.get(str(v)) for v in views} == {"alive"}, states
+    for v in views:
+        assert "1" in os.listdir(v)
+
+
+def _replace_20_times(tmp_path: Path, replace: str) -> None:
+    with private_daemon(tmp_path), namespace() as ns_a, namespace() as ns_b:
+        a, b, shared = tmp_path / "a", tmp_path / "b", tmp_path / "a2"
+        for ns, mp in ((ns_a, a), (ns_b, b), (ns_a, shared)):
+            _mount(ns, mp)
+        views = [a, b, shared]
+        holder = _holder_pid()
+        figures = [daemon_figures(holder)]
+        rng = random.Random(12)
+        with readers(views, (ns_b, b), tmp_path) as reports:
+            for i in range(20):
+                old = daemon_pid()
+                time.sleep(rng.uniform(0.1, 1.0))  # a random moment of the readers' walk
+                if replace == "kill":
+                    os.kill(old, signal.SIGKILL)
+                else:
+                    done = pidns("daemon", "restart")
+                    assert done.returncode == 0, done.stderr
+                _wait_for_new_daemon(old)
+                if i == 1:
+                    figures.append(daemon_figures(holder))
+        figures.append(daemon_figures(holder))
+        assert _holder_pid() == holder
+        errors = [e for r in reports for e in r["errors"]]
+        assert errors == [], errors
+        assert all(r["ops"] > 0 for r in reports), reports
+        longest = max(r["longest"] for r in reports)
+        print(f"\n{replace} x20: longest reader operation {longest:.2f} s; holder {figures}")
+        assert longest < 2.0, f"a reader stalled {longest:.2f} s"
+        # the holder holds what it held after the first replacements: fds equal, RSS flat
+        assert figures[-1][0] == figures[1][0] == figures[0][0], figures
+        assert figures[-1][1] - figures[1][1] < 1.0, figures
+        _all_alive(views)
+
+
+def test_readers_see_nothing_of_20_sigkills(tmp_path: Path) -> None:
+    _replace_20_times(tmp_path, "kill")
+
+
+def test_readers_see_nothing_of_20_restarts(tmp_path: Path) -> None:
+    _replace_20_times(tmp_path, "restart")
+
+
+def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
+    tmp_path: Path,
+) -> None:
+    """The daemon is dead while the task behind a view's /N exits and another task gets pid N in
+    the namespace: the directory a reader holds answers ESRCH, a fresh lookup shows the new task."""
+    script = "echo $$ > /dev/null; sleep 1000 & sleep 1000 & wait"
+    with private_daemon(tmp_path), namespace(script) as init:
+        view = tmp_path / "v"
+        _mount(init, view)
+        ns_pid_file = tmp_path / "pid"
+        # a task at a known pid inside: ns_last_pid makes the next one 500
+        spawn = (
+            "echo 499 > /proc/sys/kernel/ns_last_pid && (exec sleep 1000) & echo $! > {out}; wait"
+        )
+        first = subprocess.Popen(
+            [
+                "nsenter",
+                f"--target={init}",
+                "--pid",
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                spawn.format(out=ns_pid_file),
+            ]
+        )
+        wait_for(lambda: ns_pid_file.exists() and ns_pid_file.read_text().strip(), 10, "no task")
+        assert ns_pid_file.read_text().strip() == "500"
+        held = os.open(view / "500", os.O_RDONLY | os.O_DIRECTORY)
+        old_start = (view / "500" / "stat").read_text().split()[21]
+        holder = _holder_pid()
+        os.kill(holder, signal.SIGSTOP)  # no successor until the pid is reused
+        try:
+            old = daemon_pid()
+            os.kill(old, signal.SIGKILL)
+            first.kill()
+            subprocess.run(["pkill", "-P", str(first.pid)], check=False)
+            first.wait()
+            wait_for(lambda: "500" not in _ns_pids(init), 10, "the first task did not go")
+            ns_pid_file.unlink()
+            second = subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--target={init}",
+                    "--pid",
+                    "--mount",
+                    "--",
+                    "sh",
+                    "-c",
+                    spawn.format(out=ns_pid_file),
+                ]
+            )
+            wait_for(lambda: ns_pid_file.exists() and ns_pid_file.read_text().strip(), 10, "none")
+            assert ns_pid_file.read_text().strip() == "500"
+        finally:
+            os.kill(holder, signal.SIGCONT)
+        try:
+            _wait_for_new_daemon(old)
+            with pytest.raises(OSError) as err:
+                os.stat("stat", dir_fd=held)
+            assert err.value.errno in (errno.ESRCH, errno.ENOENT)
+            new_start = (view / "500" / "stat").read_text().split()[21]
+            assert new_start != old_start  # the new task, by a fresh lookup
+        finally:
+            os.close(held)
+            second.kill()
+            second.wait()
+
+
+def _ns_pids(init: int) -> set[str]:
+    done = subprocess.run(
+        ["nsenter", f"--target={init}", "--pid", "--mount", "--", "ls", "/proc"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return set(done.stdout.split())
+
+
+def test_without_resend_a_kill_is_enotconn_and_a_restart_still_invisible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the README promises on a kernel without NOTIFY_RESEND (pretended: the daemon does not
+    use it): a restart hands the views over drained, and readers see nothing; a SIGKILL ends the
+    views as before: readers get ENOTCONN, and the mountpoints recover by umount or mount."""
+    monkeypatch.setenv("PIDNS_FUSE_RESEND", "0")
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        with readers([view], (ns, view), tmp_path) as reports:
+            for _ in range(3):
+                old = daemon_pid()
+                done = pidns("daemon", "restart")
+                assert done.returncode == 0, done.stderr
+                _wait_for_new_daemon(old)
+                time.sleep(0.3)
+        assert [e for r in reports for e in r["errors"]] == []
+        status = json.loads(pidns("daemon", "status", "--json").stdout)
+        assert status["resend"] is False and status["survive"] == {"v1": False}
+
+        os.kill(daemon_pid(), signal.SIGKILL)
+        wait_for(lambda: _errno_of(view) in (errno.ENOTCONN, errno.ECONNABORTED), 10, "no error")
+        assert pidns("umount", str(view)).returncode == 0
+        done = pidns("mount", "--backend", "fuse", f"@{ns}", str(view))
+        assert done.returncode == 0, done.stderr
+        assert "1" in os.listdir(view)
+
+
+def _errno_of(path: Path) -> int:
+    try:
+        os.listdir(path)
+    except OSError as err:
+        return err.errno or 0
+    return 0
