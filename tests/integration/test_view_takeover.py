@@ -83,7 +83,9 @@ while not os.path.exists(stop):
     done = subprocess.run(cmd, capture_output=True, text=True)
     longest = max(longest, time.monotonic() - t)
     runs += 1
-    if done.returncode != 0 or done.stderr.strip():
+    # find may meet a task that exits meanwhile (the ps runs come and go): that is no error
+    gone = [l for l in done.stderr.splitlines() if not l.endswith("No such file or directory")]
+    if gone or (done.returncode != 0 and not done.stderr.strip()):
         errors.append(f"{cmd[0]}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
 print(json.dumps({"ops": runs, "errors": errors[:20], "longest": longest}), flush=True)
 """
@@ -250,9 +252,7 @@ def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
         _mount(init, view)
         ns_pid_file = tmp_path / "pid"
         # a task at a known pid inside: ns_last_pid makes the next one 500
-        spawn = (
-            "echo 499 > /proc/sys/kernel/ns_last_pid && (exec sleep 1000) & echo $! > {out}; wait"
-        )
+        spawn = "echo 499 > /proc/sys/kernel/ns_last_pid; (exec sleep 1000) & echo $! > {out}; wait"
         first = subprocess.Popen(
             [
                 "nsenter",
