@@ -20,7 +20,8 @@ attached server through the connection that server attached on (the "life line")
 - with no entry and no attached server left, the holder leaves.
 
 Requests (one JSON line each, fds as SCM_RIGHTS with it; one JSON line in answer):
-  attach {pid}            this connection is the server's life line; answers the generation
+  attach {pid, thread}    this connection is the server's life line, and `thread` (a thread
+                          id of the server's that only waits) its death; answers the generation
   put {key, meta} + fds   keep fds under key (replacing what key held)
   meta {key, meta}        replace key's meta
   drop {key}              close key's fds
@@ -78,10 +79,11 @@ class Holder:
         self.clients: dict[int, _Client] = {}
         self.server: _Client | None = None  # the attached server's life line
         self.server_pid = 0
-        # The server's main thread: a killed server may not end its process for a long time (a
-        # thread of it waits, unkillably, for a directory lock that a request to that very server
-        # holds), and with it its end of the life line. Its main thread ends at once: that is its
-        # death, and the successor, by serving that request, lets the rest of it end.
+        # A thread of the server's (its "sentinel"): a killed server may not end its process for
+        # a long time (a thread of it waits, unkillably, for a directory lock that a request to
+        # that very server holds), and with it its end of the life line. Its other threads end at
+        # once: that is its death, and the successor, by serving that request, lets the rest of
+        # it end.
         self.server_thread = -1
         self.last_server = 0  # the successor is told whom it succeeds
         self.generation = 0
@@ -135,7 +137,7 @@ class Holder:
                 self._accept()
             elif isinstance(sock, int):
                 if self.server is not None:
-                    self._gone(self.server)  # its main thread ended: it is dead
+                    self._gone(self.server)  # its sentinel thread ended: it is dead
             else:
                 client = self.clients.get(sock.fileno())
                 if client is not None:
@@ -238,10 +240,7 @@ class Holder:
             )
             self.server = client
             self.server_pid = pid  # the kernel's word, not the message's
-            try:
-                self.server_thread = os.pidfd_open(pid, PIDFD_THREAD)
-            except OSError:
-                self.server_thread = -1  # an older kernel: the life line's end only
+            self.server_thread = _thread_pidfd(pid, message.get("thread"))
             self.generation += 1
             if self.child and self.child == self.server_pid:
                 self.child = 0
@@ -366,6 +365,27 @@ class Holder:
         for client in list(self.clients.values()):
             client.sock.close()
         self.clients.clear()
+
+
+def _thread_pidfd(pid: int, thread: object) -> int:
+    """A pidfd readable once the server is dead: that of `thread`, one of its threads that does
+    nothing but wait (SIGKILL ends it at once), else that of its main thread; -1 on a kernel
+    without thread pidfds (the life line's end only). Not the main thread's when there is a
+    choice: a thread-group leader's pidfd is not readable before the whole group has ended
+    (newer kernels), and a killed server's group may not end until its successor serves."""
+    if isinstance(thread, int) and thread > 0 and thread != pid:
+        try:
+            fd = os.pidfd_open(thread, PIDFD_THREAD)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            if os.path.exists(f"/proc/{pid}/task/{thread}"):  # the server's own, after the open
+                return fd
+            os.close(fd)
+    try:
+        return os.pidfd_open(pid, PIDFD_THREAD)
+    except OSError:
+        return -1
 
 
 def main(argv: list[str]) -> int:

@@ -193,13 +193,15 @@ class Connection:
 
     def start(self) -> None:
         os.set_blocking(self.fd, False)  # the loop spins on EAGAIN, then waits in poll()
+        if self._restoring and self.survives:
+            # adopted: what the predecessor read and never answered, once more, queued ahead of
+            # the rest before anything is read (the first request not sent again ends the
+            # taking back of counts, see _after_takeover)
+            self._write(abi.notify_resend())
         for thread in self._threads:
             thread.start()
         if self.watchdog is not None:
             self.watchdog.add(self)
-        if self.negotiated is not None and self.survives:
-            # adopted: what the predecessor read and never answered, once more
-            self._write(abi.notify_resend())
 
     def detach(self, timeout: float) -> bool:
         """Stop reading requests and let the ones being answered finish, leaving the connection

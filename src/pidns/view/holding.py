@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,10 +142,31 @@ def _start_holder() -> None:
     os.waitpid(middle, 0)
 
 
+_sentinel: list[int] = []  # the native id of this process's sentinel thread, once started
+
+
+def sentinel() -> int:
+    """A thread that only waits, forever: the holder watches it (a thread pidfd) to know this
+    daemon dead. SIGKILL ends it at once, while other threads of a killed daemon may linger (one
+    writing an invalidation waits for a directory lock that a request to this daemon holds)."""
+    if not _sentinel:
+        started = threading.Event()
+
+        def wait() -> None:
+            _sentinel.append(threading.get_native_id())
+            started.set()
+            threading.Event().wait()
+
+        threading.Thread(target=wait, name="holder-sentinel", daemon=True).start()
+        started.wait()
+    return _sentinel[0]
+
+
 def attach(timeout: float = 10.0) -> HolderLink:
     """Attach this daemon to its user's holder, starting one when none answers. A predecessor
     that is leaving may still be attached for a moment: wait for it."""
     deadline = time.monotonic() + timeout
+    thread = sentinel()
     started = False
     while True:
         sock = _connect()
@@ -154,7 +176,9 @@ def attach(timeout: float = 10.0) -> HolderLink:
                 started = True
         else:
             try:
-                reply, _ = _request(sock, {"op": "attach", "pid": os.getpid()}, [], None)
+                reply, _ = _request(
+                    sock, {"op": "attach", "pid": os.getpid(), "thread": thread}, [], None
+                )
             except (OSError, ValueError):
                 reply = {"ok": False}
             if reply.get("ok"):
