@@ -3,6 +3,8 @@ lookup racing with its owner's invalidation."""
 
 from __future__ import annotations
 
+import errno
+import os
 import stat as st
 from collections.abc import Hashable
 
@@ -10,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as s
 
 from pidns.fuse.inodes import ROOT_ID, InodeTable
-from pidns.fuse.node import Attr, Node
+from pidns.fuse.node import Attr, Lost, Node, Requester
+from pidns.fuse.tablefile import TableFile
 
 DIR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
 FILE = Attr(st.S_IFREG | 0o444, 1, 0, 0)
@@ -118,3 +121,43 @@ def test_counts_are_exact_under_any_sequence_of_lookups_and_forgets(
             expected[key] = expected.get(key, 0) + 1
     assert {k: t.counts[i] for k, i in inos.items()} == expected
     assert set(t.nodes) == {ROOT_ID, *inos.values()}
+
+
+class Tree(Thing):
+    """A directory whose children are found again by name, as long as `present` names them."""
+
+    def __init__(self, key: Hashable, present: set[str]) -> None:
+        super().__init__(key)
+        self.present = present
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        if name not in self.present:
+            raise OSError(errno.ESRCH, "gone")
+        return Tree((self.key, name), self.present)
+
+
+def test_a_successor_restores_inodes_and_whats_under_a_lost_one_fails_as_it_does() -> None:
+    """Taken over: each inode found again under its parent, with its count; one that is gone is
+    lost with its errno, and so is everything under it (not ESTALE: a reader inside a task's
+    directory that went sees the task gone)."""
+    present = {"1", "7"}
+    first = InodeTable(Tree("root", present), lambda owner: None)
+    file = TableFile.create()
+    try:
+        first.keep_in(file)
+        with first.lock:
+            one = first.commit(Tree(("root", "1"), present), ROOT_ID, b"1", DIR)
+            seven = first.commit(Tree(("root", "7"), present), ROOT_ID, b"7", DIR)
+            first.commit(Tree(("root", "7"), present), ROOT_ID, b"7", DIR)
+            task = first.commit(Tree((("root", "7"), "task"), present), seven, b"task", DIR)
+        present.discard("7")
+        successor = InodeTable(Tree("root", present), lambda owner: None)
+        lost = successor.restore(TableFile(os.dup(file.fd), created=False))
+        assert successor.counts[one] == 1 and successor.counts[seven] == 2
+        assert not isinstance(successor.node(one), Lost)
+        for ino in (seven, task):
+            node = successor.node(ino)
+            assert isinstance(node, Lost) and node.code == errno.ESRCH
+        assert sorted(lost) == [(ROOT_ID, b"7"), (seven, b"task")]
+    finally:
+        file.close()

@@ -195,7 +195,8 @@ class InodeTable:
             for rec in sorted(file.records(), key=lambda r: r.ino):  # parents before children
                 parent = self.nodes.get(rec.parent)
                 node: Node | None = None
-                code = errno.ESTALE
+                # under a lost directory, what its users get (a task gone: ESRCH inside it too)
+                code = parent.code if isinstance(parent, Lost) else errno.ESTALE
                 if parent is not None and rec.name is not None and not isinstance(parent, Lost):
                     try:
                         node = parent.restore(os.fsdecode(rec.name), rec.identity)
