@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pidns.containers.cgroup import CgroupMatch, match
 from pidns.kernel import nsfs
-from pidns.procfs.parse import parse_ns_link, parse_stat
+from pidns.procfs.parse import parse_stat
 from pidns.procfs.reader import read_at
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -65,7 +65,7 @@ def verify(
                 return f"its recorded pid {pid} has exited"
             if not in_container(read_at(dir_fd, "cgroup")):
                 return f"its recorded pid {pid} is not in the container's cgroup"
-            ino = parse_ns_link(os.readlink("ns/pid", dir_fd=dir_fd))
+            ino = os.stat("ns/pid", dir_fd=dir_fd).st_ino
         except OSError as err:
             if err.errno in _GONE:
                 return f"its recorded pid {pid} is gone"
