@@ -24,7 +24,7 @@ from pidns.containers.live import LiveContainer, Scan, Verified, common_namespac
 from pidns.containers.nspawn import COMM as NSPAWN
 from pidns.containers.nspawn import machine_name
 from pidns.containers.state import Roots, StateReader, StateRecord
-from pidns.errors import BadDesignator, PidnsError
+from pidns.errors import AccessDenied, BadDesignator, PidnsError
 from pidns.procfs.parse import parse_cmdline, parse_stat
 
 PREFIXES = (
@@ -101,7 +101,9 @@ class Resolver:
                 message += " (or ask the runtime with --runtime-cli)"
         return BadDesignator(message)
 
-    def not_running(self, shown: str, reason: str) -> ContainerNotRunning:
+    def not_running(self, shown: str, reason: str) -> PidnsError:
+        if "not readable" in reason:  # running, but its namespace is hidden from this caller
+            return AccessDenied(f"{self.text!r} ({shown}) is running, but {reason}")
         return ContainerNotRunning(f"{self.text!r} ({shown}): not running ({reason})")
 
     # -- finding a namespace ------------------------------------------------------------------
@@ -236,11 +238,11 @@ class Resolver:
 
     def _newest_running(self, records: list[StateRecord]) -> int:
         """A restarted container leaves its old attempt's state: the running one resolves."""
-        errors: list[ContainerNotRunning] = []
+        errors: list[PidnsError] = []
         for record in records:
             try:
                 return self.namespace(Candidate(record.id, record.runtime, record=record))
-            except ContainerNotRunning as err:
+            except (ContainerNotRunning, AccessDenied) as err:
                 errors.append(err)
         raise errors[0]
 
@@ -248,11 +250,11 @@ class Resolver:
         """A pod without a container named: its namespace when its containers share one (or
         it has one), else the list to choose from."""
         found: dict[int, list[StateRecord]] = {}
-        errors: list[ContainerNotRunning] = []
+        errors: list[PidnsError] = []
         for record in records:
             try:
                 ino = self.namespace(Candidate(record.id, record.runtime, record=record))
-            except ContainerNotRunning as err:
+            except (ContainerNotRunning, AccessDenied) as err:
                 errors.append(err)
                 continue
             found.setdefault(ino, []).append(record)
