@@ -101,8 +101,8 @@ def ns_of(pid: int) -> int:
     return os.stat(f"/proc/{pid}/ns/pid").st_ino
 
 
-def children_namespaces(parent: int) -> list[dict[str, Any]]:
-    return [r for r in pidns_json("ls") if r["parent"] == parent]
+def children_namespaces(parent: int, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    return [r for r in pidns_json("ls", env=env) if r["parent"] == parent]
 
 
 # -- the checks each runtime's test runs ------------------------------------------------------
@@ -166,7 +166,7 @@ def check_nested(
     which shows the container at both levels."""
     outer = ns_of(init_pid)
     start_nested()
-    inner = wait_for("the nested namespace", lambda: children_namespaces(outer))[0]
+    inner = wait_for("the nested namespace", lambda: children_namespaces(outer, env))[0]
     assert inner["container"] is not None and inner["container_own"] is False
     outer_rec = {r["id"]: r for r in pidns_json("ls", env=env)}[outer]
     assert inner["container"] == outer_rec["container"]
@@ -174,7 +174,7 @@ def check_nested(
     rows = pidns_json("ps", "--ns", designator, env=env)
     deep = [r for r in rows if r["ns"] == inner["id"]]
     assert deep and all(len(r["nspid"]) == 2 for r in deep)
-    chain = pidns_json("which", str(deep[0]["host_pid"]))[0]["levels"]
+    chain = pidns_json("which", str(deep[0]["host_pid"]), env=env)[0]["levels"]
     assert [lv["ns"] for lv in chain] == [chain[0]["ns"], outer, inner["id"]]
     assert chain[1]["container"] == chain[2]["container"] == outer_rec["container"]
     assert chain[0]["container"] is None
