@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pidns.containers.cgroup import CgroupMatch, match
+from pidns.containers.cgroup import CgroupMatch, holds, match
 from pidns.containers.nspawn import COMM as NSPAWN
 from pidns.containers.nspawn import machine_name
 from pidns.containers.record import Container
@@ -76,15 +76,20 @@ def label(snap: Snapshot, state: StateReader | None = None) -> Labels:
         except OSError:
             unreadable += 1
             continue
-        found = match(data) or _nspawned(snap, ns)
+        found = match(data) or _by_spec(data, state) or _nspawned(snap, ns)
+        parent = snap.namespaces.get(ns.parent) if ns.parent else None
         if found is None:
+            # no cgroup of its own (a machine's payload keeps nspawn's): a namespace made
+            # below a container's is inside that container
+            inherited = labels.by_ns.get(parent.ino) if parent is not None else None
+            if inherited is not None:
+                labels.by_ns[ns.ino] = inherited
             continue
         key = (found.runtime, found.id)
         container = seen.get(key)
         if container is None:
             container = seen[key] = describe(found, state)
         labels.by_ns[ns.ino] = container
-        parent = snap.namespaces.get(ns.parent) if ns.parent else None
         if parent is None or labels.by_ns.get(parent.ino) != container:
             labels.own.add(ns.ino)
     if unreadable:
@@ -94,6 +99,15 @@ def label(snap: Snapshot, state: StateReader | None = None) -> Labels:
         if why is not None:
             labels.problems.append(f"container names: {why}")
     return labels
+
+
+def _by_spec(data: bytes, state: StateReader) -> CgroupMatch | None:
+    """A cgroup no layout names (ctr's /NAMESPACE/ID): the containerd task whose spec asked
+    for it."""
+    for record in state.containerd_all():
+        if record.cgroups_path and holds(data, record.cgroups_path):
+            return CgroupMatch("containerd", record.id)
+    return None
 
 
 def _nspawned(snap: Snapshot, ns: PidNamespace) -> CgroupMatch | None:
