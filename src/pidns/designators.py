@@ -46,11 +46,6 @@ def designated_inode(text: str, proc: str = "/proc") -> int:
     """The inode `text` designates, checked as far as possible without a snapshot."""
     if not text:
         raise BadDesignator(f"empty namespace designator: {_HINT}")
-    if ":" in text and not text.startswith("pid:["):  # wire: container designators
-        from pidns.containers import resolve_designator
-
-        if (container_ino := resolve_designator(text, proc)) is not None:
-            return container_ino
     if text == "host":
         return _topmost_inode()
     match = _INODE.fullmatch(text)
