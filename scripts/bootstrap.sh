@@ -9,6 +9,7 @@ packages=(
     fuse3                                  # fusermount3: unprivileged FUSE views
     procps psmisc util-linux               # ps/top, pstree, unshare/lsns/setpriv: test clients
     lxcfs                                  # the FUSE peer the benchmarks compare against
+    podman runc uidmap docker.io containerd systemd-container busybox-static  # container tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -88,6 +88,16 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["translate", "0", "--to", "host"], 2, "0"),
             Case(["translate", "1", "--to", "nosuch"], 2, "nosuch"),
             Case(["translate", "999999", "--from", "host", "--to", "host"], 1, "999999"),
+            Case(["translate", "x", "--to", "host"], 2, "'x'"),
+            Case(["translate", "1", "--to", "host", "--field", "2"], 2, "--field"),
+            Case(["translate", "1", "--to", "podman:pidns-no-such"], 2, "podman:pidns-no-such"),
+            Case(["translate", "1", "--to", "k8s:a/b/c/d"], 2, "k8s:a/b/c/d"),
+            Case(["translate", "1", "--to", "cgroup:relative"], 2, "cgroup:relative"),
+        ],
+        "which": [
+            Case(["which"], 2, "PID"),
+            Case(["which", "0"], 2, "0"),
+            Case(["which", "999999"], 1, "999999"),
         ],
         "run": [
             Case(["run", "--nest", "0", "--", "true"], 2, "--nest"),

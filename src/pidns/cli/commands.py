@@ -5,6 +5,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("pidns.cli.ls:command", "Show the tree of PID namespaces."),
     "ps": ("pidns.cli.ps:command", "List the tasks a namespace sees, numbered as it sees them."),
     "translate": ("pidns.cli.translate:command", "Translate a pid from one namespace to another."),
+    "which": (
+        "pidns.cli.which:command",
+        "Show the namespaces and containers a host pid belongs to, with its number in each.",
+    ),
     "run": (
         "pidns.cli.run:command",
         "Run a command in new nested PID namespaces with their own /proc.",
@@ -26,7 +30,9 @@ SUMMARY = "PID namespaces and their proc trees: create, inspect, serve."
 
 NS_HELP = (
     "Namespace designators (--ns): an inode (4026532241 or pid:[4026532241]), @PID, "
-    "a path to an nsfs file (/proc/PID/ns/pid), 'host', or a name given by 'pidns run --name'."
+    "a path to an nsfs file (/proc/PID/ns/pid), 'host', a name given by 'pidns run --name', or a "
+    "container: docker:NAME, podman:NAME, containerd:[NS/]ID, crio:ID, k8s:[NS/]POD[/CONTAINER], "
+    "k8s-pod:UID, machine:NAME, lxc:NAME, cgroup:PATH."
 )
 
 

@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import time
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 
-from pidns.cli.options import json_option, proc_option
+from pidns.cli.options import json_option, no_containers_option, proc_option, runtime_cli_option
 from pidns.cli.output import command_line, console, emit_json, print_columns, user_name, warn
 from pidns.model import PidNamespace, Snapshot
 
+if TYPE_CHECKING:
+    from pidns.containers import Labels
 
-def record(snap: Snapshot, ns: PidNamespace) -> dict[str, Any]:
+# A zombie child of pid 1 older than this means pid 1 does not reap: a reaping init collects
+# a child within microseconds of its exit, so only a child that died in the last instant of a
+# long life could be mistaken (its age is since it started: /proc keeps no time of death).
+REAP_GRACE = 5.0
+
+
+def reaping(snap: Snapshot) -> dict[int, tuple[int, bool | None]]:
+    """Namespace inode -> (its own zombies, whether its init reaps; None without an init)."""
+    zombies: dict[int, int] = {}
+    stuck: set[int] = set()
+    try:
+        with open(f"{snap.proc}/stat", "rb") as f:
+            btime = next(float(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError):
+        btime = None
+    ticks = os.sysconf("SC_CLK_TCK")
+    now = time.time()
+    for task in snap.tasks.values():
+        if task.state != "Z" or task.ns_ino is None:
+            continue
+        zombies[task.ns_ino] = zombies.get(task.ns_ino, 0) + 1
+        ns = snap.by_ino(task.ns_ino)
+        if ns is None or ns.init is None or task.ppid != ns.init or btime is None:
+            continue
+        if now - (btime + task.start_time / ticks) > REAP_GRACE:
+            stuck.add(ns.ino)
+    return {
+        ns.ino: (zombies.get(ns.ino, 0), None if ns.init is None else ns.ino not in stuck)
+        for ns in snap.namespaces.values()
+    }
+
+
+def record(
+    snap: Snapshot,
+    ns: PidNamespace,
+    labels: Labels | None = None,
+    health: dict[int, tuple[int, bool | None]] | None = None,
+) -> dict[str, Any]:
     init = snap.tasks.get(ns.init) if ns.init is not None else None
+    container = labels.by_ns.get(ns.ino) if labels is not None else None
+    zombies, reaps = (health or {}).get(ns.ino, (0, None))
     return {
         "id": ns.id.ino,
         "level": ns.level,
@@ -26,7 +69,24 @@ def record(snap: Snapshot, ns: PidNamespace) -> dict[str, Any]:
         "owner_uid": ns.owner_uid,
         "userns": ns.userns,
         "name": ns.name,
+        "container": container.to_json() if container is not None else None,
+        "container_own": labels is not None and ns.ino in labels.own,
+        "zombies": zombies,
+        "init_reaps": reaps,
     }
+
+
+def container_text(rec: dict[str, Any]) -> str:
+    """`podman:web (08e31f79f285)`, `k8s:shop/cart/app`; `in podman:web` for a namespace made
+    inside that container."""
+    from pidns.containers import Container
+
+    data = rec["container"]
+    if data is None:
+        return ""
+    c = Container(**data)
+    text = c.label if c.label.endswith(c.short_id) else f"{c.label} ({c.short_id})"
+    return text if rec["container_own"] else f"in {c.label}"
 
 
 def name_namespaces(snap: Snapshot) -> None:
@@ -37,6 +97,12 @@ def name_namespaces(snap: Snapshot) -> None:
         ns = snap.by_ino(ino)
         if ns is not None:
             ns.name = name
+
+
+def container_labels(snap: Snapshot) -> Labels:
+    from pidns.containers import label
+
+    return label(snap)
 
 
 def ordered(snap: Snapshot) -> list[PidNamespace]:
@@ -56,6 +122,9 @@ def ordered(snap: Snapshot) -> list[PidNamespace]:
 
 def label(rec: dict[str, Any]) -> str:
     name = f" [bold]{escape(rec['name'])}[/]" if rec["name"] else ""
+    container = container_text(rec)
+    if container:
+        name += f" [green]{escape(container)}[/]"
     command = rec["init_command"] or ""
     command = escape(command if len(command) <= 40 else command[:39] + "…")
     init = (
@@ -67,16 +136,26 @@ def label(rec: dict[str, Any]) -> str:
     inferred = " (parent inferred)" if rec["parent_inferred"] else ""
     return (
         f"[cyan]pid:[{rec['id']}][/]{name} level {rec['level']}  {init}  "
-        f"tasks {rec['tasks']}/{rec['tasks_total']}  owner {owner}{inferred}"
+        f"tasks {rec['tasks']}/{rec['tasks_total']}  owner {owner}{inferred}{health(rec)}"
     )
+
+
+def health(rec: dict[str, Any]) -> str:
+    text = f"  [yellow]zombies {rec['zombies']}[/]" if rec["zombies"] else ""
+    if rec["init_reaps"] is False:
+        text += "  [red]init does not reap[/]"
+    return text
 
 
 @click.command("ls")
 @click.option("--flat", is_flag=True, help="A table instead of a tree.")
+@no_containers_option
+@runtime_cli_option
 @json_option
 @proc_option
-def command(flat: bool, as_json: bool, proc: str) -> None:
-    """Show the tree of PID namespaces: id, level, parent, init, tasks own/total, owner.
+def command(flat: bool, no_containers: bool, as_json: bool, proc: str) -> None:
+    """Show the tree of PID namespaces: id, level, parent, init, tasks own/total, owner, the
+    container each belongs to, its zombies, and whether its init reaps them.
 
     Levels count from the namespace that owns --proc. Namespaces that hold no task of their
     own but have children still appear.
@@ -85,29 +164,36 @@ def command(flat: bool, as_json: bool, proc: str) -> None:
 
     snap = snapshot(proc)
     name_namespaces(snap)
-    records = [record(snap, ns) for ns in ordered(snap)]
+    labels = None if no_containers else container_labels(snap)
+    health = reaping(snap)
+    records = [record(snap, ns, labels, health) for ns in ordered(snap)]
+    problems = snap.problems + (labels.problems if labels is not None else [])
+    for problem in problems:
+        warn(f"could not read: {problem}")
     if as_json:
         emit_json(records)
         return
-    for problem in snap.problems:
-        warn(f"could not read: {problem}")
     if flat:
-        headers = ["ID", "NAME", "LEVEL", "PARENT", "INIT", "TASKS", "TOTAL", "OWNER", "COMMAND"]
+        headers = ["ID", "NAME", "CONTAINER", "LEVEL", "PARENT", "INIT", "TASKS", "TOTAL"]
+        headers += ["ZOMBIES", "REAPS", "OWNER", "COMMAND"]
         rows = [
             [
                 str(r["id"]),
                 r["name"] or "-",
+                container_text(r) or "-",
                 str(r["level"]),
                 "-" if r["parent"] is None else str(r["parent"]),
                 "-" if r["init_host_pid"] is None else str(r["init_host_pid"]),
                 str(r["tasks"]),
                 str(r["tasks_total"]),
+                str(r["zombies"]),
+                {True: "yes", False: "no", None: "-"}[r["init_reaps"]],
                 "?" if r["owner_uid"] is None else user_name(r["owner_uid"]),
                 r["init_command"] or "",
             ]
             for r in records
         ]
-        print_columns(headers, rows, left={"NAME", "OWNER", "COMMAND"})
+        print_columns(headers, rows, left={"NAME", "CONTAINER", "OWNER", "COMMAND"})
         return
     out = console()
     from rich.tree import Tree
