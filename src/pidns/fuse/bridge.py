@@ -30,16 +30,16 @@ _DOT_ATTR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
 _UNKNOWN_INO = 0xFFFFFFFF
 
 
-def _nothing() -> None:
-    return None
+def no_op() -> None:
+    """A Reply's hook that does nothing (the server skips calling it)."""
 
 
 @dataclass(slots=True)
 class Reply:
     body: bytes = b""
     commit: Callable[[], bytes] | None = None  # under the lock, if still ours: the body
-    drop: Callable[[], None] = _nothing  # when an INTERRUPT answered the request first
-    after: Callable[[], None] = _nothing  # once the answer is written
+    drop: Callable[[], None] = no_op  # when an INTERRUPT answered the request first
+    after: Callable[[], None] = no_op  # once the answer is written
 
 
 @dataclass(slots=True)
@@ -142,7 +142,7 @@ class Bridge:
             return abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)
 
         owner = child.owner
-        after = _nothing if owner is None else lambda: self._again_if_invalidated(since, [owner])
+        after = no_op if owner is None else lambda: self._again_if_invalidated(since, [owner])
         return Reply(commit=commit, drop=lambda: release(child), after=after)
 
     def _absent(self, nodeid: int, parent: Node, name: bytes, since: int) -> Reply:
@@ -301,7 +301,7 @@ class Bridge:
                     release(entry[3])
 
         owners = [o for e in fitting if e[3] is not None and (o := e[3].owner) is not None]
-        after = (lambda: self._again_if_invalidated(handle.epoch, owners)) if owners else _nothing
+        after = (lambda: self._again_if_invalidated(handle.epoch, owners)) if owners else no_op
         return Reply(commit=commit, drop=drop, after=after)
 
     def close(self) -> list[Node]:

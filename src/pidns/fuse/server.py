@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from pidns.errors import PidnsError
-from pidns.fuse.bridge import Bridge, Reply
+from pidns.fuse.bridge import Bridge, Reply, no_op
 from pidns.fuse.inodes import release
 from pidns.fuse.node import Requester
 from pidns.kernel import fuse_abi as abi
@@ -308,7 +308,8 @@ class Connection:
                 reply.drop()
                 return True
         alive = self._write(abi.reply(unique, body))
-        reply.after()
+        if reply.after is not no_op:
+            reply.after()
         return alive
 
     def _write(self, message: bytes) -> bool:
