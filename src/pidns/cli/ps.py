@@ -84,7 +84,7 @@ def command(
     from pidns.procfs.snapshot import snapshot
 
     cols = parse_columns(columns)
-    snap = snapshot(proc, threads=threads)
+    snap = snapshot(proc, threads=threads, brief=True)  # no column shows what brief omits
     ns = namespace_for(snap, designator)
     views = snap.views(ns, threads=threads)
     if as_json:
