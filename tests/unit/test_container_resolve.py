@@ -342,6 +342,8 @@ def snapshot_of(host: Host, namespaces: dict[str, tuple[int, int | None]]) -> Sn
             (init, 1),
             (0, 0, 0, 0),
             (0, 0, 0, 0),
+            0,
+            0,
             "S",
             "sleep",
             ["sleep"],

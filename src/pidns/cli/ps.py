@@ -124,7 +124,7 @@ def command(
     cols = parse_columns(columns)
     if no_containers and (container_filter or any(c in CONTAINER_COLUMNS for c in cols)):
         raise click.UsageError("--no-containers leaves no container to show or filter by")
-    snap = snapshot(proc, threads=threads)
+    snap = snapshot(proc, threads=threads, brief=True)  # no column shows what brief omits
     ns = namespace_for(snap, designator)
     views = snap.views(ns, threads=threads)
     problems = list(snap.problems)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import select
-import signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal  # pidns run imports this: the same call without signal's enums
 
 
 def open_pid(pid: int) -> int:

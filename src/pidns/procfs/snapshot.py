@@ -12,9 +12,11 @@ from pidns.model import PidNamespace, Snapshot, Task, count_tasks
 from pidns.procfs.reader import ProcReader
 
 
-def snapshot(proc: str = "/proc", threads: bool = False) -> Snapshot:
-    """Read every task and PID namespace visible through the proc tree at `proc`."""
-    with ProcReader(proc) as reader:
+def snapshot(proc: str = "/proc", threads: bool = False, brief: bool = False) -> Snapshot:
+    """Read every task and PID namespace visible through the proc tree at `proc`. `brief`:
+    leave out what only a task's `status` tells when its namespace doesn't need it (see
+    ProcReader): uids, gids and tracer_pid may be None; every other field is the same."""
+    with ProcReader(proc, brief) as reader:
         tasks = reader.tasks(threads)
         by_pid = {task.host_pid: task for task in tasks}
         _infer_namespaces(by_pid)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable, Iterable
-
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
+    import signal
+    from collections.abc import Callable, Iterable
     from types import FrameType
     from typing import Any
 
     _Handler = Callable[[int, FrameType | None], Any] | int | None
+else:
+    import _signal as signal  # the same calls without signal's enums (an import of enum)
 
 
 class Forwarder:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Sequence
 
 from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
@@ -14,9 +11,15 @@ from pidns.runtime.launcher import Launched, launch
 from pidns.runtime.launcher import foreground as _foreground
 from pidns.runtime.spec import Spec
 
-TYPE_CHECKING = False  # typing itself costs more to import than pidns run spends starting
+# typing costs more to import than pidns run spends starting; so do signal's enums, and
+# contextlib (with collections and functools), hence the try/except blocks below.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+    from collections.abc import Sequence
     from typing import IO
+else:
+    import _signal as signal
 
 
 def run(
@@ -115,8 +118,10 @@ def run(
         if reservation is not None:
             reservation.release()
         if status is not None and status is not sys.stdout:
-            with contextlib.suppress(BrokenPipeError):
+            try:  # noqa: SIM105
                 status.close()
+            except BrokenPipeError:
+                pass
         if foreground:
             _reclaim_terminal()
 
@@ -136,9 +141,11 @@ def _emit(out: IO[str], record: dict[str, object]) -> None:
     import json
 
     # A reader that went away is not the command's failure: the run goes on, unreported.
-    with contextlib.suppress(BrokenPipeError):
+    try:
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
         out.flush()
+    except BrokenPipeError:
+        pass
 
 
 def _reclaim_terminal() -> None:
@@ -183,11 +190,15 @@ class _View:
     def close(self) -> None:
         from pidns.errors import PidnsError
 
-        with contextlib.suppress(PidnsError):  # gone already if the namespace died first
+        try:  # noqa: SIM105
             self.handle.close()
+        except PidnsError:  # gone already if the namespace died first
+            pass
         self._remove_dir()
 
     def _remove_dir(self) -> None:
         if self.made:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105
                 os.rmdir(self.path)
+            except OSError:
+                pass

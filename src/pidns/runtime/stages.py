@@ -10,11 +10,9 @@ A failing step is reported as an `error` record and the process exits with 125 (
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gc
 import os
-import signal
 
 from pidns.kernel import pidfd, syscalls
 from pidns.runtime import report
@@ -23,9 +21,12 @@ from pidns.runtime.userns import map_to_root
 
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
+    import signal
     from typing import NoReturn
 
     from pidns.runtime.spec import Spec
+else:
+    import _signal as signal  # signal's enums cost more to import than a launch spends
 
 PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 
@@ -132,8 +133,10 @@ class Chain:
             os.setpgid(0, 0)
             if self.foreground:
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - contextlib costs pidns run an import
                     os.tcsetpgrp(0, os.getpgrp())
+                except OSError:
+                    pass
             for sig in FORWARDED:  # the launcher's handlers; an inherited SIG_IGN stays
                 if callable(signal.getsignal(sig)):
                     signal.signal(sig, signal.SIG_DFL)
@@ -204,7 +207,9 @@ def _execvp(argv: tuple[str, ...]) -> NoReturn:
     if "/" in argv[0]:
         os.execv(argv[0], argv)
     denied: OSError | None = None
-    for directory in os.get_exec_path():
+    # os.get_exec_path() as it reads os.environ, without the warnings import it costs each launch
+    path = os.environ.get("PATH")
+    for directory in (os.defpath if path is None else path).split(os.pathsep):
         path = os.path.join(directory, argv[0])
         try:
             os.execv(path, argv)
