@@ -53,6 +53,13 @@ def test_v1_memory_takes_the_smallest_limit_on_the_path(tmp_path: Path) -> None:
     # the parent's limit binds when it is the smaller one
     (tmp_path / "memory/libpod_parent/memory.limit_in_bytes").write_text("33554432\n")
     assert memory.memory(cg).limit == 32 * MiB  # type: ignore[union-attr]
+    # where memory.stat has the kernel's own minimum over the path, that is the limit
+    stat = tmp_path / f"memory{CONTAINER}/memory.stat"
+    stat.write_text(
+        stat.read_text() + "hierarchical_memory_limit 16777216\nhierarchical_memsw_limit 33554432\n"
+    )
+    m3 = memory.memory(cg)
+    assert m3 is not None and m3.limit == 16 * MiB and m3.swap_total == 16 * MiB
     # no memsw files (swap accounting off): no swap limit
     other = v1_tree(tmp_path / "nosw", memsw=False)
     m2 = memory.memory(other)

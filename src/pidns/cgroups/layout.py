@@ -166,10 +166,18 @@ _V2_SERVES = {"io": ("blkio",), "cpu": ("cpu", "cpuacct")}
 def read_text(path: str) -> str | None:
     """A cgroup file's text, None when it is missing or unreadable (a controller not there)."""
     try:
-        with open(path, "rb") as f:
-            return f.read().decode()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
     except (OSError, UnicodeDecodeError):
         return None
+    finally:
+        os.close(fd)
 
 
 def v2_controllers(mountpoint: str) -> frozenset[str]:

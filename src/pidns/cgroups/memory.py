@@ -116,12 +116,27 @@ def memory(cg: Cgroup) -> Memory | None:
     usage = _int(read_text(d.file("memory.usage_in_bytes")))
     if usage is None:
         return None
+    stat = parse_flat_keyed(read_text(d.file("memory.stat")))
+    # v1's memory.stat has the kernel's own minimum over the path (hierarchical_*_limit): one
+    # file instead of one per ancestor; a tree without those lines is walked
+    limit = (
+        parse_limit(str(stat["hierarchical_memory_limit"]))
+        if "hierarchical_memory_limit" in stat
+        else min_limit(d, "memory.limit_in_bytes")
+    )
+    memsw_usage = _int(read_text(d.file("memory.memsw.usage_in_bytes")))
+    if memsw_usage is None:  # no swap accounting
+        swap_limit = None
+    elif "hierarchical_memsw_limit" in stat:
+        swap_limit = parse_limit(str(stat["hierarchical_memsw_limit"]))
+    else:
+        swap_limit = min_limit(d, "memory.memsw.limit_in_bytes")
     return Memory(
         False,
-        min_limit(d, "memory.limit_in_bytes"),
+        limit,
         usage,
-        min_limit(d, "memory.memsw.limit_in_bytes"),
-        _int(read_text(d.file("memory.memsw.usage_in_bytes"))),
+        swap_limit,
+        memsw_usage,
         _int(read_text(d.file("memory.swappiness"))),
-        parse_flat_keyed(read_text(d.file("memory.stat"))),
+        stat,
     )

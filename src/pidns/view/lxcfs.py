@@ -90,10 +90,11 @@ class File(Node):
         self.key = ("lxcfs", tree.id, host_path)
 
     def attr(self, req: Requester) -> Attr:
-        # The size of what this reader would read now, as LXCFS reports it: readers that copy
-        # with sendfile (busybox cat) stop at the size, and 0 would make them read nothing.
+        # The size of the host's file, as LXCFS reports it (a rendered file is no longer than
+        # the host's: fewer CPUs, smaller numbers): readers that copy with sendfile (busybox
+        # cat) stop at the size, and procfs's 0 would make them read nothing.
         try:
-            size = len(self.content(req))
+            size = len(self._host())
         except OSError:
             size = 0
         return Attr(_FILE_MODE, 1, 0, 0, size, self.tree.mtime_ns)
