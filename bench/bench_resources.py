@@ -12,12 +12,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from bench.timing import interleaved_ratio
 
 
-def _loop(path: str, n: int = 300) -> object:
+def _loop(path: str, n: int = 300) -> Callable[[], object]:
     def call() -> None:
         for _ in range(n):
             fd = os.open(path, os.O_RDONLY)
@@ -65,8 +65,11 @@ def run() -> dict[str, float]:
     if shutil.which("lxcfs") is None or os.geteuid() != 0:
         print("  skipped: needs root and lxcfs")
         return {}
-    with tempfile.TemporaryDirectory() as base:
-        with _lxcfs(base) as theirs, _pidns_lxcfs(base) as ours:
-            mine, peer, ratio = interleaved_ratio(_loop(ours), _loop(theirs))  # type: ignore[arg-type]
+    with (
+        tempfile.TemporaryDirectory() as base,
+        _lxcfs(base) as theirs,
+        _pidns_lxcfs(base) as ours,
+    ):
+        mine, peer, ratio = interleaved_ratio(_loop(ours), _loop(theirs))
     print(f"  pidns lxcfs {mine / 300 * 1e6:.0f} us, LXCFS {peer / 300 * 1e6:.0f} us per read")
     return {"lxcfs_meminfo_vs_lxcfs": ratio}
