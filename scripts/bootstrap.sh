@@ -8,8 +8,8 @@ packages=(
     python3 python3-venv                   # the venv
     fuse3                                  # fusermount3: unprivileged FUSE views
     procps psmisc util-linux               # ps/top, pstree, unshare/lsns/setpriv: test clients
-    lxcfs                                  # the FUSE peer the benchmarks compare against
-    podman runc uidmap docker.io containerd systemd-container busybox-static  # container tests
+    lxcfs                                  # the FUSE peer of the benchmarks; oracle of virtualised files
+    podman runc uidmap docker.io containerd systemd-container busybox-static  # real containers
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -111,6 +111,14 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["exec", "--ns", "pid:[777]", "--", "true"], 2, "pid:[777]"),
             Case(["exec", "--ns", "host"], 2, "no command"),
             Case(["exec", "--bogus"], 2, "--bogus"),
+            Case(["exec", "--ns", "host", "--cpus-from-quota", "--", "true"], 2, "--virtualize"),
+            Case(["exec", "--ns", "host", "--virtualize", "--", "true"], 2, "cgroup of its own"),
+        ],
+        "lxcfs": [
+            Case(["lxcfs"], 2, "MOUNTPOINT"),
+            Case(["lxcfs", "/no/such/dir"], 2, "/no/such/dir"),
+            Case(["lxcfs", str(e.file)], 2, str(e.file)),
+            Case(["lxcfs", "/"], 1, "/"),  # busy: something is mounted there
         ],
         "mount": [
             Case(["mount", "pid:[777]", d], 2, "pid:[777]"),
@@ -120,6 +128,8 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["mount", s, d, "--hidepid", "7"], 2, "7"),
             Case(["mount", s, d, "--gid", "x"], 2, "x"),
             Case(["mount", s, d, "--backend", "kernel", "--virtualize"], 2, "--virtualize"),
+            Case(["mount", s, d, "--cpus-from-quota"], 2, "--virtualize"),
+            Case(["mount", "host", d, "--virtualize"], 2, "cgroup of its own"),
             Case(["mount", s, "/"], 1, "/"),  # busy: something is mounted there
             Case(["mount", "@1", str(e.user_dir), "--backend", "fuse"], 1, "@1", user=True),
             Case(["mount", s, str(e.user_dir), "--backend", "kernel"], 1, s, user=True),

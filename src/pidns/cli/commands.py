@@ -21,7 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pidns.cli.mount:mount_command",
         "Serve a namespace's proc tree at a mountpoint (kernel or FUSE).",
     ),
-    "umount": ("pidns.cli.mount:umount_command", "Unmount a view made by 'pidns mount'."),
+    "lxcfs": (
+        "pidns.cli.lxcfs:command",
+        "Serve an LXCFS-compatible tree: each reader sees its own cgroup's resources.",
+    ),
+    "umount": (
+        "pidns.cli.mount:umount_command",
+        "Unmount a view made by 'pidns mount' or a tree made by 'pidns lxcfs'.",
+    ),
     "mounts": ("pidns.cli.mount:mounts_command", "List the views made by 'pidns mount'."),
     "demo": ("pidns.cli.demo:command", "Build a small nested namespace tree, show it, clean up."),
 }

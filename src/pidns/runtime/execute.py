@@ -14,12 +14,18 @@ from pidns.runtime.init import FORWARDED
 
 
 def exec_in(
-    designator: str, argv: Sequence[str], proc: str = "/proc", backend: str = "auto"
+    designator: str,
+    argv: Sequence[str],
+    proc: str = "/proc",
+    backend: str = "auto",
+    virtualize: bool = False,
+    cpus_from_quota: bool = False,
 ) -> int:
     """Run argv in the namespace `designator` names; its exit status (128+N: signal N).
 
     /proc inside is a procfs mounted from within the namespace (backend kernel, or auto: that
     works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
+    virtualize: the resource files show the namespace's cgroup (auto picks fuse).
     """
     from pidns.designators import open_namespace, resolve
     from pidns.errors import LaunchFailed, PidnsError, UsageError
@@ -28,6 +34,10 @@ def exec_in(
 
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if cpus_from_quota and not virtualize:
+        raise UsageError("--cpus-from-quota needs --virtualize")
+    if virtualize and backend == "auto":
+        backend = "fuse"
     snap = snapshot(proc)
     try:
         ns_fd = open_namespace(snap, resolve(designator, snap))
@@ -39,7 +49,7 @@ def exec_in(
     view = None
     try:
         if backend == "fuse":
-            view = _ProcView(ns_fd)
+            view = _ProcView(ns_fd, virtualize, cpus_from_quota)
         userns_fd = _userns_to_join(ns_fd)
         try:
             forwarder: Forwarder | None = Forwarder(FORWARDED)
@@ -73,14 +83,20 @@ def exec_in(
 class _ProcView:
     """A FUSE view of the namespace on a private temporary directory, for binding at /proc."""
 
-    def __init__(self, ns_fd: int) -> None:
+    def __init__(self, ns_fd: int, virtualize: bool = False, cpus_from_quota: bool = False) -> None:
         import tempfile
 
         from pidns.view.api import open_view
 
         self.path = tempfile.mkdtemp(prefix="pidns-exec-")
         try:
-            self.handle = open_view(ns_fd, self.path, backend="fuse")
+            self.handle = open_view(
+                ns_fd,
+                self.path,
+                backend="fuse",
+                virtualize=virtualize,
+                cpus_from_quota=cpus_from_quota,
+            )
         except BaseException:
             os.rmdir(self.path)
             raise

@@ -59,6 +59,8 @@ class Daemon(Listener):
         self.watcher = Watcher(self.registry, self, self.lock)
         self.stop = threading.Event()
         self.idle_since = time.monotonic()
+        self.lxcfs_trees: dict[str, str] = {}  # `pidns lxcfs` mounts: id -> mountpoint
+        self._lxcfs_ids = 0
 
     # -- exits: the watcher's listener (a node's owner is its task's host pid) --------------------
 
@@ -95,6 +97,7 @@ class Daemon(Listener):
         with self.lock:
             view_id = session.name
             self.sessions.pop(view_id, None)
+            self.lxcfs_trees.pop(view_id, None)
             self.registry.close_view(view_id)
             fd = self.auto_unmount.pop(view_id, -1)
             if fd >= 0:
@@ -114,13 +117,16 @@ class Daemon(Listener):
             return {"ok": True, "pid": os.getpid(), "watch": self.watcher.mode}
         if op == "open":
             return self._open(message, fds, peer_pid, peer_uid)
+        if op == "lxcfs":
+            return self._open_lxcfs(message, fds, peer_pid)
         if op == "list":
             with self.lock:
-                return {
-                    "ok": True,
-                    "pid": os.getpid(),
-                    "views": [self._describe(v) for v in self.registry.views.values()],
-                }
+                views = [self._describe(v) for v in self.registry.views.values()]
+                views += [
+                    {"view": tree_id, "mountpoint": mountpoint, "ns": 0, "dead": False}
+                    for tree_id, mountpoint in self.lxcfs_trees.items()
+                ]
+                return {"ok": True, "pid": os.getpid(), "views": views}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _open(
@@ -193,6 +199,43 @@ class Daemon(Listener):
                 if fd >= 0:
                     os.close(fd)
 
+    def _open_lxcfs(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
+        """Serve a `pidns lxcfs` tree on the /dev/fuse fd given: every reader sees its own
+        cgroup's values, so there is no namespace to open."""
+        from pidns.view import lxcfs
+
+        if len(fds) != 1:
+            return {"ok": False, "error": "lxcfs needs one /dev/fuse fd"}
+        try:
+            same_pidns = (
+                peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
+            )
+        except OSError:
+            same_pidns = False
+        if not same_pidns:
+            return {
+                "ok": False,
+                "error": "the view daemon serves only mounts made in its own PID namespace",
+            }
+        fuse_fd = fds.pop(0)
+        with self.lock:
+            self._lxcfs_ids += 1
+            tree_id = f"l{self._lxcfs_ids}"
+            root = lxcfs.build(self.registry, tree_id, bool(message.get("cpus_from_quota")))
+            session = Connection(
+                fuse_fd,
+                Bridge(root),
+                self.notifier,
+                watchdog=self.watchdog,
+                request_timeout=self.request_timeout,
+                on_end=self._session_ended,
+                name=tree_id,
+            )
+            self.sessions[tree_id] = session
+            self.lxcfs_trees[tree_id] = str(message.get("mountpoint", ""))
+            session.start()
+        return {"ok": True, "view": tree_id, "ns": 0, "pid": os.getpid()}
+
     def _watch(self, owner: object) -> None:
         """A task's names got inodes: its exit must reach the views (owners are host pids)."""
         assert isinstance(owner, int)
@@ -258,6 +301,7 @@ class Daemon(Listener):
                 (v.mountpoint, self.auto_unmount.get(v.id, -1))
                 for v in self.registry.views.values()
             ]
+            views += [(mountpoint, -1) for mountpoint in self.lxcfs_trees.values()]
         for mountpoint, mnt_fd in views:
             if mountpoint:
                 _unmount_lazily(mountpoint, mnt_fd)
