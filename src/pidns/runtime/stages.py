@@ -134,8 +134,10 @@ class Chain:
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
                 with contextlib.suppress(OSError):
                     os.tcsetpgrp(0, os.getpgrp())
-            for sig in FORWARDED:  # the launcher's handlers; an inherited SIG_IGN stays
-                if callable(signal.getsignal(sig)):
+            for sig in FORWARDED:  # the launcher's handlers go; what the caller ignored stays
+                if sig in self.spec.ignored:
+                    signal.signal(sig, signal.SIG_IGN)
+                elif callable(signal.getsignal(sig)):
                     signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores these two
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
