@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -26,3 +27,15 @@ def wait_exit(fd: int, timeout: float | None = None) -> bool:
 
 def exited(fd: int) -> bool:
     return wait_exit(fd, 0)
+
+
+def pid_of(fd: int) -> int:
+    """The pid of a pidfd's process, numbered in this /proc's namespace (its fdinfo's Pid)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                pid = int(line.split()[1])
+                if pid > 0:
+                    return pid
+                break
+    raise ProcessLookupError(errno.ESRCH, "the process has exited or is not visible here")

@@ -93,6 +93,7 @@ class Chain:
                 os.close(parent_fd)
             self.step = "mountns"
             syscalls.unshare(syscalls.CLONE_NEWNS)
+            self.step = "mount-private"
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             self.step = "mount-proc"
             syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
