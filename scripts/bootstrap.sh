@@ -30,6 +30,13 @@ if [ -n "$missing" ]; then
     fi
 fi
 
+# fusermount3 records and finds unprivileged FUSE mounts through /etc/mtab, which a system that
+# boots with systemd has and a minimal install (debootstrap, containers) may not.
+if [ ! -e /etc/mtab ] && [ "$(id -u)" -eq 0 ]; then
+    echo "bootstrap: linking /etc/mtab to /proc/self/mounts (fusermount3 needs it)"
+    ln -s ../proc/self/mounts /etc/mtab
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
