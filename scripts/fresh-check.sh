@@ -15,7 +15,7 @@
 # them in /usr/local/share/ca-certificates: a TLS-inspecting proxy) hands its CA bundle to the
 # fresh machine's pip (PIP_CERT), as such a network's new machines would be set up; or set
 # $PIDNS_FRESH_CA to a bundle. http(s)_proxy pass through when set. Prints one line per step with its duration; the full output
-# of each scenario goes to $PIDNS_FRESH_CACHE/logs/. Exit status: 0 when every step passed.
+# of each scenario goes to $PIDNS_FRESH_CACHE/logs/RUN/. Exit status: 0 when every step passed.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${PIDNS_FRESH_CACHE:-/var/cache/pidns-fresh}
@@ -85,12 +85,14 @@ for v in http_proxy https_proxy no_proxy; do
     [ -z "$value" ] || env="$env $v=$value"
 done
 
+logs=$cache/logs/$(date +%Y%m%d-%H%M%S)-$$  # this run's: runs may overlap
+mkdir -p "$logs"
 failed=0
 n=0
 for scenario in "$@"; do
     n=$((n + 1))
     work=$cache/run.$$.$n
-    log=$cache/logs/scenario-$n.log
+    log=$logs/scenario-$n.log
     rm -rf "$work"
     cp -a "$rootfs" "$work"
     rm -f "$work/.complete"
