@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pidns.cli.commands import COMMANDS
-from tests.users import NOBODY
+from tests.users import NOBODY, installed_for_users
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
 MARK = "PIDNS_BAD_INPUT_MARK"
@@ -216,8 +216,8 @@ def run(case: Case, e: Env, mark: str) -> subprocess.CompletedProcess[str]:
     if case.user:
         environ.pop("PIDNS_STATE_DIR")
         environ.update(HOME=str(e.user_dir), XDG_RUNTIME_DIR=str(e.user_dir))
-        environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
-        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                *installed_for_users().argv(*case.args)]  # fmt: skip
     if case.wrap:
         argv = [*case.wrap, *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ, cwd="/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 
@@ -57,3 +58,15 @@ def exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def pid_of(fd: int) -> int:
+    """The pid of a pidfd's process, numbered in this /proc's namespace (its fdinfo's Pid)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                pid = int(line.split()[1])
+                if pid > 0:
+                    return pid
+                break
+    raise ProcessLookupError(errno.ESRCH, "the process has exited or is not visible here")

@@ -60,6 +60,7 @@ def exec_in(
                 pidns_fd=ns_fd,
                 userns_fd=userns_fd,
                 proc_source=view.path if view is not None else None,
+                ignored=forwarder.ignored if forwarder is not None else frozenset(),
             )
             joined = spawn(argv, target)
             try:

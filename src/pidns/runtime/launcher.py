@@ -266,6 +266,7 @@ def foreground() -> bool:
 _STEPS = {
     "pidns": "creating a PID namespace",
     "mountns": "creating a mount namespace",
+    "mount-private": "making the new mount namespace's mounts private",
     "mount-proc": "mounting /proc",
     "userns-map": "mapping the caller's uid/gid in the user namespace",
     "fork": "forking",
@@ -299,6 +300,10 @@ def _failure(record: report.Record) -> Exception:
         )
     elif step == "pidns" and number == errno.ENOSPC:
         hint = f": too deeply nested (the kernel allows {MAX_NEST} levels below the initial namespace; see also user.max_pid_namespaces)"
+    elif step == "mount-private" and number == errno.EINVAL:
+        from pidns.runtime.enter import NOT_A_MOUNT
+
+        reason, hint = NOT_A_MOUNT, ""
     elif step == "mount-proc" and number == errno.EPERM:
         hint = ": refused (in a user namespace the kernel mounts proc only where /proc is fully visible, with nothing mounted over its files)"
     return LaunchFailed(f"{action}{where} failed: {reason}{hint}")

@@ -68,10 +68,12 @@ def run(
             raise LaunchFailed(str(err)) from None
     status = _open_status(status_json) if status_json is not None else None
     foreground = _foreground()
+    forwarder: Forwarder | None = None
     try:
-        forwarder: Forwarder | None = Forwarder(FORWARDED)
+        forwarder = Forwarder(FORWARDED)
+        spec.ignored = forwarder.ignored
     except ValueError:  # not the main thread: signals stay where they are
-        forwarder = None
+        pass
     launched: Launched | None = None
     mounted: _View | None = None
     try:

@@ -11,6 +11,7 @@ class Spec:
     __slots__ = (
         "argv",
         "die_with_parent",
+        "ignored",
         "init",
         "kill_timeout",
         "nest",
@@ -28,6 +29,7 @@ class Spec:
         to_group: bool = False,
         kill_timeout: float = 2.0,
         die_with_parent: bool = True,
+        ignored: frozenset[int] = frozenset(),
     ) -> None:
         self.argv = argv  # None: no command; the namespace idles until killed (Sandbox)
         self.nest = nest
@@ -36,6 +38,9 @@ class Spec:
         self.to_group = to_group  # forward signals to the command's process group
         self.kill_timeout = kill_timeout
         self.die_with_parent = die_with_parent
+        # Signals the caller had ignored, which the launcher now catches to forward them: the
+        # command gets them ignored again (see runtime/forward.py).
+        self.ignored = ignored
 
     def uses_userns(self, euid: int) -> bool:
         return euid != 0 if self.user is None else self.user

@@ -94,6 +94,7 @@ class Chain:
                 os.close(parent_fd)
             self.step = "mountns"
             syscalls.unshare(syscalls.CLONE_NEWNS)
+            self.step = "mount-private"
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             self.step = "mount-proc"
             syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
@@ -137,8 +138,10 @@ class Chain:
                     os.tcsetpgrp(0, os.getpgrp())
                 except OSError:
                     pass
-            for sig in FORWARDED:  # the launcher's handlers; an inherited SIG_IGN stays
-                if callable(signal.getsignal(sig)):
+            for sig in FORWARDED:  # the launcher's handlers go; what the caller ignored stays
+                if sig in self.spec.ignored:
+                    signal.signal(sig, signal.SIG_IGN)
+                elif callable(signal.getsignal(sig)):
                     signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores these two
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
