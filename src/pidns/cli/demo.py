@@ -1,6 +1,6 @@
 """`pidns demo`: build a small nested namespace tree, show it with `ls`, `ps --tree` and host tools
 through the kernel's and pidns's own proc trees; then a real container (podman, when it is here)
-named by pidns, with a pid 1 that doesn't reap; clean up."""
+named by pidns, with a pid 1 that doesn't reap, and its memory limit as `free` sees it; clean up."""
 
 from __future__ import annotations
 
@@ -151,6 +151,12 @@ def _container(step: str) -> None:
                 "pid,stat,comm",
             ]
         )
+        click.echo(
+            f"\n{step} pidns exec --ns podman:{name} --virtualize -- free -m   "
+            "(its memory limit, 64 MiB, and its usage, from its own cgroup)"
+        )
+        virtual = ["exec", "--ns", f"podman:{name}", "--backend", "fuse", "--virtualize"]
+        cli([*virtual, "--", "free", "-m"])
     except subprocess.CalledProcessError as err:
         reason = (err.stderr or b"").decode(errors="replace").strip().splitlines()
         click.echo(f"(podman failed: {reason[-1] if reason else err})")
