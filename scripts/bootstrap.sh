@@ -9,6 +9,7 @@ packages=(
     fuse3                                  # fusermount3: unprivileged FUSE views
     procps psmisc util-linux               # ps/top, pstree, unshare/lsns/setpriv: test clients
     lxcfs                                  # the FUSE peer the benchmarks compare against
+    prometheus                             # a real server (and promtool) for the export tests
 )
 missing=()
 for p in "${packages[@]}"; do

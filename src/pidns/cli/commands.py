@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "umount": ("pidns.cli.mount:umount_command", "Unmount a view made by 'pidns mount'."),
     "mounts": ("pidns.cli.mount:mounts_command", "List the views made by 'pidns mount'."),
+    "export": (
+        "pidns.cli.export:command",
+        "Serve per-namespace series for Prometheus (or write a textfile).",
+    ),
     "demo": ("pidns.cli.demo:command", "Build a small nested namespace tree, show it, clean up."),
 }
 
