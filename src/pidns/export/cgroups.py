@@ -148,6 +148,9 @@ def _find_pid(mount: str, pid: int) -> str | None:
             with open(os.path.join(directory, "cgroup.procs"), "rb") as f:
                 if wanted in f.read().split():
                     return path
+        except OSError:
+            pass
+        try:
             entries = os.scandir(directory)
         except OSError:
             continue

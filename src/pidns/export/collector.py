@@ -119,7 +119,8 @@ class Exporter:
                 continue
             tally = tallies[task.ns_ino]
             tally.states[task.state] += 1
-            tally.threads += max(task.num_threads, 1)
+            # a zombie leader is dead itself; its num_threads still counts it
+            tally.threads += task.num_threads - 1 if task.state == "Z" else task.num_threads
             if task.state == "Z":
                 at = self._since(task, now)
                 zombie_since[task.identity] = at
