@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from pidns.cli.options import json_option, namespace_for, proc_option
-from pidns.cli.output import command_line, console, emit_json, print_columns, user_name, warn
+from pidns.cli.output import console, emit_json, print_columns, user_name, warn
+from pidns.listing import command_line
 from pidns.model import PidNamespace, Snapshot, TaskView
 
 COLUMNS: dict[str, tuple[str, Callable[[TaskView], str]]] = {

@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import (
 from pidns.export.cgroups import PidsLimit, PidsLimits, find_hierarchy, task_cgroup
 from pidns.export.events import EventCounter, boottime
 from pidns.ids import TaskId
+from pidns.listing import name_namespaces, ordered, record
 from pidns.model import PidNamespace, Snapshot, Task
 
 INITIAL_PID_NS = 4026531836  # PROC_PID_INIT_INO: the inode of the initial PID namespace
@@ -102,7 +103,7 @@ class Exporter:
         taken = time.monotonic()
         since = boottime()
         snap = snapshot(self.proc)
-        _name(snap)
+        name_namespaces(snap)
         now = boottime()
         epoch_of_boot = time.time() - now
         if self.events is not None and snap.root is not None and snap.root.ino != INITIAL_PID_NS:
@@ -174,7 +175,7 @@ class Exporter:
             labels=["ns"],
         )
         limits = self._limits(snap)
-        order = _ordered(snap)
+        order = ordered(snap)
         for ns in order:
             key = str(ns.ino)
             init = snap.tasks.get(ns.init) if ns.init is not None else None
@@ -300,24 +301,7 @@ class Exporter:
         return found
 
 
-def _name(snap: Snapshot) -> None:
-    from pidns.names import names_by_inode
-
-    for ino, name in names_by_inode().items():
-        ns = snap.by_ino(ino)
-        if ns is not None:
-            ns.name = name
-
-
-def _ordered(snap: Snapshot) -> list[PidNamespace]:
-    from pidns.cli.ls import ordered
-
-    return ordered(snap)
-
-
 def _records(snap: Snapshot, order: list[PidNamespace]) -> bytes:
     """`pidns ls --json`, byte for byte."""
-    from pidns.cli.ls import record
-
     records = [record(snap, ns) for ns in order]
     return (json.dumps(records, separators=(",", ":")) + "\n").encode()
