@@ -299,8 +299,12 @@ def test_a_namespace_that_dies_leaves_the_next_scrape() -> None:
     with exporter() as ours:
         with namespace("sleep 600 & wait") as ino:
             assert value(ours.metrics(), "pidns_namespace_info", ns=str(ino)) == 1
-            listed = json.loads(get(f"{ours.url}/namespaces.json")[1])
-            assert ino in [r["id"] for r in listed]
+            served = json.loads(get(f"{ours.url}/namespaces.json")[1])
+            ls = subprocess.run([*PIDNS, "ls", "--json"], capture_output=True, text=True)
+            # the same record as `pidns ls --json` prints for the test's namespace
+            mine = [r for r in served if r["id"] == ino]
+            assert mine and mine == [r for r in json.loads(ls.stdout) if r["id"] == ino]
+            assert mine[0]["init_command"] == "sh -c sleep 600 & wait"
         time.sleep(0.2)  # the kernel frees the namespace once its last task is reaped
 
         def gone() -> bool:

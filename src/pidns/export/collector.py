@@ -102,7 +102,7 @@ class Exporter:
         started = time.perf_counter()
         taken = time.monotonic()
         since = boottime()
-        snap = snapshot(self.proc)
+        snap = snapshot(self.proc, cmdlines=False)  # only the inits' are shown
         name_namespaces(snap)
         now = boottime()
         epoch_of_boot = time.time() - now
