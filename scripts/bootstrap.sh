@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 # the real clients and oracles of the tests. lxcfs: the FUSE peer of the benchmarks and the oracle
 # of virtualised files. podman runc uidmap docker.io containerd systemd-container busybox-static:
 # real containers (images built here from busybox) for the container and resource tests.
+# prometheus: a real server (and promtool) for the export tests.
 packages="python3 python3-venv fuse3 procps psmisc util-linux mount findutils lxcfs
-    podman runc uidmap docker.io containerd systemd-container busybox-static"
+    podman runc uidmap docker.io containerd systemd-container busybox-static prometheus"
 missing=
 for p in $packages; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

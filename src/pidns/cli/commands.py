@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Unmount a view made by 'pidns mount' or a tree made by 'pidns lxcfs'.",
     ),
     "mounts": ("pidns.cli.mount:mounts_command", "List the views made by 'pidns mount'."),
+    "export": (
+        "pidns.cli.export:command",
+        "Serve per-namespace series for Prometheus (or write a textfile).",
+    ),
     "demo": ("pidns.cli.demo:command", "Build a small nested namespace tree, show it, clean up."),
 }
 

@@ -14,7 +14,8 @@ from pidns.cli.options import (
     proc_option,
     runtime_cli_option,
 )
-from pidns.cli.output import command_line, console, emit_json, print_columns, user_name, warn
+from pidns.cli.output import console, emit_json, print_columns, user_name, warn
+from pidns.listing import command_line
 from pidns.model import PidNamespace, Snapshot, TaskView
 
 if TYPE_CHECKING:

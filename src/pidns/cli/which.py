@@ -7,9 +7,10 @@ from typing import Any
 import click
 
 from pidns.cli.options import json_option, no_containers_option, proc_option
-from pidns.cli.output import command_line, emit_json, warn
+from pidns.cli.output import emit_json, warn
 from pidns.errors import ProcessGone
 from pidns.ids import HostPid
+from pidns.listing import command_line
 
 
 @click.command("which")
