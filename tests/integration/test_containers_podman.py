@@ -8,6 +8,7 @@ rlimits exceed such hosts' hard limits; without `--network none` it wants a netw
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -201,3 +202,28 @@ def test_runtime_cli_tier(web: tuple[str, str, int]) -> None:
     # podman is called without the cgroupfs flags here: inspect only reads its database
     rows = pidns_json("ps", "--ns", f"podman:{name}", "--runtime-cli", env=empty)
     assert rows[0]["host_pid"] == pid
+
+
+def test_export_labels_it_for_promql_joins(web: tuple[str, str, int], tmp_path: Path) -> None:
+    """pidns export's info series names the container, with kube-state-metrics' id form."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name, ident, pid = web
+    out = tmp_path / "pidns.prom"
+    done = subprocess.run(
+        [sys.executable, "-m", "pidns.cli.main", "export", "--textfile", str(out), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    ns = str(os.stat(f"/proc/{pid}/ns/pid").st_ino)
+    infos = [
+        s.labels
+        for family in text_string_to_metric_families(out.read_text())
+        for s in family.samples
+        if s.name == "pidns_namespace_info" and s.labels["ns"] == ns
+    ]
+    assert len(infos) == 1
+    assert infos[0]["runtime"] == "podman" and infos[0]["container"] == name
+    assert infos[0]["container_id"] == f"podman://{ident}"
