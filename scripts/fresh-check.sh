@@ -114,6 +114,7 @@ for scenario in "$@"; do
         mount --bind "$root" "$root"
         mount -t proc proc "$root/proc"
         mount -t sysfs sysfs "$root/sys"
+        mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"  # as a booted machine has them
         mount --rbind /dev "$root/dev"
         mount -t tmpfs -o mode=0755 tmpfs "$root/run"
         cd "$root"
