@@ -10,10 +10,12 @@ class Spec:
 
     __slots__ = (
         "argv",
+        "cgroup_fds",
         "die_with_parent",
         "init",
         "kill_timeout",
         "nest",
+        "timens",
         "to_group",
         "user",
     )
@@ -28,6 +30,8 @@ class Spec:
         to_group: bool = False,
         kill_timeout: float = 2.0,
         die_with_parent: bool = True,
+        cgroup_fds: tuple[int, ...] = (),
+        timens: bool = False,
     ) -> None:
         self.argv = argv  # None: no command; the namespace idles until killed (Sandbox)
         self.nest = nest
@@ -36,6 +40,9 @@ class Spec:
         self.to_group = to_group  # forward signals to the command's process group
         self.kill_timeout = kill_timeout
         self.die_with_parent = die_with_parent
+        # cgroup.procs files (runtime/cgroup.py) the first level's init moves itself into
+        self.cgroup_fds = cgroup_fds
+        self.timens = timens  # the levels live in a time namespace born with them
 
     def uses_userns(self, euid: int) -> bool:
         return euid != 0 if self.user is None else self.user
