@@ -43,12 +43,14 @@ class Target:
         pidns_fd: int = -1,
         userns_fd: int = -1,
         proc_source: str | None = None,
+        cgroup_fds: tuple[int, ...] = (),
     ) -> None:
         self.pidfd = pidfd
         self.nstypes = nstypes
         self.pidns_fd = pidns_fd
         self.userns_fd = userns_fd
         self.proc_source = proc_source  # a view of the namespace to bind at /proc, if not a procfs
+        self.cgroup_fds = cgroup_fds  # cgroup.procs files the joiner moves into (a Sandbox's)
 
     def join(self) -> None:
         if self.pidfd >= 0:
@@ -132,6 +134,10 @@ def _hook(target: Target, report_w: int, sock: socket.socket, cwd: str) -> Calla
     def hook() -> None:
         step = "joining the namespace"
         try:
+            for fd in target.cgroup_fds:
+                step = "joining the cgroup"
+                os.write(fd, b"0")
+            step = "joining the namespace"
             target.join()
             pid = os.fork()
             if pid == 0:
