@@ -44,6 +44,7 @@ class Target:
         userns_fd: int = -1,
         proc_source: str | None = None,
         cgroup_fds: tuple[int, ...] = (),
+        proc_overlays: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.pidfd = pidfd
         self.nstypes = nstypes
@@ -51,6 +52,8 @@ class Target:
         self.userns_fd = userns_fd
         self.proc_source = proc_source  # a view of the namespace to bind at /proc, if not a procfs
         self.cgroup_fds = cgroup_fds  # cgroup.procs files the joiner moves into (a Sandbox's)
+        # (a view's directory, names): files of the view bound over the fresh procfs (hybrid)
+        self.proc_overlays = proc_overlays
 
     def join(self) -> None:
         if self.pidfd >= 0:
@@ -151,6 +154,13 @@ def _hook(target: Target, report_w: int, sock: socket.socket, cwd: str) -> Calla
                         )
                     else:
                         syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
+                        if target.proc_overlays is not None:
+                            step = "binding the virtualised files over its /proc"
+                            source, names = target.proc_overlays
+                            for name in names:
+                                syscalls.mount(
+                                    f"{source}/{name}", f"/proc/{name}", None, syscalls.MS_BIND
+                                )
                 step = f"changing to {cwd}"
                 os.chdir(cwd)  # joining a mount namespace moved us to its root
                 # Our own number inside, told now: asked later, a short-lived command may

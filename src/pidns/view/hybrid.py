@@ -93,7 +93,8 @@ def mount_hybrid(ns_fd: int, mountpoint: str, options: object, cpus_from_quota: 
         finally:
             files.close()
     except BaseException as err:
-        unmount_hybrid(mountpoint)
+        with contextlib.suppress(OSError):
+            unmount_hybrid(mountpoint)
         if isinstance(err, OSError):
             raise PidnsError(
                 f"{mountpoint}: binding the virtualised files failed: {err.strerror}"
