@@ -106,6 +106,13 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["run", "--name", "a/b", "--", "true"], 2, "a/b"),
             Case(["run", "--no-user", "--", "true"], 125, "CAP_SYS_ADMIN", user=True),
             Case(["run", "--nest", "40", "--", "true"], 125, "level 32", user=True),
+            Case(["run", "--memory", "12Q", "--", "true"], 2, "--memory 12Q"),
+            Case(["run", "--cpus", "0", "--", "true"], 2, "--cpus 0"),
+            Case(["run", "--cpuset", "99", "--", "true"], 2, "--cpuset 99"),
+            Case(["run", "--pids-max", "x", "--", "true"], 2, "--pids-max x"),
+            Case(
+                ["run", "--memory", "64M", "--", "true"], 125, "cannot create a cgroup", user=True
+            ),
         ],
         "exec": [
             Case(["exec", "--ns", "pid:[777]", "--", "true"], 2, "pid:[777]"),
@@ -113,6 +120,11 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["exec", "--bogus"], 2, "--bogus"),
             Case(["exec", "--ns", "host", "--cpus-from-quota", "--", "true"], 2, "--virtualize"),
             Case(["exec", "--ns", "host", "--virtualize", "--", "true"], 2, "cgroup of its own"),
+            Case(
+                ["exec", "--ns", "host", "--backend", "kernel", "--virtualize", "--", "true"],
+                2,
+                "cgroup of its own",
+            ),
         ],
         "lxcfs": [
             Case(["lxcfs"], 2, "MOUNTPOINT"),
@@ -127,7 +139,7 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["mount", s, d, "--backend", "bogus"], 2, "bogus"),
             Case(["mount", s, d, "--hidepid", "7"], 2, "7"),
             Case(["mount", s, d, "--gid", "x"], 2, "x"),
-            Case(["mount", s, d, "--backend", "kernel", "--virtualize"], 2, "--virtualize"),
+            Case(["mount", s, d, "--backend", "kernel", "--virtualize"], 2, "cgroup of its own"),
             Case(["mount", s, d, "--cpus-from-quota"], 2, "--virtualize"),
             Case(["mount", "host", d, "--virtualize"], 2, "cgroup of its own"),
             Case(["mount", s, "/"], 1, "/"),  # busy: something is mounted there

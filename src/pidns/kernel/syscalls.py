@@ -16,6 +16,7 @@ TYPE_CHECKING = False  # typing costs pidns run an import
 if TYPE_CHECKING:
     from typing import Any
 
+CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -36,6 +37,14 @@ PR_SET_CHILD_SUBREAPER = 36
 
 class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
     _type_ = "i"
+
+
+class _Long(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_long
+    _type_ = "l"
+
+
+class _UInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_uint
+    _type_ = "I"
 
 
 class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_ulong
@@ -70,6 +79,14 @@ _setns = _bind("setns", _Int, _Int)
 _mount = _bind("mount", _CharP, _CharP, _CharP, _ULong, _CharP)
 _umount2 = _bind("umount2", _CharP, _Int)
 _prctl = _bind("prctl", _Int, _ULong, _ULong, _ULong, _ULong)
+# open_tree(2) and move_mount(2) have no libc wrapper on Debian 12: syscall(2), x86_64 and
+# aarch64 numbers (the same on both: the new mount API came after the tables merged)
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
 def _check(result: int, what: str) -> None:
@@ -99,6 +116,24 @@ def mount(
 
 def umount2(target: str, flags: int = 0) -> None:
     _check(_umount2(_bytes(target), flags), target)
+
+
+def open_tree_clone(path: str) -> int:
+    """A detached bind mount of path (a file or directory), as an fd: it can be attached with
+    move_mount in another mount namespace (one the caller may mount in)."""
+    open_tree = _bind("syscall", _Long, _Int, _CharP, _UInt)  # bound here: rarely used
+    fd = open_tree(_SYS_OPEN_TREE, AT_FDCWD, _bytes(path), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+    _check(fd, path)
+    return int(fd)
+
+
+def move_mount_fd(fd: int, target: str) -> None:
+    """Attach the detached mount fd (from open_tree_clone) at target."""
+    move_mount = _bind("syscall", _Long, _Int, _CharP, _Int, _CharP, _UInt)
+    _check(
+        move_mount(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, _bytes(target), MOVE_MOUNT_F_EMPTY_PATH),
+        target,
+    )
 
 
 def set_pdeathsig(sig: int) -> None:

@@ -49,6 +49,8 @@ class Target:
         userns_fd: int = -1,
         proc_source: str | None = None,
         ignored: frozenset[int] = frozenset(),
+        cgroup_fds: tuple[int, ...] = (),
+        proc_overlays: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.pidfd = pidfd
         self.nstypes = nstypes
@@ -56,6 +58,9 @@ class Target:
         self.userns_fd = userns_fd
         self.proc_source = proc_source  # a view of the namespace to bind at /proc, if not a procfs
         self.ignored = ignored  # signals the caller had ignored: the command gets them ignored
+        self.cgroup_fds = cgroup_fds  # cgroup.procs files the joiner moves into (a Sandbox's)
+        # (a view's directory, names): files of the view bound over the fresh procfs (hybrid)
+        self.proc_overlays = proc_overlays
 
     def open_root(self) -> int:
         """An fd of the root of the member whose mount namespace is joined, or -1."""
@@ -163,6 +168,10 @@ def _hook(
     def hook() -> None:
         step = "joining the namespace"
         try:
+            for fd in target.cgroup_fds:
+                step = "joining the cgroup"
+                os.write(fd, b"0")
+            step = "joining the namespace"
             target.join()
             pid = os.fork()
             if pid == 0:
@@ -184,6 +193,13 @@ def _hook(
                         )
                     else:
                         syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
+                        if target.proc_overlays is not None:
+                            step = "binding the virtualised files over its /proc"
+                            source, names = target.proc_overlays
+                            for name in names:
+                                syscalls.mount(
+                                    f"{source}/{name}", f"/proc/{name}", None, syscalls.MS_BIND
+                                )
                 step = f"changing to {cwd}"
                 os.chdir(cwd)  # relative to the root entered above
                 # Our own number inside, told now: asked later, a short-lived command may

@@ -6,11 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pidns.kernel import nsfs, pidfd
 from pidns.runtime.enter import Target, spawn
 from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
+
+if TYPE_CHECKING:
+    from pidns.view.hybrid import VirtualFiles
 
 
 def exec_in(
@@ -25,7 +29,8 @@ def exec_in(
 
     /proc inside is a procfs mounted from within the namespace (backend kernel, or auto: that
     works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
-    virtualize: the resource files show the namespace's cgroup (auto picks fuse).
+    virtualize: the resource files show the namespace's cgroup (auto picks fuse; with kernel,
+    they are bound over the kernel's procfs from a FUSE view: the hybrid).
     """
     from pidns.designators import open_namespace, resolve
     from pidns.errors import LaunchFailed, PidnsError, UsageError
@@ -46,10 +51,23 @@ def exec_in(
     except PidnsError as err:  # refused or gone: joining failed before the command (125)
         raise LaunchFailed(str(err)) from None
     userns_fd = -1
-    view = None
+    view: _ProcView | VirtualFiles | None = None
+    overlays = None
     try:
         if backend == "fuse":
             view = _ProcView(ns_fd, virtualize, cpus_from_quota)
+        elif virtualize:  # the hybrid: the kernel's procfs, the virtualised files bound over it
+            from pidns.view.api import check_own_cgroup
+            from pidns.view.hybrid import VirtualFiles, present
+
+            check_own_cgroup(ns_fd, designator, os.fstat(ns_fd).st_ino)
+            try:
+                view = VirtualFiles(ns_fd, cpus_from_quota)
+            except PidnsError as err:
+                if isinstance(err, UsageError):
+                    raise
+                raise LaunchFailed(f"--virtualize: {err}") from None
+            overlays = (view.path, tuple(present("/proc")))
         userns_fd = _userns_to_join(ns_fd)
         try:
             forwarder: Forwarder | None = Forwarder(FORWARDED)
@@ -59,8 +77,9 @@ def exec_in(
             target = Target(
                 pidns_fd=ns_fd,
                 userns_fd=userns_fd,
-                proc_source=view.path if view is not None else None,
+                proc_source=view.path if isinstance(view, _ProcView) else None,
                 ignored=forwarder.ignored if forwarder is not None else frozenset(),
+                proc_overlays=overlays,
             )
             joined = spawn(argv, target)
             try:

@@ -270,6 +270,8 @@ _STEPS = {
     "mount-proc": "mounting /proc",
     "userns-map": "mapping the caller's uid/gid in the user namespace",
     "fork": "forking",
+    "cgroup": "joining the run's cgroup",
+    "timens": "creating a time namespace",
 }
 
 

@@ -35,17 +35,33 @@ def run(
     status_json: str | None = None,
     view: str | None = None,
     view_backend: str = "auto",
+    memory: str | None = None,
+    cpus: str | float | None = None,
+    cpuset: str | None = None,
+    pids_max: str | int | None = None,
+    virtualize: bool = False,
 ) -> int:
     """Run argv in `nest` new nested PID namespaces and return its exit status (128+N when
     killed by signal N). Raises a PidnsError when the command could not be started
     (LaunchFailed 125, NotExecutable 126, CommandNotFound 127) or the input is wrong.
     Signals are forwarded when called from the main thread. With `view`, the innermost
     namespace's proc tree is mounted there (see `pidns mount`) before the command starts and
-    unmounted after; it also goes when the namespace's init dies."""
+    unmounted after; it also goes when the namespace's init dies.
+
+    memory ("64M"), cpus (0.5), cpuset ("0-1"), pids_max: the namespaces get a cgroup of their
+    own with those limits (runtime/cgroup.py), removed after. virtualize: that cgroup even
+    without limits, the command's /proc shows it (meminfo, cpuinfo, stat, uptime, … from a FUSE
+    view, bound over the kernel's procfs), and the levels live in a new time namespace (uptime,
+    sysinfo(2), CLOCK_BOOTTIME, btime count from its birth)."""
     if forward_to not in ("child", "group"):
         from pidns.errors import UsageError
 
         raise UsageError(f"forward_to must be 'child' or 'group', not {forward_to!r}")
+    limits = None
+    if virtualize or any(v is not None for v in (memory, cpus, cpuset, pids_max)):
+        from pidns.runtime.cgroup import parse_limits
+
+        limits = parse_limits(memory, cpus, cpuset, pids_max)  # nonsense: UsageError, before all
     spec = Spec(
         tuple(argv),
         nest=nest,
@@ -54,6 +70,7 @@ def run(
         to_group=forward_to == "group",
         kill_timeout=kill_timeout,
         die_with_parent=die_with_parent,
+        timens=virtualize,
     )
     reservation = None
     if name is not None:
@@ -76,8 +93,21 @@ def run(
         pass
     launched: Launched | None = None
     mounted: _View | None = None
+    cgroup = None
     try:
-        launched = launch(spec)
+        if limits is not None:
+            from pidns.runtime.cgroup import create
+
+            cgroup = create(limits)
+            spec.cgroup_fds = cgroup.open_procs()
+            try:
+                launched = launch(spec)
+            finally:
+                for fd in spec.cgroup_fds:
+                    os.close(fd)
+                spec.cgroup_fds = ()
+        else:
+            launched = launch(spec)
         if reservation is not None:
             try:
                 reservation.commit(launched.inits[-1], [ino for _, ino in launched.namespaces])
@@ -88,6 +118,13 @@ def run(
         if view is not None:
             try:
                 mounted = _View(launched.inits[-1], view, view_backend)
+            except BaseException:
+                launched.kill()
+                launched.wait()
+                raise
+        if virtualize:
+            try:
+                virtualize_proc(launched, spec)
             except BaseException:
                 launched.kill()
                 launched.wait()
@@ -113,8 +150,13 @@ def run(
     finally:
         if forwarder is not None:
             forwarder.restore()
+        if cgroup is not None and launched is not None and launched.poll() is None:
+            launched.kill()  # an error between launch and wait: nothing may outlive the cgroup
+            launched.wait()
         if launched is not None:
             launched.close()
+        if cgroup is not None:
+            cgroup.remove()
         if mounted is not None:
             mounted.close()
         if reservation is not None:
@@ -126,6 +168,27 @@ def run(
                 pass
         if foreground:
             _reclaim_terminal()
+
+
+def virtualize_proc(launched: Launched, spec: Spec) -> None:
+    """--virtualize: the virtualised files of a FUSE view of the innermost namespace, attached
+    over the /proc of its mount namespace (which the command shares) before the command starts;
+    the kernel's procfs serves the rest."""
+    from pidns.errors import LaunchFailed, PidnsError, UsageError
+    from pidns.view.hybrid import VirtualFiles, attach_into, present
+
+    inner = launched.inits[-1]
+    try:
+        files = VirtualFiles(f"@{inner}")
+    except PidnsError as err:
+        if isinstance(err, (UsageError, LaunchFailed)):
+            raise
+        raise LaunchFailed(f"--virtualize: {err}") from None
+    try:
+        userns_of = launched.inits[0] if spec.uses_userns(os.geteuid()) else None
+        attach_into(inner, userns_of, files.path, present("/proc"))
+    finally:
+        files.close()
 
 
 def _open_status(target: str) -> IO[str]:

@@ -69,6 +69,9 @@ class Chain:
                 syscalls.unshare(syscalls.CLONE_NEWUSER)
                 self.step = "userns-map"
                 map_to_root(self.uid, self.gid)
+            if self.spec.timens:
+                self.step = "timens"
+                _new_time_namespace()
             self.step = "pidns"
             syscalls.unshare(syscalls.CLONE_NEWPID)
             self.step = "fork"
@@ -77,6 +80,8 @@ class Chain:
             if pid == 0:
                 self.level(1, me)
             os.close(me)
+            for fd in self.spec.cgroup_fds:  # the init joins with them; here they are done
+                os.close(fd)
             self._forked(0, pid)
             _, status = os.waitpid(pid, 0)
             self._record_exit(0, status)
@@ -92,6 +97,11 @@ class Chain:
                 if pidfd.exited(parent_fd):
                     os._exit(125)
                 os.close(parent_fd)
+            if self.spec.cgroup_fds and level == 1:
+                self.step = "cgroup"  # before anything is forked: every descendant is inside
+                for fd in self.spec.cgroup_fds:
+                    os.write(fd, b"0")
+                    os.close(fd)
             self.step = "mountns"
             syscalls.unshare(syscalls.CLONE_NEWNS)
             self.step = "mount-private"
@@ -188,6 +198,24 @@ class Chain:
             report.send(self.err_w, "error", level, self.step, number, what)
         finally:
             os._exit(code)
+
+
+def _new_time_namespace() -> None:
+    """unshare a time namespace whose CLOCK_BOOTTIME and CLOCK_MONOTONIC start near 0: its
+    offsets are written before any process is in it (the children of this one will be), so
+    /proc/uptime, sysinfo(2) and /proc/stat's btime count from the namespace's birth. Both
+    clocks move by the same amount: boottime less monotonic (time suspended) stays the host's."""
+    import time
+
+    syscalls.unshare(syscalls.CLONE_NEWTIME)
+    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000_000
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000_000
+    shift = min(boot, mono)
+    fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"monotonic {-shift} 0\nboottime {-shift} 0\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _set_comm(name: str) -> None:

@@ -143,11 +143,14 @@ def open_view(
         if backend == "auto":
             backend = "kernel" if os.geteuid() == 0 and not virtualize else "fuse"
         if backend == "kernel":
-            if virtualize:
-                raise UsageError("--virtualize needs --backend fuse")
-            from pidns.view.kernel import mount_proc
+            if virtualize:  # the hybrid: the kernel's procfs, the virtualised files pidns's
+                from pidns.view.hybrid import mount_hybrid
 
-            mount_proc(fd, path, options)
+                mount_hybrid(fd, path, options, cpus_from_quota)
+            else:
+                from pidns.view.kernel import mount_proc
+
+                mount_proc(fd, path, options)
             handle = ViewHandle(path, "kernel", ino, options=options.to_wire())
         else:
             handle = _open_fuse(fd, path, options, auto_unmount)
@@ -388,6 +391,10 @@ def close_view(mountpoint: str) -> None:
             from pidns.kernel import fuse_mount
 
             fuse_mount.unmount(path)
+        elif (rec.get("options") or {}).get("virtualize"):
+            from pidns.view.hybrid import unmount_hybrid
+
+            unmount_hybrid(path)
         else:
             syscalls.umount2(path, 0)
     except OSError as err:

@@ -25,7 +25,7 @@ from pidns.view.files.ids import task_ids
 from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
 from pidns.view.files.locks import render_locks
 from pidns.view.files.meminfo import render_meminfo, render_swaps
-from pidns.view.files.procstat import render_proc_stat
+from pidns.view.files.procstat import boottime_offset, render_proc_stat, shift_btime
 from pidns.view.files.sched import render_sched
 from pidns.view.files.stat import translate_stat
 from pidns.view.files.status import translate_status
@@ -198,7 +198,26 @@ def _virtualized(name: str) -> TopRenderer:
         subject = view.instance.subject(view.options)
         return host if subject is None else render(subject, host)
 
-    return top
+    if name != "stat":
+        return top
+
+    def stat(view: View, host: bytes, req: Requester) -> bytes:
+        # btime as the reader's time namespace has it (a `pidns run --virtualize` is born
+        # in one): the kernel's per-task start times it reads are counted in that clock
+        return shift_btime(top(view, host, req), reader_boottime_offset(req))
+
+    return stat
+
+
+def reader_boottime_offset(req: Requester) -> int:
+    """The CLOCK_BOOTTIME offset of the requester's time namespace (0: the host's, or unknown)."""
+    if req.tid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{req.tid}/timens_offsets", "rb") as f:
+            return boottime_offset(f.read())
+    except OSError:
+        return 0
 
 
 TOP_FILES: dict[str, TopRenderer] = {
@@ -211,6 +230,12 @@ TOP_FILES: dict[str, TopRenderer] = {
 }
 # rendered only with --virtualize (loadavg's counts too)
 VIRTUALIZED = frozenset(RESOURCE_FILES)
+
+
+def overlaid_files() -> tuple[str, ...]:
+    """The files --virtualize renders, by their path under /proc: what the hybrid (a kernel's
+    procfs with these bound over it from a view) takes from the view."""
+    return ("loadavg", *RESOURCE_FILES)
 
 
 def top_renderer(rel: str, virtualize: bool) -> TopRenderer | None:

@@ -81,3 +81,32 @@ def render_proc_stat(
                 line = b"procs_blocked %d\n" % tasks.blocked
         out.append(line)
     return b"".join(out)
+
+
+def boottime_offset(timens_offsets: bytes) -> int:
+    """Seconds a time namespace adds to CLOCK_BOOTTIME (/proc/PID/timens_offsets); 0 when the
+    file says nothing (no time namespace, or a kernel without them)."""
+    for line in timens_offsets.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == b"boottime":
+            try:
+                return int(words[1])
+            except ValueError:
+                return 0
+    return 0
+
+
+def shift_btime(stat: bytes, offset: int) -> bytes:
+    """/proc/stat as a reader whose CLOCK_BOOTTIME runs `offset` seconds ahead of the host's
+    sees it: the kernel moves btime back by the offset (a time namespace born at T, with offset
+    -T, has its boot at T)."""
+    if not offset:
+        return stat
+    out = []
+    for line in stat.splitlines(keepends=True):
+        if line.startswith(b"btime "):
+            words = line.split()
+            if len(words) == 2 and words[1].isdigit():
+                line = b"btime %d\n" % (int(words[1]) - offset)
+        out.append(line)
+    return b"".join(out)
