@@ -126,6 +126,17 @@ def cases(e: Env) -> dict[str, list[Case]]:
                 "cgroup of its own",
             ),
         ],
+        "export": [
+            Case(
+                ["export", "--proc", str(e.file), "--once", "--textfile", "/tmp/x.prom"],
+                2,
+                str(e.file),
+            ),
+            Case(["export", "--listen", "nonsense"], 2, "nonsense"),
+            Case(["export", "--once"], 2, "--textfile"),
+            Case(["export", "--textfile", f"{d}/x.txt"], 2, ".prom"),
+            Case(["export", "--min-interval", "-1"], 2, "--min-interval"),
+        ],
         "lxcfs": [
             Case(["lxcfs"], 2, "MOUNTPOINT"),
             Case(["lxcfs", "/no/such/dir"], 2, "/no/such/dir"),

@@ -111,7 +111,10 @@ def _cgroup_file(pid: int, controller: str, name: str) -> str:
 
 def test_meminfo_agrees_with_lxcfs_field_by_field(setup: Setup) -> None:
     lx = meminfo(setup.lxcfs("proc/meminfo"))
-    for source in (setup.ours("proc/meminfo"), (setup.view / "meminfo").read_text()):
+    host = meminfo(Path("/proc/meminfo").read_text())
+    sources = [setup.ours("proc/meminfo"), (setup.view / "meminfo").read_text()]
+    after = meminfo(Path("/proc/meminfo").read_text())
+    for source in sources:
         ours = meminfo(source)
         assert list(ours) == list(lx)  # the same lines, in the kernel's order
         assert ours["MemTotal"] == 65536
@@ -120,7 +123,14 @@ def test_meminfo_agrees_with_lxcfs_field_by_field(setup: Setup) -> None:
         for key in MEM_CGROUP:
             assert abs(ours[key] - lx[key]) <= 4096, (key, ours[key], lx[key])
         for key in set(ours) - set(MEM_EXACT) - set(MEM_CGROUP) - {"AnonHugePages"}:
-            assert abs(ours[key] - lx[key]) <= max(65536, lx[key] // 5), key
+            # the host's own lines, passed through by both: on a busy host they move between
+            # reads (Committed_AS by hundreds of MB), so each is held against the host's readings
+            # taken around ours as well as against LXCFS's
+            low, high = min(host[key], after[key], lx[key]), max(host[key], after[key], lx[key])
+            slack = max(65536, high // 5)
+            if key == "Committed_AS":  # read while `podman exec` runs: its own charge is in it
+                slack += 512 * 1024
+            assert low - slack <= ours[key] <= high + slack, (key, ours[key], low, high)
         # LXCFS 5.0.3 always shows AnonHugePages 0 on v1 (its prefix match of total_rss takes
         # total_rss_huge's line): ours is the kernel's total_rss_huge
         stat = dict(
