@@ -137,15 +137,7 @@ class Daemon(Listener):
                 "ok": False,
                 "error": "open needs an nsfs fd, a /dev/fuse fd and optionally a mount namespace fd",
             }
-        # FUSE numbers each requester in the mounting process's pid namespace (the connection's):
-        # this daemon reads those numbers as its own.
-        try:
-            same_pidns = (
-                peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
-            )
-        except OSError:
-            same_pidns = False
-        if not same_pidns:
+        if not self._same_pidns(peer_pid):
             return {
                 "ok": False,
                 "error": "the view daemon serves only mounts made in its own PID namespace",
@@ -199,6 +191,14 @@ class Daemon(Listener):
                 if fd >= 0:
                     os.close(fd)
 
+    def _same_pidns(self, peer_pid: int) -> bool:
+        """FUSE numbers each requester in the mounting process's pid namespace (the
+        connection's): this daemon reads those numbers as its own, so it serves only those."""
+        try:
+            return peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
+        except OSError:
+            return False
+
     def _open_lxcfs(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
         """Serve a `pidns lxcfs` tree on the /dev/fuse fd given: every reader sees its own
         cgroup's values, so there is no namespace to open."""
@@ -206,13 +206,7 @@ class Daemon(Listener):
 
         if len(fds) != 1:
             return {"ok": False, "error": "lxcfs needs one /dev/fuse fd"}
-        try:
-            same_pidns = (
-                peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
-            )
-        except OSError:
-            same_pidns = False
-        if not same_pidns:
+        if not self._same_pidns(peer_pid):
             return {
                 "ok": False,
                 "error": "the view daemon serves only mounts made in its own PID namespace",
