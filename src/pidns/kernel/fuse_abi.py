@@ -186,7 +186,7 @@ class InitIn:
 
 
 class Attr(Protocol):
-    """What a reply says about an inode (fuse_attr without ino, which the inode table assigns)."""
+    """What a reply says about an inode (its ino, when 0, is the node id the table assigns)."""
 
     @property
     def mode(self) -> int: ...
@@ -200,6 +200,8 @@ class Attr(Protocol):
     def size(self) -> int: ...
     @property
     def mtime_ns(self) -> int: ...
+    @property
+    def ino(self) -> int: ...
 
 
 def unpack_init(body: bytes | memoryview) -> InitIn:
@@ -263,10 +265,11 @@ def _valid(seconds: float) -> tuple[int, int]:
 
 
 def pack_attr(ino: int, attr: Attr) -> tuple[int, ...]:
-    """fuse_attr fields, for splicing into ENTRY_OUT or ATTR_OUT."""
+    """fuse_attr fields, for splicing into ENTRY_OUT or ATTR_OUT; attr.ino, when set, is the
+    number stat() shows (the node id stays `ino`)."""
     sec, nsec = _split_ns(attr.mtime_ns)
     return (
-        ino,
+        attr.ino or ino,
         attr.size,
         (attr.size + 511) // 512,
         sec,
