@@ -117,7 +117,7 @@ def test_following_fd_links_reaches_pipes_sockets_and_anonymous_inodes() -> None
             kinds.add(kind)
             if kind == "anon_inode":  # typeless in the kernel; FUSE must give a type: regular
                 assert theirs[1] == 0 and ours[1] == st.S_IFREG
-                ours, theirs = ours[:1] + ours[2:], theirs[:1] + theirs[2:]
+                theirs = (theirs[0], st.S_IFREG, *theirs[2:])
             assert ours == theirs, target
         assert {"pipe", "socket", "anon_inode"} <= kinds
         if shutil.which("lsof"):
