@@ -27,6 +27,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import threading
 import time
 from collections import OrderedDict
@@ -38,8 +39,25 @@ from pidns.kernel import fuse_abi as abi
 log = logging.getLogger(__name__)
 
 # Idle slots kept per connection (each an fd and at most a snapshot's pages): enough for a `ps`
-# of 1,000 tasks to find every file's slot again on its next pass.
+# of 1,000 tasks to find every file's slot again on its next pass. All connections together keep
+# no more than a quarter of the fds the process may open: the rest is for the files it serves.
 IDLE_KEPT = 4096
+_idle_lock = threading.Lock()
+_idle_total = 0  # idle slots of every connection
+
+
+def _idle_cap() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4
+
+
+def _count_idle(change: int) -> int:
+    """Add change to the idle slots of every connection; the new total."""
+    global _idle_total
+    with _idle_lock:
+        _idle_total += change
+        return _idle_total
+
+
 WAIT_LIMIT = 2.0  # s an open may wait for the others of its inode before it fails (EBUSY)
 BUSY = -1  # open(): another open of the inode is out with other bytes
 EXPIRED = -2  # wait(): WAIT_LIMIT passed
@@ -75,6 +93,7 @@ class Backings:
     def __init__(self, device: int, idle_kept: int = IDLE_KEPT) -> None:
         self.device = device
         self.idle_kept = idle_kept
+        self.idle_cap = _idle_cap()
         self.enabled = True
         self.lock = threading.Lock()
         self.active: dict[int, _Open] = {}  # inode -> its slot while opens of it are out
@@ -129,10 +148,12 @@ class Backings:
             slot = current.slot
             self.idle[slot.key] = slot
             self.by_inode.setdefault(ino, set()).add(slot.key[1])
-            while len(self.idle) > self.idle_kept:
+            total = _count_idle(1)
+            while self.idle and (len(self.idle) > self.idle_kept or total > self.idle_cap):
                 _key, old = self.idle.popitem(last=False)
                 self._unindex(old)
                 self._close(old)
+                total = _count_idle(-1)
             # The kernel dropped the inode's backing file at its last close: the waiting opens
             # go now, in turn; those whose bytes differ from the first's wait for the next round.
             waiters = self.waiting.pop(ino, [])
@@ -155,12 +176,14 @@ class Backings:
                 slot = self.idle.pop((ino, uid), None)
                 if slot is not None:
                     self._close(slot)
+                    _count_idle(-1)
 
     def close(self) -> None:
         """The connection ended (the kernel dropped every backing id with it)."""
         with self.lock:
             self.enabled = False
             slots = list(self.idle.values()) + [o.slot for o in self.active.values()]
+            _count_idle(-len(self.idle))
             self.idle.clear()
             self.active.clear()
             self.by_inode.clear()
@@ -203,6 +226,7 @@ class Backings:
         slot = self.idle.pop(key, None)
         if slot is not None:
             self._unindex(slot)
+            _count_idle(-1)
             return slot
         try:
             fd = os.memfd_create("pidns-view", os.MFD_CLOEXEC)
