@@ -409,7 +409,8 @@ def close_view(mountpoint: str) -> None:
 def list_views() -> list[dict[str, Any]]:
     """The recorded views, each with `state` (alive; ns-dead: its namespace's init died, it shows
     only self and thread-self; disconnected: its daemon is gone, every access fails ENOTCONN;
-    unresponsive: the daemon does not answer) and `alive` (state == alive)."""
+    unresponsive: the daemon does not answer) and `alive` (state == alive); a served FUSE view
+    also has `fuse`: the requests its connection read by operation, and what passthrough did."""
     views = state.records()
     served: dict[str, dict[str, Any]] | None = None
     if any(v.get("backend") in FUSE_BACKENDS for v in views):
@@ -424,6 +425,7 @@ def list_views() -> list[dict[str, Any]]:
             v["state"] = "disconnected"  # no daemon, or a new one that does not serve this mount
         else:
             v["state"] = "ns-dead" if served[key].get("dead") else "alive"
+            v["fuse"] = served[key].get("fuse", {})  # requests by operation, passthrough
         v["alive"] = v["state"] == "alive"
     return views
 

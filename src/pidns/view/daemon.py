@@ -52,6 +52,9 @@ class Daemon(Listener):
         self.notifier = Notifier()
         self.watchdog = Watchdog()  # each view: a request thread, a standby for when it is stuck
         self.request_timeout = _request_timeout()
+        # PIDNS_FUSE_PASSTHROUGH=0: never negotiate passthrough (reads by direct I/O, as without
+        # the privilege it needs)
+        self.passthrough = os.environ.get("PIDNS_FUSE_PASSTHROUGH", "1") != "0"
         self.sessions: dict[str, Connection] = {}  # view id -> the connection of its mount
         self.auto_unmount: dict[str, int] = {}  # view id -> mount namespace fd (-1: the daemon's)
         self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
@@ -169,6 +172,7 @@ class Daemon(Listener):
                     self.notifier,
                     watchdog=self.watchdog,
                     request_timeout=self.request_timeout,
+                    passthrough=self.passthrough,
                     on_end=self._session_ended,
                     name=view.id,
                 )
@@ -253,6 +257,8 @@ class Daemon(Listener):
             "dead": view.instance.dead,
             "instance_views": sorted(view.instance.views),
             "options": view.options.to_wire(),
+            # requests read by operation (round trips readers paid), what passthrough did
+            "fuse": session.stats() if session else {},
         }
 
     # -- the main thread -----------------------------------------------------------------------

@@ -27,8 +27,8 @@ from pidns.view.files.locks import render_locks
 from pidns.view.files.meminfo import render_meminfo, render_swaps
 from pidns.view.files.procstat import boottime_offset, render_proc_stat, shift_btime
 from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import translate_stat
-from pidns.view.files.status import translate_status
+from pidns.view.files.stat import stat_running, translate_stat
+from pidns.view.files.status import status_running, translate_status
 from pidns.view.files.uptime import render_uptime
 from pidns.view.files.userids import render_user_ids
 from pidns.view.instances import View
@@ -46,6 +46,8 @@ class Task(Protocol):
     def view(self) -> View: ...
     @property
     def ns_pid(self) -> int: ...
+    @property
+    def host_pid(self) -> int: ...
 
     def read(self, name: str) -> bytes: ...
     def creds(self) -> Creds: ...
@@ -61,6 +63,8 @@ ResourceRenderer = Callable[[Subject, bytes], bytes]
 def _status(task: Task, req: Requester) -> bytes:
     nsmap = task.view.instance.nsmap
     status = translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
+    if req.tid == task.host_pid:  # FUSE numbers requesters as the daemon's namespace does
+        status = status_running(status)
     ids = task.view.reader_ids(req)
     return status if ids is None else render_user_ids(status, ids)
 
@@ -68,7 +72,7 @@ def _status(task: Task, req: Requester) -> bytes:
 def _stat(task: Task, req: Requester) -> bytes:
     nsmap = task.view.instance.nsmap
     permitted = req.uid == 0 or rules.may_ptrace_read(req, task.creds())
-    return translate_stat(
+    stat = translate_stat(
         task.read("stat"),
         task.ns_pid,
         nsmap.to_ns,
@@ -76,6 +80,7 @@ def _stat(task: Task, req: Requester) -> bytes:
         exists,
         permitted,
     )
+    return stat_running(stat) if req.tid == task.host_pid else stat
 
 
 def _children(task: Task, req: Requester) -> bytes:
