@@ -10,11 +10,40 @@ label.py        the reverse: a snapshot's namespaces named after their container
 
 from __future__ import annotations
 
-from pidns.containers.label import Labels, label
-from pidns.containers.record import Container
-from pidns.containers.resolve import PREFIXES, ContainerNotRunning, resolve_designator
-from pidns.containers.runtime_cli import use as use_runtime_cli
-from pidns.containers.state import Roots, StateReader
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pidns.containers.label import Labels, label
+    from pidns.containers.record import Container
+    from pidns.containers.resolve import PREFIXES, ContainerNotRunning, resolve_designator
+    from pidns.containers.runtime_cli import use as use_runtime_cli
+    from pidns.containers.state import Roots, StateReader
+
+# Each name from the module that holds it, imported at first use: naming namespaces (`ls`, `ps`)
+# needs label.py and what it reads, not the resolver, nor the runtime CLI's subprocess.
+_WHERE = {
+    "Labels": ("label", "Labels"),
+    "label": ("label", "label"),
+    "Container": ("record", "Container"),
+    "PREFIXES": ("resolve", "PREFIXES"),
+    "ContainerNotRunning": ("resolve", "ContainerNotRunning"),
+    "resolve_designator": ("resolve", "resolve_designator"),
+    "use_runtime_cli": ("runtime_cli", "use"),
+    "Roots": ("state", "Roots"),
+    "StateReader": ("state", "StateReader"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where[0]}"), where[1])
+    # kept here: importing label.py bound the name `label` to that module, not to its function
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PREFIXES",
