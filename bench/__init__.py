@@ -1,1 +1,1 @@
-"""Side-by-side benchmarks against named peers, reported as ratios (`make bench`)."""
+"""Side-by-side benchmarks against named peers, reported as ratios (`./go bench`)."""

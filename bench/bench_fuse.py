@@ -3,6 +3,11 @@
 fuse_status_vs_lxcfs   open+read+close of /<pid>/status through the view / LXCFS's /proc/loadavg
 fuse_status_vs_kernel  the same / the kernel view's /<pid>/status
 fuse_ps_vs_kernel_1k   `ps -ef` inside a namespace of 1,000 tasks, view / kernel view at /proc
+  ..._pinned           each of the three above with the client and every server thread (the view
+                       daemon's, LXCFS's) on one CPU: no wake-up crosses CPUs (on these VMs one
+                       that wakes the other, halted CPU costs more than the daemon's work)
+fuse_ps_requests_per_row  requests the daemon reads per row of a warm `ps -ef` through the view
+fuse_ps_waits_per_row     of those, the ones `ps` waits for (not RELEASE, FORGET, INTERRUPT)
 exit_flush_p99_ms      task exit -> its /<pid> gone from the view, p99 over 1,000 exits (ms)
 daemon_rss_mb_1k       the daemon's RSS after a full `ps -ef` of 1,000 tasks (MB)
 daemon_rss_mb_10k      a fresh daemon's RSS after a full `ps -ef` through a view of 10,000 tasks (MB)
@@ -118,6 +123,63 @@ def _inside(init: int | None, proc_dir: str, argv: list[str]) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _pinned(servers: list[int], cpu: int = 0) -> Iterator[None]:
+    """This process (and so the clients it starts) and every thread of the servers on one CPU."""
+    every = os.sched_getaffinity(0)
+
+    def pin(cpus: set[int]) -> None:
+        os.sched_setaffinity(0, cpus)
+        for pid in servers:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    os.sched_setaffinity(int(tid), cpus)
+
+    pin({cpu})
+    try:
+        yield
+    finally:
+        pin(every)
+
+
+_ASYNC = ("RELEASE", "RELEASEDIR", "FORGET", "BATCH_FORGET", "INTERRUPT")
+
+
+def _requests(fuse: str) -> dict[str, int]:
+    from pidns.view.api import list_views
+
+    for view in list_views():
+        if view.get("mountpoint") == fuse:
+            requests: dict[str, int] = view.get("fuse", {}).get("requests", {})
+            return requests
+    return {}
+
+
+def _per_row(init: int, fuse: str) -> tuple[float, float]:
+    """(requests, waited-for requests) per row of one warm `ps -ef` through the view."""
+    before = _requests(fuse)
+    out = subprocess.run(
+        _inside(init, fuse, ["ps", "-ef"]), capture_output=True, check=True, text=True
+    ).stdout
+    time.sleep(0.5)  # the RELEASEs of the last files arrive after ps has exited
+    after = _requests(fuse)
+    rows = max(1, len(out.splitlines()) - 1)
+    spent = {op: n - before.get(op, 0) for op, n in after.items()}
+    total = sum(spent.values())
+    waited = sum(n for op, n in spent.items() if op not in _ASYNC)
+    return total / rows, waited / rows
+
+
+def _lxcfs_pid(loadavg: str) -> int | None:
+    mountpoint = str(Path(loadavg).parent.parent)
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[0].endswith(b"lxcfs") and mountpoint.encode() in argv:
+                return int(pid)
+    return None
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -178,6 +240,26 @@ def _rss_10k() -> float:
             return _rss_mb(handle.daemon_pid)
 
 
+def _ratios(
+    results: dict[str, float], suffix: str, init: int, fuse: str, kernel: str, pid: int,
+    loadavg: str | None,
+) -> None:  # fmt: skip
+    status_fuse = _loop(f"{fuse}/{pid}/status")
+    _, _, results[f"fuse_status_vs_kernel{suffix}"] = interleaved_ratio(
+        status_fuse, _loop(f"{kernel}/{pid}/status")
+    )
+    if loadavg is not None:
+        _, _, results[f"fuse_status_vs_lxcfs{suffix}"] = interleaved_ratio(
+            status_fuse, _loop(loadavg)
+        )
+    _, _, results[f"fuse_ps_vs_kernel_1k{suffix}"] = interleaved_ratio(
+        run_quiet(_inside(init, fuse, ["ps", "-ef"])),
+        run_quiet(_inside(init, kernel, ["ps", "-ef"])),
+        rounds=7,
+        warmup=1,
+    )
+
+
 def run() -> dict[str, float]:
     results: dict[str, float] = {}
     with _namespace(1002) as init, _views(init) as (fuse, kernel):
@@ -185,21 +267,14 @@ def run() -> dict[str, float]:
 
         daemon = int(control.request(str(state.socket_path()), {"op": "ping"})["pid"])
         pid = sorted(int(n) for n in os.listdir(kernel) if n.isdigit())[1]
-        status_fuse = _loop(f"{fuse}/{pid}/status")
-        _, _, results["fuse_status_vs_kernel"] = interleaved_ratio(
-            status_fuse, _loop(f"{kernel}/{pid}/status")
-        )
         with _lxcfs() as loadavg:
-            if loadavg is not None:
-                _, _, results["fuse_status_vs_lxcfs"] = interleaved_ratio(
-                    status_fuse, _loop(loadavg)
-                )
-        _, _, results["fuse_ps_vs_kernel_1k"] = interleaved_ratio(
-            run_quiet(_inside(init, fuse, ["ps", "-ef"])),
-            run_quiet(_inside(init, kernel, ["ps", "-ef"])),
-            rounds=7,
-            warmup=1,
-        )
+            _ratios(results, "", init, fuse, kernel, pid, loadavg)
+            lxcfs = _lxcfs_pid(loadavg) if loadavg is not None else None
+            with _pinned([daemon] + ([lxcfs] if lxcfs else [])):
+                _ratios(results, "_pinned", init, fuse, kernel, pid, loadavg)
+        per_row, waits = _per_row(init, fuse)
+        results["fuse_ps_requests_per_row"] = per_row
+        results["fuse_ps_waits_per_row"] = waits
         results["daemon_rss_mb_1k"] = _rss_mb(daemon)
         delays = _exit_flush(init, fuse, 1000)
         results["exit_flush_p99_ms"] = (

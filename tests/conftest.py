@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -20,6 +21,17 @@ def _fuse_missing() -> str | None:
     if shutil.which("fusermount3") is None:
         return "needs fusermount3 (apt-get install fuse3)"
     return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's processes get the dispositions a terminal would give them, however it was
+    started: a background job of a non-interactive shell (`sh -c './go test &'`) starts with
+    SIGINT and SIGQUIT ignored, and every process the tests start would inherit that (an ignored
+    signal stays ignored across exec). Tests of that case make it themselves."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,13 +19,16 @@ class Task:
     host_pid: HostPid
     tgid: HostPid
     ppid: HostPid  # tgid of the real parent; 0 when it has no number at level 0
-    tracer_pid: HostPid
+    # None, and uids/gids None: not read (a brief snapshot reads `status` only where needed)
+    tracer_pid: HostPid | None
     nstgid: tuple[int, ...]
     nspid: tuple[int, ...]
     nspgid: tuple[int, ...]
     nssid: tuple[int, ...]
-    uids: tuple[int, int, int, int]  # real, effective, saved, filesystem
-    gids: tuple[int, int, int, int]
+    uids: tuple[int, int, int, int] | None  # real, effective, saved, filesystem
+    gids: tuple[int, int, int, int] | None
+    euid: int  # always read: status, or the owner of the task's /proc directory
+    egid: int
     state: str
     comm: str
     cmdline: list[str]
@@ -47,7 +50,7 @@ class Task:
     @property
     def uid(self) -> int:
         """The effective uid, as ps shows it."""
-        return self.uids[1]
+        return self.euid
 
     @property
     def is_thread_leader(self) -> bool:
@@ -81,7 +84,7 @@ class TaskView:
     pid: NsPid
     tgid: NsPid
     ppid: NsPid  # 0 when the parent has no number in the viewing namespace
-    tracer_pid: NsPid
+    tracer_pid: NsPid | None  # None: not read
     pgrp: NsPid  # 0 when the group leader is invisible
     sid: NsPid
     nstgid: tuple[int, ...]
@@ -168,8 +171,12 @@ class Snapshot:
             return None
         parent = self.tasks.get(task.ppid)
         ppid = parent.nstgid[lvl] if parent is not None and parent.ns_ino in members else 0
-        tracer = self.tasks.get(task.tracer_pid) if task.tracer_pid else None
-        tracer_pid = tracer.nstgid[lvl] if tracer is not None and tracer.ns_ino in members else 0
+        tracer_pid: int | None = None
+        if task.tracer_pid is not None:
+            tracer = self.tasks.get(task.tracer_pid) if task.tracer_pid else None
+            tracer_pid = (
+                tracer.nstgid[lvl] if tracer is not None and tracer.ns_ino in members else 0
+            )
         nspgid = task.nspgid[lvl:]
         nssid = task.nssid[lvl:]
         return TaskView(
@@ -178,7 +185,7 @@ class Snapshot:
             pid=NsPid(task.nspid[lvl]),
             tgid=NsPid(task.nstgid[lvl]),
             ppid=NsPid(ppid),
-            tracer_pid=NsPid(tracer_pid),
+            tracer_pid=None if tracer_pid is None else NsPid(tracer_pid),
             pgrp=NsPid(nspgid[0] if nspgid else 0),
             sid=NsPid(nssid[0] if nssid else 0),
             nstgid=task.nstgid[lvl:],

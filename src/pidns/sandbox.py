@@ -26,6 +26,7 @@ from pidns.runtime.spec import Spec
 if TYPE_CHECKING:
     from pidns.model import TaskView
     from pidns.names import Reservation
+    from pidns.runtime.cgroup import Cgroup, Limits
 
 
 class Process:
@@ -93,6 +94,11 @@ class Sandbox:
 
     With die_with_parent (the default) the namespaces also die when the thread that entered the
     sandbox exits (that is how PR_SET_PDEATHSIG works). Rootless when not root (user=None).
+
+    memory ("64M" or bytes), cpus, cpuset ("0-1"), pids_max: a cgroup of the sandbox's own with
+    those limits, removed at close; virtualize: that cgroup even without limits, /proc inside
+    shows it (meminfo, cpuinfo, stat, uptime, …) and a time namespace born with the sandbox
+    makes uptime, sysinfo(2) and CLOCK_BOOTTIME count from its birth (as `pidns run`).
     """
 
     def __init__(
@@ -102,8 +108,24 @@ class Sandbox:
         *,
         user: bool | None = None,
         die_with_parent: bool = True,
+        memory: str | int | None = None,
+        cpus: float | None = None,
+        cpuset: str | None = None,
+        pids_max: int | None = None,
+        virtualize: bool = False,
     ) -> None:
-        self.spec = Spec(None, nest=nest, user=user, die_with_parent=die_with_parent)
+        self.spec = Spec(
+            None, nest=nest, user=user, die_with_parent=die_with_parent, timens=virtualize
+        )
+        self.virtualize = virtualize
+        self.limits: Limits | None = None
+        if virtualize or any(v is not None for v in (memory, cpus, cpuset, pids_max)):
+            from pidns.runtime.cgroup import parse_limits
+
+            self.limits = parse_limits(
+                None if memory is None else str(memory), cpus, cpuset, pids_max
+            )
+        self._cgroup: Cgroup | None = None
         self.name = name
         self._launched: Launched | None = None
         self._reservation: Reservation | None = None
@@ -132,7 +154,15 @@ class Sandbox:
 
             self._reservation = Registry().reserve(self.name)
         try:
-            self._launched = launch(self.spec)
+            if self.limits is not None:
+                self._launch_in_cgroup(self.limits)
+            else:
+                self._launched = launch(self.spec)
+            assert self._launched is not None
+            if self.virtualize:
+                from pidns.runtime.run import virtualize_proc
+
+                virtualize_proc(self._launched, self.spec)
             self._launched.start()
             self._ns_fd = nsfs.open_ns(f"/proc/{self._launched.inits[-1]}/ns/pid")
             if self._reservation is not None:
@@ -142,6 +172,24 @@ class Sandbox:
         except BaseException:
             self.close()
             raise
+
+    def _launch_in_cgroup(self, limits: Limits) -> None:
+        from pidns.runtime.cgroup import create
+
+        self._cgroup = create(limits)
+        self.spec.cgroup_fds = self._cgroup.open_procs()
+        try:
+            self._launched = launch(self.spec)
+        finally:
+            for fd in self.spec.cgroup_fds:
+                os.close(fd)
+            self.spec.cgroup_fds = ()
+
+    @property
+    def cgroup(self) -> dict[str, str]:
+        """The sandbox's own cgroup directories, by controller ('unified': the v2 one); {} when
+        it has none (no limits, no virtualize)."""
+        return {} if self._cgroup is None else self._cgroup.paths()
 
     def close(self) -> None:
         """Kill everything in the namespaces and wait until it is gone."""
@@ -158,6 +206,9 @@ class Sandbox:
         if self._reservation is not None:
             self._reservation.release()
             self._reservation = None
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     def _running(self) -> Launched:
         if self._launched is None:
@@ -184,13 +235,20 @@ class Sandbox:
     # -- using it ----------------------------------------------------------------------------
 
     def spawn(self, argv: Sequence[str], **popen_kwargs: Any) -> Process:
-        """Start argv in the innermost namespace (its mount namespace too, so /proc is its own).
+        """Start argv in the innermost namespace (its mount namespace too, so /proc is its own;
+        its cgroup too, when it has one).
         Takes subprocess.Popen's keyword arguments (stdin, stdout, cwd, env, text, ...)."""
         launched = self._running()
         types = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS
         if self.spec.uses_userns(os.geteuid()):
             types |= syscalls.CLONE_NEWUSER
-        joined = spawn(argv, Target(pidfd=launched.inner_fd, nstypes=types), **popen_kwargs)
+        fds = () if self._cgroup is None else self._cgroup.open_procs()
+        try:
+            target = Target(pidfd=launched.inner_fd, nstypes=types, cgroup_fds=fds)
+            joined = spawn(argv, target, **popen_kwargs)
+        finally:
+            for fd in fds:
+                os.close(fd)
         process = Process(joined, joined.ns_pid, argv)
         self._processes.append(process)
         return process

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pidns.cli.commands import COMMANDS
-from tests.users import NOBODY
+from tests.users import NOBODY, installed_for_users
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
 MARK = "PIDNS_BAD_INPUT_MARK"
@@ -88,6 +88,16 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["translate", "0", "--to", "host"], 2, "0"),
             Case(["translate", "1", "--to", "nosuch"], 2, "nosuch"),
             Case(["translate", "999999", "--from", "host", "--to", "host"], 1, "999999"),
+            Case(["translate", "x", "--to", "host"], 2, "'x'"),
+            Case(["translate", "1", "--to", "host", "--field", "2"], 2, "--field"),
+            Case(["translate", "1", "--to", "podman:pidns-no-such"], 2, "podman:pidns-no-such"),
+            Case(["translate", "1", "--to", "k8s:a/b/c/d"], 2, "k8s:a/b/c/d"),
+            Case(["translate", "1", "--to", "cgroup:relative"], 2, "cgroup:relative"),
+        ],
+        "which": [
+            Case(["which"], 2, "PID"),
+            Case(["which", "0"], 2, "0"),
+            Case(["which", "999999"], 1, "999999"),
         ],
         "run": [
             Case(["run", "--nest", "0", "--", "true"], 2, "--nest"),
@@ -96,11 +106,42 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["run", "--name", "a/b", "--", "true"], 2, "a/b"),
             Case(["run", "--no-user", "--", "true"], 125, "CAP_SYS_ADMIN", user=True),
             Case(["run", "--nest", "40", "--", "true"], 125, "level 32", user=True),
+            Case(["run", "--memory", "12Q", "--", "true"], 2, "--memory 12Q"),
+            Case(["run", "--cpus", "0", "--", "true"], 2, "--cpus 0"),
+            Case(["run", "--cpuset", "99", "--", "true"], 2, "--cpuset 99"),
+            Case(["run", "--pids-max", "x", "--", "true"], 2, "--pids-max x"),
+            Case(
+                ["run", "--memory", "64M", "--", "true"], 125, "cannot create a cgroup", user=True
+            ),
         ],
         "exec": [
             Case(["exec", "--ns", "pid:[777]", "--", "true"], 2, "pid:[777]"),
             Case(["exec", "--ns", "host"], 2, "no command"),
             Case(["exec", "--bogus"], 2, "--bogus"),
+            Case(["exec", "--ns", "host", "--cpus-from-quota", "--", "true"], 2, "--virtualize"),
+            Case(["exec", "--ns", "host", "--virtualize", "--", "true"], 2, "cgroup of its own"),
+            Case(
+                ["exec", "--ns", "host", "--backend", "kernel", "--virtualize", "--", "true"],
+                2,
+                "cgroup of its own",
+            ),
+        ],
+        "export": [
+            Case(
+                ["export", "--proc", str(e.file), "--once", "--textfile", "/tmp/x.prom"],
+                2,
+                str(e.file),
+            ),
+            Case(["export", "--listen", "nonsense"], 2, "nonsense"),
+            Case(["export", "--once"], 2, "--textfile"),
+            Case(["export", "--textfile", f"{d}/x.txt"], 2, ".prom"),
+            Case(["export", "--min-interval", "-1"], 2, "--min-interval"),
+        ],
+        "lxcfs": [
+            Case(["lxcfs"], 2, "MOUNTPOINT"),
+            Case(["lxcfs", "/no/such/dir"], 2, "/no/such/dir"),
+            Case(["lxcfs", str(e.file)], 2, str(e.file)),
+            Case(["lxcfs", "/"], 1, "/"),  # busy: something is mounted there
         ],
         "mount": [
             Case(["mount", "pid:[777]", d], 2, "pid:[777]"),
@@ -109,7 +150,9 @@ def cases(e: Env) -> dict[str, list[Case]]:
             Case(["mount", s, d, "--backend", "bogus"], 2, "bogus"),
             Case(["mount", s, d, "--hidepid", "7"], 2, "7"),
             Case(["mount", s, d, "--gid", "x"], 2, "x"),
-            Case(["mount", s, d, "--backend", "kernel", "--virtualize"], 2, "--virtualize"),
+            Case(["mount", s, d, "--backend", "kernel", "--virtualize"], 2, "cgroup of its own"),
+            Case(["mount", s, d, "--cpus-from-quota"], 2, "--virtualize"),
+            Case(["mount", "host", d, "--virtualize"], 2, "cgroup of its own"),
             Case(["mount", s, "/"], 1, "/"),  # busy: something is mounted there
             Case(["mount", "@1", str(e.user_dir), "--backend", "fuse"], 1, "@1", user=True),
             Case(["mount", s, str(e.user_dir), "--backend", "kernel"], 1, s, user=True),
@@ -196,8 +239,8 @@ def run(case: Case, e: Env, mark: str) -> subprocess.CompletedProcess[str]:
     if case.user:
         environ.pop("PIDNS_STATE_DIR")
         environ.update(HOME=str(e.user_dir), XDG_RUNTIME_DIR=str(e.user_dir))
-        environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
-        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                *installed_for_users().argv(*case.args)]  # fmt: skip
     if case.wrap:
         argv = [*case.wrap, *argv]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ, cwd="/")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pidns.cli.ps import record
+from pidns.ids import HostPid
 from pidns.kernel import nsfs
+from pidns.model import Snapshot, Task
 from pidns.procfs.parse import parse_status
 from pidns.procfs.snapshot import snapshot
 from pidns.translate import translate_kernel
@@ -178,3 +183,73 @@ def test_translate_cli() -> None:
         invisible = translate_cli(1, outer, inner)
         assert invisible.returncode == 1
         assert invisible.stderr.count("\n") == 1 and "no number in" in invisible.stderr
+
+
+def _without_status_only_fields(task: Task) -> dict[str, Any]:
+    fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+    for name in ("uids", "gids", "tracer_pid", "threads"):
+        del fields[name]
+    return fields
+
+
+def _same_tasks(full: Snapshot, brief: Snapshot, pids: set[int]) -> None:
+    for pid in pids:
+        a, b = full.tasks[HostPid(pid)], brief.tasks[HostPid(pid)]
+        for x, y in zip([a, *(a.threads or [])], [b, *(b.threads or [])], strict=True):
+            assert _without_status_only_fields(x) == _without_status_only_fields(y), pid
+            assert x.uids is not None and x.gids is not None
+            assert (x.uid, x.egid) == (x.uids[1], x.gids[1])
+            if y.uids is None:  # read without status: only a level-0 task may be
+                assert y.level == 0 and y.gids is None and y.tracer_pid is None
+            else:
+                assert (y.uids, y.gids, y.tracer_pid) == (x.uids, x.gids, x.tracer_pid)
+
+
+def _settle(proc: str) -> None:
+    """Wait until the tree's processes have started their threads (two readings agree)."""
+
+    def reading() -> list[dict[str, Any]]:
+        snap = snapshot(proc, threads=True)
+        return [_without_status_only_fields(t) for t in snap.all_tasks(threads=True)]
+
+    for _ in range(100):
+        if reading() == reading():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{proc} never settled")
+
+
+def test_brief_reading_matches_the_full_one() -> None:
+    """`ps` reads `status` only where the pid chain needs it: the same tasks and the same
+    listing as reading every task's status, from the host and from each level's own procfs."""
+    with nested_tree(3) as tree:
+        for level, init in enumerate(tree.inits, start=1):
+            with kernel_proc(init) as proc:
+                _settle(str(proc))
+                full = snapshot(str(proc), threads=True)
+                brief = snapshot(str(proc), threads=True, brief=True)
+                assert set(full.tasks) == set(brief.tasks), f"level {level}"
+                _same_tasks(full, brief, set(full.tasks))
+                # every level-0 task but the first (which tells the tree's own namespace)
+                top = sum(t.level == 0 for t in brief.tasks.values())
+                assert sum(t.uids is None for t in brief.tasks.values()) >= top - 1 > 0
+                root_full = full.namespaces[full.root]  # type: ignore[index]
+                root_brief = brief.namespaces[brief.root]  # type: ignore[index]
+                assert [record(v) for v in full.views(root_full, threads=True)] == [
+                    record(v) for v in brief.views(root_brief, threads=True)
+                ]
+        # From the host: the tree's tasks (status read, below level 0) and this process (not).
+        full = snapshot(threads=True)
+        brief = snapshot(threads=True, brief=True)
+        inner = {
+            pid
+            for pid, t in full.tasks.items()
+            if t.ns_ino in {tree.ns_inode(n) for n in (1, 2, 3)}
+        }
+        assert len(inner) > 3 and inner <= set(brief.tasks)
+        assert all(brief.tasks[HostPid(p)].uids is not None for p in inner)
+        _same_tasks(full, brief, {int(p) for p in inner})
+        me = os.getpid()
+        a, b = full.tasks[HostPid(me)], brief.tasks[HostPid(me)]
+        assert b.uids is None and b.nspid == a.nspid == (me,) and b.ns_ino == a.ns_ino
+        assert (b.uid, b.egid) == (os.geteuid(), os.getegid())

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.users import AS_NOBODY
+from tests.users import AS_NOBODY, installed_for_users
 
 pytestmark = pytest.mark.root  # root is needed to become the unprivileged user
 
@@ -40,7 +39,7 @@ def _needs_userns() -> None:
 def nobody(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "HOME")}
     return subprocess.run(
-        [*AS_NOBODY, sys.executable, "-m", "pidns.cli.main", *args],
+        [*AS_NOBODY, *installed_for_users().argv(*args)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -74,8 +73,8 @@ def test_no_user_as_nobody_is_125() -> None:
 def test_named_namespace_and_exec_as_nobody() -> None:
     name = f"nobody-{os.getpid()}"
     proc = subprocess.Popen(
-        [*AS_NOBODY, sys.executable, "-m", "pidns.cli.main", "run", "--name", name,
-         "--status-json", "-", "--", "sleep", "60"],
+        [*AS_NOBODY, *installed_for_users().argv("run", "--name", name,
+         "--status-json", "-", "--", "sleep", "60")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "HOME": "/tmp"}, cwd="/",
     )  # fmt: skip
     try:

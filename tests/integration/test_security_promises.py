@@ -14,7 +14,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from pidns.view import control
 from pidns.view.api import open_view
 from tests.soak.support import PIDNS, daemon_pid, namespace, pidns, private_daemon
-from tests.users import NOBODY, REPO
+from tests.users import NOBODY, installed_for_users
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
 
@@ -56,7 +55,7 @@ def _as(uid: int, argv: list[str], env: dict[str, str] | None = None) -> str:
 
 
 def _connect_as(uid: int, sock: Path) -> str:
-    return _as(uid, [sys.executable, "-S", "-c", _CONNECT, str(sock)])
+    return _as(uid, [installed_for_users().python, "-S", "-c", _CONNECT, str(sock)])
 
 
 def _mount_of(path: Path) -> list[str] | None:
@@ -253,7 +252,8 @@ def test_a_users_default_state_directory_and_socket_are_private(
 ) -> None:
     os.chmod(home, 0o711)  # so that only the state directory stands between OTHER and the socket
     env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PYTHONPATH=str(REPO / "src"))
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home))
+    pidns_cli = installed_for_users().argv()
     state, view = home / "pidns", home / "view"
     as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     sleeper = subprocess.Popen([*as_nobody, "sleep", "300"])
@@ -261,10 +261,10 @@ def test_a_users_default_state_directory_and_socket_are_private(
         view.mkdir()
         os.chown(view, NOBODY, NOBODY)
         if first == "run --name":
-            _as(NOBODY, [*PIDNS, "run", "--name", "security-probe", "--", "true"], env)
+            _as(NOBODY, [*pidns_cli, "run", "--name", "security-probe", "--", "true"], env)
             assert (state / "names").is_dir()
         # The user's view of its own (the host's) pid namespace, which starts the user's daemon.
-        _as(NOBODY, [*PIDNS, "mount", f"@{sleeper.pid}", str(view), "--backend", "fuse"], env)
+        _as(NOBODY, [*pidns_cli, "mount", f"@{sleeper.pid}", str(view), "--backend", "fuse"], env)
         # Only the user enters its view (without allow_other the kernel refuses even root).
         assert "1" in _as(NOBODY, ["ls", str(view)], env).split()
         with pytest.raises(PermissionError):
@@ -305,10 +305,10 @@ def test_a_state_directory_another_user_could_write_is_refused_or_repaired(
         os.chmod(state, 0o757)
         os.chown(state, NOBODY, NOBODY)
     env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PYTHONPATH=str(REPO / "src"))
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home))
     done = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         *PIDNS, "run", "--name", "probe", "--", "true"],
+         *installed_for_users().argv(), "run", "--name", "probe", "--", "true"],
         capture_output=True, text=True, timeout=60, env=env, cwd="/",
     )  # fmt: skip
     if planted == "ours, too open":

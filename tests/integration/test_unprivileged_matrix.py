@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.users import NOBODY, REPO
+from tests.users import NOBODY, installed_for_users
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]  # root only to become the unprivileged user
 EXEMPT_GID = 4242
@@ -59,7 +58,7 @@ def as_user(
     argv: list[str], home: Path, groups: str = "--clear-groups", timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PYTHONPATH=str(REPO / "src"))
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home))
     return subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", groups, *argv],
         capture_output=True, text=True, timeout=timeout, env=env, cwd="/",
@@ -67,7 +66,7 @@ def as_user(
 
 
 def pidns_as_user(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return as_user([sys.executable, "-m", "pidns.cli.main", *args], home)
+    return as_user(installed_for_users().argv(*args), home)
 
 
 def test_ls_and_ps_degrade_and_match_what_the_user_sees(root_ns: int, home: Path) -> None:
@@ -154,7 +153,8 @@ print(json.dumps(out))
 
 
 def test_user_mounts_its_own_namespace_with_fuse(home: Path, device_for_users: None) -> None:
-    result = as_user([sys.executable, "-c", OWN_VIEW, str(REPO)], home)
+    install = installed_for_users()
+    result = as_user([install.python, "-c", OWN_VIEW, install.tests_root], home)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.splitlines()[-1])
     assert out["mount"][0] == 0, out["mount"]
@@ -241,8 +241,9 @@ def test_allow_other_view_of_roots_tasks(
         open_view(f"@{root_ns}", str(fuse), backend="fuse", **options),
         open_view(f"@{root_ns}", str(kernel), backend="kernel", **options),
     ):
+        install = installed_for_users()
         result = as_user(
-            [sys.executable, "-c", WALK, str(REPO), str(fuse), str(kernel)], home, groups
+            [install.python, "-c", WALK, install.tests_root, str(fuse), str(kernel)], home, groups
         )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.splitlines()[-1])

@@ -7,14 +7,13 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.users import AS_NOBODY, REPO
+from tests.users import AS_NOBODY, installed_for_users
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]  # root only to become the unprivileged user
 
@@ -94,9 +93,10 @@ def test_unprivileged_view_matches_the_kernel_for_its_owner(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PIDNS_STATE_DIR", "XDG_RUNTIME_DIR")}
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home))
+    install = installed_for_users()
     result = subprocess.run(
         [*AS_NOBODY,
-         sys.executable, "-c", PROBE, str(REPO)],
+         install.python, "-c", PROBE, install.tests_root],
         capture_output=True, text=True, timeout=180, env=env, cwd="/",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

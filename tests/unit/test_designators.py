@@ -70,14 +70,20 @@ def test_a_registered_name_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_a_prefix_resolver_extends_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[tuple[str, str]] = []
 
-    def resolver(rest: str, proc: str) -> int:
-        asked.append((rest, proc))
-        if rest != "web":
-            raise BadDesignator(f"test:{rest}: no such thing")
+    def resolver(text: str, proc: str) -> int:
+        asked.append((text, proc))
+        if text != "test:web":
+            raise BadDesignator(f"{text}: no such thing")
         return OWN
 
     monkeypatch.setitem(designators.PREFIXES, "test", resolver)
     assert designators.resolve("test:web", snapshot()).id.ino == OWN
-    assert asked == [("web", "/proc")]
+    assert asked == [("test:web", "/proc")]
     with pytest.raises(BadDesignator, match="no such thing"):
         designators.designated_inode("test:db")
+
+
+def test_every_container_prefix_reaches_the_container_resolver() -> None:
+    from pidns.containers import PREFIXES as CONTAINERS
+
+    assert {f"{kind}:" for kind in designators.PREFIXES} == set(CONTAINERS)

@@ -18,6 +18,7 @@ class A:
     gid: int = 1001
     size: int = 1025
     mtime_ns: int = 1_700_000_000_123_456_789
+    ino: int = 0
 
 
 @pytest.mark.parametrize(
@@ -187,3 +188,25 @@ def test_batch_forget_and_names() -> None:
     assert abi.unpack_batch_forget(body) == [(5, 3), (9, 1)]
     assert abi.name_of(b"status\0") == b"status"
     assert abi.name_of(b"noterm") == b"noterm"
+
+
+def test_an_attr_with_an_inode_of_its_own_shows_it_under_the_servers_node_id() -> None:
+    attr = A(ino=4026531836)
+    out = abi.pack_entry(42, attr, 1.0, 1.0)
+    nodeid = struct.unpack_from("=Q", out)[0]
+    ino = struct.unpack_from("=Q", out, 40)[0]  # fuse_attr starts after the 40-byte entry head
+    assert (nodeid, ino) == (42, 4026531836)
+
+
+def test_open_reply_carries_the_backing_id_and_init_the_stack_depth() -> None:
+    assert abi.OPEN_OUT.unpack(abi.pack_open(7, abi.FOPEN_PASSTHROUGH, 3)) == (
+        7,
+        abi.FOPEN_PASSTHROUGH,
+        3,
+    )
+    kernel = abi.InitIn(7, 45, 65536, abi.PASSTHROUGH | abi.INIT_EXT)
+    body = abi.pack_init_reply(1, kernel, abi.PASSTHROUGH | abi.INIT_EXT)[abi.OUT_HEADER.size :]
+    out = abi.INIT_OUT.unpack(body)
+    assert out[10] == abi.PASSTHROUGH >> 32 and out[11] == abi.MAX_STACK_DEPTH
+    body = abi.pack_init_reply(1, kernel, abi.INIT_EXT)[abi.OUT_HEADER.size :]
+    assert abi.INIT_OUT.unpack(body)[10:12] == (0, 0)

@@ -341,3 +341,72 @@ def test_a_negative_entry_under_a_task_flushed_meanwhile_is_invalidated_after_th
     ]
     assert sorted(x[1:] for x in invalidated) == [(abi.ROOT_ID, b"5"), (task, b"ctty")]
     assert next(i for i, p, _n in invalidated if p == task) > answer
+
+
+def _init_with_flags2(flags: int) -> bytes:
+    """fuse_init_in of a 7.45 kernel: flags, then flags2 (INIT_EXT) and the unused words."""
+    low, high = flags & 0xFFFFFFFF, flags >> 32
+    return (
+        abi.INIT_IN.pack(7, 45, 65536, low | abi.INIT_EXT)
+        + abi.INIT_IN_FLAGS2.pack(high)
+        + bytes(44)
+    )
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_passthrough_is_negotiated_only_when_wanted(wanted: bool) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.settimeout(10)
+    notifier = Notifier()
+    session = Connection(
+        os.dup(ours.fileno()), Bridge(Dir(["a"])), notifier, name="t", passthrough=wanted
+    )
+    ours.close()
+    session.start()
+    kernel = Kernel(theirs)
+    try:
+        error, payload = kernel.call(abi.INIT, 0, _init_with_flags2(abi.PASSTHROUGH))
+        assert error == 0
+        out = abi.INIT_OUT.unpack(payload)
+        flags2, max_stack_depth = out[10], out[11]
+        assert bool(flags2 & (abi.PASSTHROUGH >> 32)) is wanted
+        assert max_stack_depth == (abi.MAX_STACK_DEPTH if wanted else 0)
+        assert (session.bridge.backings is not None) is wanted
+        assert session.stats()["passthrough"]["negotiated"] is wanted
+    finally:
+        theirs.close()
+        notifier.stop()
+
+
+def test_a_refused_backing_file_falls_back_to_direct_io_for_good() -> None:
+    """The device here is a socket: the backing ioctl fails as for a daemon without the
+    privilege, and every open is served by direct I/O from its snapshot."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.settimeout(10)
+    notifier = Notifier()
+    session = Connection(os.dup(ours.fileno()), Bridge(Dir(["a"])), notifier, name="t")
+    ours.close()
+    session.start()
+    kernel = Kernel(theirs)
+    try:
+        assert kernel.call(abi.INIT, 0, _init_with_flags2(abi.PASSTHROUGH))[0] == 0
+        ino = kernel.lookup(abi.ROOT_ID, b"a")
+        for _ in range(2):
+            error, payload = kernel.call(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_RDONLY, 0))
+            fh, flags, backing = abi.OPEN_OUT.unpack(payload)
+            assert error == 0 and flags == abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH and backing == 0
+            read = kernel.call(abi.READ, ino, abi.READ_IN.pack(fh, 0, 4096, 0, 0, 0, 0))
+            assert read == (0, b"content of a\n")
+            assert kernel.call(abi.RELEASE, ino, abi.RELEASE_IN.pack(fh, 0, 0, 0))[0] == 0
+        stats = session.stats()
+        assert stats["passthrough"] == {
+            "negotiated": True,
+            "enabled": False,
+            "opens": 0,
+            "slots_made": 0,
+            "slots_idle": 0,
+        }
+        assert stats["requests"]["OPEN"] == 2 and stats["requests"]["READ"] == 2
+    finally:
+        theirs.close()
+        notifier.stop()

@@ -31,6 +31,8 @@ def make_task(
         nssid=chain,
         uids=(0, 0, 0, 0),
         gids=(0, 0, 0, 0),
+        euid=0,
+        egid=0,
         state="S",
         comm="t",
         cmdline=[],

@@ -11,12 +11,31 @@ from pidns.cli.run_fast import parse
 
 OPTION = st.one_of(
     st.sampled_from(
-        ["--user", "--no-user", "--no-init", "--die-with-parent", "--no-die-with-parent"]
+        [
+            "--user",
+            "--no-user",
+            "--no-init",
+            "--die-with-parent",
+            "--no-die-with-parent",
+            "--virtualize",
+        ]
     ).map(lambda f: [f]),
     st.tuples(
-        st.sampled_from(["--nest", "--forward-to", "--kill-timeout", "--name", "--status-json"]),
         st.sampled_from(
-            ["1", "3", "0", "-1", "x", "child", "group", "2.5", "inf", "nan", "web", "-"]
+            [
+                "--nest",
+                "--forward-to",
+                "--kill-timeout",
+                "--name",
+                "--status-json",
+                "--memory",
+                "--cpus",
+                "--cpuset",
+                "--pids-max",
+            ]
+        ),
+        st.sampled_from(
+            ["1", "3", "0", "-1", "x", "child", "group", "2.5", "inf", "nan", "web", "-", "64M"]
         ),
         st.booleans(),
     ).map(lambda t: [f"{t[0]}={t[1]}"] if t[2] else [t[0], t[1]]),

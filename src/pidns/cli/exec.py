@@ -19,8 +19,26 @@ from pidns.cli.options import backend_option, proc_option
     "wherever joining does), or pidns's own FUSE view of NS (fuse).",
 )
 @proc_option
+@click.option(
+    "--virtualize",
+    is_flag=True,
+    help="/proc's resource files (meminfo, cpuinfo, stat, uptime, loadavg, swaps, diskstats, "
+    "pressure/*) show NS's cgroup, so free, top, nproc-from-/proc readers see its limits.",
+)
+@click.option(
+    "--cpus-from-quota",
+    is_flag=True,
+    help="With --virtualize: as many CPUs as NS's CPU quota lets run at once.",
+)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
-def command(designator: str, backend: str, proc: str, argv: tuple[str, ...]) -> int:
+def command(
+    designator: str,
+    backend: str,
+    proc: str,
+    virtualize: bool,
+    cpus_from_quota: bool,
+    argv: tuple[str, ...],
+) -> int:
     """Run CMD inside namespace NS (setns + fork), in a private mount namespace where /proc is
     NS's own proc tree: ps, top, pstree or a psutil script inside show NS as NS sees itself.
     """
@@ -28,4 +46,4 @@ def command(designator: str, backend: str, proc: str, argv: tuple[str, ...]) -> 
         raise click.UsageError("no command given: pidns exec --ns NS -- CMD [ARGS]...")
     from pidns.runtime.execute import exec_in
 
-    return exec_in(designator, argv, proc, backend)
+    return exec_in(designator, argv, proc, backend, virtualize, cpus_from_quota)

@@ -10,10 +10,14 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from pidns.cli.options import backend_option, json_option
+
+if TYPE_CHECKING:
+    from pidns.view.api import ViewHandle
 
 
 @click.command("mount")
@@ -52,7 +56,17 @@ from pidns.cli.options import backend_option, json_option
     "need user_allow_other in /etc/fuse.conf).",
 )
 @click.option(
-    "--virtualize", is_flag=True, help="fuse only: uptime and loadavg of NS (LXCFS-style)."
+    "--virtualize",
+    is_flag=True,
+    help="Show NS's own resources (LXCFS-style), from the cgroup of its init: meminfo, cpuinfo, "
+    "stat, uptime, loadavg, swaps, diskstats, pressure/*. With --backend kernel, only those files "
+    "are pidns's, bound over the kernel's procfs.",
+)
+@click.option(
+    "--cpus-from-quota",
+    is_flag=True,
+    help="With --virtualize: show as many CPUs as NS's CPU quota lets run at once "
+    "(ceil(quota/period), at most its cpuset), numbered from 0.",
 )
 @click.option("--foreground", is_flag=True, help="Stay attached until interrupted, then unmount.")
 def mount_command(
@@ -64,6 +78,7 @@ def mount_command(
     subset: str | None,
     allow_other: bool,
     virtualize: bool,
+    cpus_from_quota: bool,
     foreground: bool,
 ) -> None:
     """Serve the proc tree of namespace NS at MOUNTPOINT."""
@@ -78,14 +93,19 @@ def mount_command(
         subset_pid=subset == "pid",
         allow_other=allow_other,
         virtualize=virtualize,
+        cpus_from_quota=cpus_from_quota,
     )
     click.echo(
         f"{handle.mountpoint}: pid:[{handle.ns}] ({handle.backend}"
         + (f", daemon {handle.daemon_pid}" if handle.daemon_pid else "")
         + ")"
     )
-    if not foreground:
-        return
+    if foreground:
+        stay_attached(handle)
+
+
+def stay_attached(handle: ViewHandle) -> None:
+    """--foreground: wait until interrupted (or unmounted from elsewhere), then unmount."""
     from pidns.view.mountsys import is_mountpoint
 
     stop = []
@@ -130,7 +150,7 @@ def mounts_command(as_json: bool) -> None:
         rows.append(
             [
                 str(v["mountpoint"]),
-                f"pid:[{v['ns']}]",
+                f"pid:[{v['ns']}]" if v.get("ns") else "-",
                 str(v["backend"]),
                 str(v.get("daemon_pid") or "-"),
                 ",".join(words) or "-",

@@ -31,6 +31,29 @@ def backend_option(help: str, name: str = "--backend") -> Callable[[F], F]:
     )
 
 
+def _runtime_cli(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from pidns.containers import use_runtime_cli
+
+        use_runtime_cli(True)
+
+
+runtime_cli_option = click.option(
+    "--runtime-cli",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_runtime_cli,
+    help="Let container designators ask the runtime's CLI (docker, podman, nerdctl, crictl "
+    "inspect) when cgroups and state files cannot answer (also: PIDNS_RUNTIME_CLI=1).",
+)
+no_containers_option = click.option(
+    "--no-containers",
+    is_flag=True,
+    help="Do not name namespaces after their containers (no cgroup or state file is read).",
+)
+
+
 def own_namespace(snap: Snapshot) -> PidNamespace:
     """The caller's own PID namespace, or the tree's root when the caller is not in it."""
     try:

@@ -55,8 +55,3 @@ def user_name(uid: int) -> str:
 
 def warn(message: str) -> None:
     sys.stderr.write(f"pidns: warning: {message}\n")
-
-
-def command_line(cmdline: list[str], comm: str) -> str:
-    """What ps shows as COMMAND: the argv, or [comm] for tasks without one (kernel threads, zombies)."""
-    return " ".join(cmdline) if cmdline else f"[{comm}]"

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pidns.cli.options import json_option, namespace_for, proc_option
-from pidns.cli.output import command_line, console, emit_json, print_columns, user_name, warn
+from pidns.cli.options import (
+    json_option,
+    namespace_for,
+    no_containers_option,
+    proc_option,
+    runtime_cli_option,
+)
+from pidns.cli.output import console, emit_json, print_columns, user_name, warn
+from pidns.listing import command_line
 from pidns.model import PidNamespace, Snapshot, TaskView
+
+if TYPE_CHECKING:
+    from pidns.containers import Container
 
 COLUMNS: dict[str, tuple[str, Callable[[TaskView], str]]] = {
     "pid": ("PID", lambda v: str(v.pid)),
@@ -26,10 +36,16 @@ COLUMNS: dict[str, tuple[str, Callable[[TaskView], str]]] = {
     "comm": ("COMM", lambda v: v.task.comm),
     "command": ("COMMAND", lambda v: command_line(v.task.cmdline, v.task.comm)),
 }
+# Columns about the task's container (labelled per namespace, read only when asked for).
+CONTAINER_COLUMNS: dict[str, tuple[str, Callable[[Container | None], str]]] = {
+    "container": ("CONTAINER", lambda c: "-" if c is None else (c.name or c.short_id)),
+    "pod": ("POD", lambda c: "-" if c is None or c.pod is None else f"{c.pod_namespace}/{c.pod}"),
+    "runtime": ("RUNTIME", lambda c: "-" if c is None else c.runtime),
+}
 DEFAULT_COLUMNS = "pid,ppid,hostpid,nspid,user,stat,command"
 
 
-def record(view: TaskView) -> dict[str, Any]:
+def record(view: TaskView, container: Container | None = None) -> dict[str, Any]:
     task = view.task
     return {
         "pid": view.pid,
@@ -50,15 +66,16 @@ def record(view: TaskView) -> dict[str, Any]:
         "cmdline": task.cmdline,
         "start_time": task.start_time,
         "thread": not task.is_thread_leader,
+        "container": container.to_json() if container is not None else None,
     }
 
 
 def parse_columns(spec: str) -> list[str]:
     names = [c.strip().lower() for c in spec.split(",") if c.strip()]
-    unknown = [c for c in names if c not in COLUMNS]
+    unknown = [c for c in names if c not in COLUMNS and c not in CONTAINER_COLUMNS]
     if unknown or not names:
         raise click.BadParameter(
-            f"unknown column {', '.join(unknown) or '(none)'}; choose from {', '.join(COLUMNS)}",
+            f"unknown column {', '.join(unknown) or '(none)'}; choose from {', '.join([*COLUMNS, *CONTAINER_COLUMNS])}",
             param_hint="-o",
         )
     return names
@@ -70,37 +87,91 @@ def parse_columns(spec: str) -> list[str]:
 )
 @click.option("--tree", is_flag=True, help="Draw parent/child, marking namespace boundaries.")
 @click.option("-T", "--threads", is_flag=True, help="Show every thread, not only group leaders.")
-@click.option("-o", "columns", default=DEFAULT_COLUMNS, show_default=True, help="Columns to show.")
+@click.option(
+    "-o",
+    "columns",
+    default=DEFAULT_COLUMNS,
+    show_default=True,
+    help=f"Columns to show, of: {', '.join([*COLUMNS, *CONTAINER_COLUMNS])}.",
+)
+@click.option(
+    "--container",
+    "container_filter",
+    metavar="NAME",
+    help="Only tasks of this container (its name, an id prefix, RUNTIME:NAME or its pod's name).",
+)
+@no_containers_option
+@runtime_cli_option
 @json_option
 @proc_option
 def command(
-    designator: str | None, tree: bool, threads: bool, columns: str, as_json: bool, proc: str
+    designator: str | None,
+    tree: bool,
+    threads: bool,
+    columns: str,
+    container_filter: str | None,
+    no_containers: bool,
+    as_json: bool,
+    proc: str,
 ) -> None:
     """List the tasks visible in NS, numbered as NS sees them.
 
     PID/PPID are NS's numbers (PPID 0: the parent is outside NS); NSPID is the pid chain from NS
     down to the task's own namespace; HOSTPID is the number in the proc tree's own namespace.
+    CONTAINER, POD and RUNTIME (-o) name the container of the task's PID namespace.
     """
     from pidns.procfs.snapshot import snapshot
 
     cols = parse_columns(columns)
-    snap = snapshot(proc, threads=threads)
+    if no_containers and (container_filter or any(c in CONTAINER_COLUMNS for c in cols)):
+        raise click.UsageError("--no-containers leaves no container to show or filter by")
+    snap = snapshot(proc, threads=threads, brief=True)  # no column shows what brief omits
     ns = namespace_for(snap, designator)
     views = snap.views(ns, threads=threads)
-    if as_json:
-        emit_json([record(v) for v in views])
-        return
-    for problem in snap.problems:
+    problems = list(snap.problems)
+    containers: dict[int, Container] = {}
+    wanted = as_json or container_filter or any(c in CONTAINER_COLUMNS for c in cols)
+    if wanted and not no_containers:
+        from pidns.containers import label
+
+        labels = label(snap)
+        containers = labels.by_ns
+        problems += labels.problems
+    if container_filter is not None:
+        views = [
+            v
+            for v in views
+            if (c := _of(containers, v)) is not None and c.matches(container_filter)
+        ]
+    for problem in problems:
         warn(f"could not read: {problem}")
+    if as_json:
+        emit_json([record(v, _of(containers, v)) for v in views])
+        return
     if tree:
         print_tree(snap, ns, views)
     else:
-        print_table(views, cols)
+        print_table(views, cols, containers)
 
 
-def print_table(views: list[TaskView], cols: list[str]) -> None:
-    rows = [[COLUMNS[c][1](v) for c in cols] for v in views]
-    print_columns([COLUMNS[c][0] for c in cols], rows, left={"USER", "COMMAND", "COMM"})
+def _of(containers: dict[int, Container], view: TaskView) -> Container | None:
+    ino = view.task.ns_ino
+    return containers.get(ino) if ino is not None else None
+
+
+def print_table(
+    views: list[TaskView], cols: list[str], containers: dict[int, Container] | None = None
+) -> None:
+    containers = containers or {}
+
+    def cell(c: str, v: TaskView) -> str:
+        if c in CONTAINER_COLUMNS:
+            return CONTAINER_COLUMNS[c][1](_of(containers, v))
+        return COLUMNS[c][1](v)
+
+    rows = [[cell(c, v) for c in cols] for v in views]
+    headers = [(COLUMNS.get(c) or CONTAINER_COLUMNS[c])[0] for c in cols]
+    print_columns(headers, rows, left={"USER", "COMMAND", "COMM", "CONTAINER", "POD", "RUNTIME"})
 
 
 def print_tree(snap: Snapshot, ns: PidNamespace, views: list[TaskView]) -> None:

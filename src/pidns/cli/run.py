@@ -63,6 +63,25 @@ from pidns.cli.options import backend_option
     "unmounted after (see 'pidns mount').",
 )
 @backend_option("Backend of --view: the kernel's procfs or pidns's FUSE view.", "--view-backend")
+@click.option(
+    "--memory",
+    metavar="SIZE",
+    help="Memory limit of a cgroup made for the namespaces (bytes, or K/M/G/T: 64M).",
+)
+@click.option(
+    "--cpus",
+    metavar="N",
+    help="CPU time limit, in CPUs (CFS quota/period: 0.5 is half a CPU).",
+)
+@click.option("--cpuset", metavar="LIST", help="The CPUs the namespaces may run on (0-1, 0,2).")
+@click.option("--pids-max", metavar="N", help="Most tasks at once in the namespaces (inits count).")
+@click.option(
+    "--virtualize",
+    is_flag=True,
+    help="The command's /proc shows its cgroup (meminfo, cpuinfo, stat, uptime, loadavg, swaps, "
+    "diskstats, pressure/*), and a time namespace makes uptime, sysinfo and CLOCK_BOOTTIME count "
+    "from the namespace's birth. Makes a cgroup even without limits.",
+)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def command(**options: Any) -> int:
     """Run CMD in NEST new nested PID namespaces, each with a fresh /proc mounted before

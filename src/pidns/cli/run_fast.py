@@ -14,8 +14,11 @@ _FLAGS = {
     "--no-init": ("no_init", True),
     "--die-with-parent": ("die_with_parent", True),
     "--no-die-with-parent": ("die_with_parent", False),
+    "--virtualize": ("virtualize", True),
 }
 _VALUES = ("--nest", "--forward-to", "--kill-timeout", "--name", "--status-json")
+# Read as given; runtime/cgroup.py (imported only when one is given) checks them.
+_LIMITS = {"--memory": "memory", "--cpus": "cpus", "--cpuset": "cpuset", "--pids-max": "pids_max"}
 
 
 def defaults() -> dict[str, object]:
@@ -30,6 +33,11 @@ def defaults() -> dict[str, object]:
         "status_json": None,
         "view": None,  # --view is read by click only: mounting a view dwarfs click's cost
         "view_backend": "auto",
+        "memory": None,
+        "cpus": None,
+        "cpuset": None,
+        "pids_max": None,
+        "virtualize": False,
     }
 
 
@@ -50,7 +58,7 @@ def parse(args: list[str]) -> dict[str, object] | None:
             i += 1
             continue
         name, eq, inline = arg.partition("=")
-        if name not in _VALUES:
+        if name not in _VALUES and name not in _LIMITS:
             return None
         if eq:
             raw = inline
@@ -70,7 +78,9 @@ def parse(args: list[str]) -> dict[str, object] | None:
 
 
 def _store(out: dict[str, object], name: str, raw: str) -> bool:
-    if name == "--nest":
+    if name in _LIMITS:
+        out[_LIMITS[name]] = raw
+    elif name == "--nest":
         if not raw.isdigit() or int(raw) < 1:
             return False
         out["nest"] = int(raw)
@@ -106,6 +116,11 @@ def execute(
     argv: tuple[str, ...],
     view: str | None = None,
     view_backend: str = "auto",
+    memory: str | None = None,
+    cpus: str | None = None,
+    cpuset: str | None = None,
+    pids_max: str | None = None,
+    virtualize: bool = False,
 ) -> int:
     """Run the command with options already read (by click, or by the fast path in main)."""
     from pidns.runtime.run import run
@@ -126,4 +141,9 @@ def execute(
         status_json=status_json,
         view=view,
         view_backend=view_backend,
+        memory=memory,
+        cpus=cpus,
+        cpuset=cpuset,
+        pids_max=pids_max,
+        virtualize=virtualize,
     )

@@ -6,7 +6,7 @@ Python API come here.
 /path/to/nsfs/file              /proc/PID/ns/pid or a bind mount of one
 host                            the namespace that owns the proc tree (the initial one on the host)
 NAME                            a namespace registered by `pidns run --name`
-PREFIX:REST                     whatever the resolver registered in PREFIXES for PREFIX says
+docker:NAME, k8s:NS/POD, ...    a container's (pidns.containers: cgroups and runtime state files)
 """
 
 from __future__ import annotations
@@ -20,13 +20,29 @@ from pidns.errors import BadDesignator, PidnsError, UsageError, from_oserror
 from pidns.kernel import nsfs
 from pidns.model import PidNamespace, Snapshot
 
-# PREFIX -> resolver of the rest of `PREFIX:REST` (with the proc tree it reads) to a namespace
-# inode. A new kind of designator is one entry here; BadDesignator (exit 2) for what names nothing.
-PREFIXES: dict[str, Callable[[str, str], int]] = {}
+
+def _container(text: str, proc: str) -> int:
+    from pidns.containers import resolve_designator  # its import costs: only when one is named
+
+    ino = resolve_designator(text, proc)
+    if ino is None:  # PREFIXES and the containers' own list disagree
+        raise BadDesignator(f"{text!r}: not a container designator")
+    return ino
+
+
+# PREFIX -> resolver of a designator `PREFIX:REST` (the whole text, and the proc tree it reads) to
+# a namespace inode. A new kind of designator is one entry here; BadDesignator (exit 2) for what
+# names nothing, another PidnsError (exit 1) for what can't be reached now.
+PREFIXES: dict[str, Callable[[str, str], int]] = {
+    kind: _container
+    for kind in ("docker", "podman", "containerd", "crio", "k8s", "k8s-pod", "machine", "lxc")
+}
+PREFIXES["cgroup"] = _container
 
 _INODE = re.compile(r"(?:pid:\[)?(\d+)\]?")
 _HINT = (
-    "use an inode, pid:[inode], @PID, an nsfs path, 'host' or a registered name (see 'pidns ls')"
+    "use an inode, pid:[inode], @PID, an nsfs path, 'host', a registered name or a container"
+    " (docker:NAME, podman:NAME, k8s:NS/POD, ...; see 'pidns ls')"
 )
 
 
@@ -63,9 +79,9 @@ def designated_inode(text: str, proc: str = "/proc") -> int:
         if not pid.isdigit():
             raise BadDesignator(f"{text!r}: '@' must be followed by a pid, like @1234")
         return _link_inode(f"{proc}/{pid}/ns/pid", text)
-    prefix, colon, rest = text.partition(":")
+    prefix, colon, _rest = text.partition(":")
     if colon and prefix in PREFIXES:
-        return PREFIXES[prefix](rest, proc)
+        return PREFIXES[prefix](text, proc)
     if "/" in text:
         return _path_inode(text)
     ino = _registered(text)

@@ -22,25 +22,31 @@ from dataclasses import dataclass
 from pidns.fuse.handles import file_handle, same_snapshot, snapshot_length
 from pidns.fuse.inodes import InodeTable, release
 from pidns.fuse.node import Absent, Attr, Node, Requester, fail
+from pidns.fuse.passthrough import BUSY, EXPIRED, Backings
 from pidns.kernel import fuse_abi as abi
 
 ENTRY_TIMEOUT = 86400.0  # correct because of explicit invalidation
 ATTR_TIMEOUT = 1.0  # owners and link counts may change (setuid, threads)
 OPEN_FLAGS = abi.FOPEN_DIRECT_IO | abi.FOPEN_NOFLUSH  # content is a snapshot taken at open
+PASSTHROUGH_FLAGS = abi.FOPEN_PASSTHROUGH | abi.FOPEN_NOFLUSH  # the snapshot is in a backing file
 _DOT_ATTR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
 _UNKNOWN_INO = 0xFFFFFFFF
 
 
-def _nothing() -> None:
-    return None
+def no_op() -> None:
+    """A Reply's hook that does nothing (the server skips calling it)."""
 
 
 @dataclass(slots=True)
 class Reply:
     body: bytes = b""
     commit: Callable[[], bytes] | None = None  # under the lock, if still ours: the body
-    drop: Callable[[], None] = _nothing  # when an INTERRUPT answered the request first
-    after: Callable[[], None] = _nothing  # once the answer is written
+    drop: Callable[[], None] = no_op  # when an INTERRUPT answered the request first
+    after: Callable[[], None] = no_op  # once the answer is written
+    unsent: Callable[[], None] = no_op  # the kernel took no answer (the request was aborted)
+    # Set instead of an answer: called with the function that answers later (a Reply, or an
+    # OSError for an errno), on whichever thread has the answer then
+    defer: Callable[[Callable[[Reply | OSError], None]], None] | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +74,8 @@ class Bridge:
         self.gate = gate  # may this requester enter the filesystem at all
         self.notify: Callable[[bytes], None] = lambda message: None  # set by the server
         self.files: dict[int, bytes] = {}  # fh -> the snapshot rendered at open
+        self.passed: dict[int, int] = {}  # fh -> inode, for the opens served by passthrough
+        self.backings: Backings | None = None  # set by the server once passthrough is agreed
         self.dirs: dict[int, _DirHandle] = {}
         self._handles = itertools.count(handle_base + 1)
         self.handlers: dict[int, Handler] = {
@@ -146,7 +154,7 @@ class Bridge:
             return abi.pack_entry(ino, attr, ENTRY_TIMEOUT, ATTR_TIMEOUT)
 
         owner = child.owner
-        after = _nothing if owner is None else lambda: self._again_if_invalidated(since, [owner])
+        after = no_op if owner is None else lambda: self._again_if_invalidated(since, [owner])
         return Reply(commit=commit, drop=lambda: release(child), after=after)
 
     def _absent(self, nodeid: int, parent: Node, name: bytes, since: int) -> Reply:
@@ -180,12 +188,42 @@ class Bridge:
             raise fail(errno.EROFS)
         data = node.content(req)
         fh = self._file_handle(data)
+        backings = self.backings
+        if backings is None:
+            return self._opened(fh, data, nodeid, None)
+        backing = backings.open(nodeid, req.uid, data)
+        if backing != BUSY:
+            return self._opened(fh, data, nodeid, backing)
+
+        def defer(answer: Callable[[Reply | OSError], None]) -> None:
+            def resume(backing: int | None) -> None:
+                if backing == EXPIRED:
+                    answer(fail(errno.EBUSY))
+                else:
+                    answer(self._opened(fh, data, nodeid, backing))
+
+            backings.wait(nodeid, req.uid, data, resume)
+
+        return Reply(defer=defer)
+
+    def _opened(self, fh: int, data: bytes, nodeid: int, backing: int | None) -> Reply:
+        """The answer to an open: passthrough from `backing` (counted by the backings until its
+        release), or direct I/O from the snapshot when None."""
 
         def commit() -> bytes:
-            self.files[fh] = data
-            return abi.pack_open(fh, OPEN_FLAGS)
+            self.files[fh] = data  # READs, should any come, are served from it all the same
+            if backing is None:
+                return abi.pack_open(fh, OPEN_FLAGS)
+            self.passed[fh] = nodeid
+            return abi.pack_open(fh, PASSTHROUGH_FLAGS, backing)
 
-        return Reply(commit=commit)
+        def undo() -> None:  # the kernel never got this open: it will send no RELEASE for it
+            self.files.pop(fh, None)
+            self.passed.pop(fh, None)
+            if backing is not None and self.backings is not None:
+                self.backings.release(nodeid)
+
+        return Reply(commit=commit, drop=undo, unsent=undo)
 
     def read(self, nodeid: int, req: Requester, request: bytes) -> Reply:
         fh, offset, size = abi.read_in(request)
@@ -213,8 +251,16 @@ class Bridge:
         return data
 
     def release(self, nodeid: int, req: Requester, request: bytes) -> Reply:
-        self.files.pop(abi.release_fh(request), None)
+        fh = abi.release_fh(request)
+        self.files.pop(fh, None)
+        ino = self.passed.pop(fh, None)
+        if ino is not None and self.backings is not None:
+            self.backings.release(ino)
         return Reply()
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        if self.table.forget(ino, nlookup) and self.backings is not None:
+            self.backings.forget(ino)
 
     def opendir(self, nodeid: int, req: Requester, request: bytes) -> Reply:
         self._entered(nodeid, req).check_open_dir(req)
@@ -325,7 +371,7 @@ class Bridge:
                     release(entry[3])
 
         owners = [o for e in fitting if e[3] is not None and (o := e[3].owner) is not None]
-        after = (lambda: self._again_if_invalidated(handle.epoch, owners)) if owners else _nothing
+        after = (lambda: self._again_if_invalidated(handle.epoch, owners)) if owners else no_op
         return Reply(commit=commit, drop=drop, after=after)
 
     def _dir_again(self, nodeid: int, req: Requester, fh: int) -> _DirHandle:
@@ -345,6 +391,9 @@ class Bridge:
                 if not self.table.holds(child)
             ]
         nodes = self.table.clear() + listed
+        if self.backings is not None:
+            self.backings.close()
         self.files.clear()
+        self.passed.clear()
         self.dirs.clear()
         return nodes

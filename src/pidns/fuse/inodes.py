@@ -92,8 +92,8 @@ class InodeTable:
             self.on_owner(owner)
         return ino
 
-    def forget(self, ino: int, nlookup: int) -> None:
-        """The kernel forgot nlookup lookups of ino. Never fails."""
+    def forget(self, ino: int, nlookup: int) -> bool:
+        """The kernel forgot nlookup lookups of ino; whether it forgot the inode. Never fails."""
         try:
             with self.lock:
                 left = self.counts.get(ino, 0) - nlookup
@@ -102,17 +102,17 @@ class InodeTable:
                     self.counts[ino] = left
                     if slot is not None and self.file is not None:
                         self.file.count(slot, left, 0)  # a FORGET is never sent again
-                    return
+                    return False
                 self.counts.pop(ino, None)
                 if ino == ROOT_ID:
-                    return
+                    return False
                 if slot is not None and self.file is not None:
                     del self.slot_of[ino]
                     self.file.remove(slot)
                 node = self.nodes.pop(ino, None)
                 self.entry_of.pop(ino, None)
                 if node is None:
-                    return
+                    return True
                 self.kept.discard(id(node))
                 if self.by_key.get(node.key) == ino:
                     del self.by_key[node.key]
@@ -126,6 +126,7 @@ class InodeTable:
             release(node)
         except Exception:
             log.exception("forget of inode %d", ino)
+        return True
 
     def invalidate_owner(self, owner: Hashable) -> list[tuple[int, bytes]]:
         """Retire every node of owner and drop them from the keys (new lookups get new inodes);

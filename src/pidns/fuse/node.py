@@ -44,10 +44,21 @@ class Attr:
     gid: int
     size: int = 0
     mtime_ns: int = 0
+    ino: int = 0  # the inode number stat() shows; 0: the one the server gives out
 
     @classmethod
-    def of(cls, s: os.stat_result) -> Attr:
-        return cls(s.st_mode, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_mtime_ns)
+    def of(cls, s: os.stat_result, own_ino: bool = False) -> Attr:
+        """s's attributes; with own_ino, its inode number too (an object whose identity is that
+        number, shown under the server's own node)."""
+        return cls(
+            s.st_mode,
+            s.st_nlink,
+            s.st_uid,
+            s.st_gid,
+            s.st_size,
+            s.st_mtime_ns,
+            s.st_ino if own_ino else 0,
+        )
 
 
 class Node:

@@ -25,11 +25,13 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pidns.errors import PidnsError
-from pidns.fuse.bridge import Bridge, Reply
+from pidns.fuse.bridge import Bridge, Reply, no_op
 from pidns.fuse.inodes import release
 from pidns.fuse.node import Requester
+from pidns.fuse.passthrough import Backings
 from pidns.fuse.takeover import Negotiated
 from pidns.kernel import fuse_abi as abi
 
@@ -55,6 +57,7 @@ WANTED = (
 # checks every 15 s and never allows less than that.
 REQUEST_TIMEOUT = 60
 _unpack_in = abi.IN_HEADER.unpack_from
+_OPCODES = 64  # above every opcode the kernel sends
 SPIN = 0.0002  # s the request thread stays awake after an answer
 STUCK = 0.1  # s in one request before the standby thread answers the others
 _RETRY = (errno.ENOENT, errno.EINTR, errno.EAGAIN)  # ENOENT: a request aborted before we read it
@@ -142,24 +145,29 @@ class Connection:
         on_end: Callable[[Connection], None] = lambda connection: None,
         name: str = "fuse",
         request_timeout: int = REQUEST_TIMEOUT,
+        passthrough: bool = True,
         adopted: Negotiated | None = None,
         on_init: Callable[[Connection], None] = lambda connection: None,
         resend: bool = True,
     ) -> None:
         """With a watchdog the connection has a standby thread for when its request thread is
-        stuck. `adopted`: a connection a predecessor initialised, with what it agreed then (no
-        INIT comes); on_init is called once the kernel's INIT is answered; resend=False pretends
-        the kernel cannot send requests again (see takeover.py)."""
+        stuck. With passthrough, reads are served by the kernel from backing files when the
+        kernel offers it and the daemon may (passthrough.py); direct I/O otherwise. `adopted`: a
+        connection a predecessor initialised, with what it agreed then (no INIT comes); on_init
+        is called once the kernel's INIT is answered; resend=False pretends the kernel cannot
+        send requests again (see takeover.py)."""
         self.fd = fd  # owned: closed once every thread has stopped
         self.bridge = bridge
         self.notifier = notifier
         self.watchdog = watchdog
         self.request_timeout = request_timeout
+        self.passthrough = passthrough
         self.on_end = on_end
         self.name = name
         bridge.notify = lambda message: notifier.push(self, message)
         self.lock = bridge.table.lock  # `inflight` and the inode table change together under it
         self.inflight: dict[int, bool] = {}  # requests read and not answered yet
+        self.requests = [0] * _OPCODES  # requests read, by opcode: the round trips readers paid
         self._threads = [threading.Thread(target=self._serve, name=f"fuse-{name}", daemon=True)]
         if watchdog is not None:
             self._threads.append(
@@ -183,6 +191,9 @@ class Connection:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         if adopted is not None:
             self.initialized.set()
+            if passthrough and adopted.agreed & abi.PASSTHROUGH:
+                # backing files of its own; the predecessor's stay registered until unmount
+                self.bridge.backings = Backings(fd)
 
     @property
     def survives(self) -> bool:
@@ -215,7 +226,11 @@ class Connection:
         return self._detached.wait(timeout)
 
     def check_stuck(self) -> None:
-        """The watchdog's look: the same request as at its last look means stuck for STUCK s."""
+        """The watchdog's look: the same request as at its last look means stuck for STUCK s.
+        Opens waiting too long for others of their inode are answered then too."""
+        backings = self.bridge.backings
+        if backings is not None and backings.waiting:
+            backings.expire()
         current = self.current
         if current is not None and current is self._seen and self._stuck is None:
             self._stuck = current
@@ -315,6 +330,8 @@ class Connection:
 
     def _dispatch(self, buf: bytes) -> bool:
         _len, op, unique, nodeid, uid, gid, pid, _ext, _pad = _unpack_in(buf)
+        if op < _OPCODES:
+            self.requests[op] += 1
         handler = self.bridge.handlers.get(op)
         if handler is None:
             return self._protocol(op, unique, nodeid, buf)
@@ -328,7 +345,18 @@ class Connection:
             if inflight.pop(unique, False):
                 return self._write(abi.error_reply(unique, errno_of(err)))
             return True
+        if reply.defer is not None:
+            reply.defer(lambda later: self._later(unique, later))
+            return True
         return self._answer(unique, reply)
+
+    def _later(self, unique: int, reply: Reply | OSError) -> None:
+        """A deferred answer, on whichever thread has it (an INTERRUPT may have come first)."""
+        if isinstance(reply, OSError):
+            if self.inflight.pop(unique, False):
+                self._write(abi.error_reply(unique, errno_of(reply)))
+            return
+        self._answer(unique, reply)
 
     def _answer(self, unique: int, reply: Reply) -> bool:
         commit = reply.commit
@@ -348,27 +376,34 @@ class Connection:
             if not ours:
                 reply.drop()
                 return True
-        alive = self._write(abi.reply(unique, body))
-        reply.after()
-        return alive
+        code = self._send(abi.reply(unique, body))
+        if code == errno.ENOENT:
+            reply.unsent()
+        if reply.after is not no_op:
+            reply.after()
+        return code != errno.ENODEV
 
     def _write(self, message: bytes) -> bool:
         """Write an answer; False once the device is gone (ENODEV)."""
+        return self._send(message) != errno.ENODEV
+
+    def _send(self, message: bytes) -> int:
+        """Write an answer; 0, or the errno the write failed with (ENOENT: the request was
+        aborted meanwhile, ENODEV: the device is gone)."""
         try:
             os.write(self.fd, message)
         except OSError as err:
-            if err.errno == errno.ENODEV:
-                return False
-            if err.errno != errno.ENOENT:  # ENOENT: the request was aborted meanwhile
+            if err.errno not in (errno.ENODEV, errno.ENOENT):
                 log.warning("%s: reply failed: %s", self.name, err)
-        return True
+            return err.errno or errno.EIO
+        return 0
 
     def _protocol(self, op: int, unique: int, nodeid: int, buf: bytes) -> bool:
         if op == abi.FORGET:
-            self.bridge.table.forget(nodeid, abi.forget_nlookup(buf))
+            self.bridge.forget(nodeid, abi.forget_nlookup(buf))
         elif op == abi.BATCH_FORGET:
             for ino, n in abi.batch_forgets(buf):
-                self.bridge.table.forget(ino, n)
+                self.bridge.forget(ino, n)
         elif op == abi.INTERRUPT:
             self._interrupt(unique, abi.interrupt_target(buf))
         elif op == abi.INIT:
@@ -376,16 +411,19 @@ class Connection:
             log.debug(
                 "%s: INIT %d.%d flags %#x", self.name, kernel.major, kernel.minor, kernel.flags
             )
+            wanted = WANTED | (abi.PASSTHROUGH if self.passthrough else 0)
+            if kernel.flags & wanted & abi.PASSTHROUGH:
+                self.bridge.backings = Backings(self.fd)
             self.initialized.set()
             reply = abi.pack_init_reply(
-                unique, kernel, WANTED, request_timeout=self.request_timeout
+                unique, kernel, wanted, request_timeout=self.request_timeout
             )
             if kernel.major == abi.KERNEL_VERSION:
                 self.negotiated = Negotiated(
                     kernel.major,
                     min(kernel.minor, abi.KERNEL_MINOR_VERSION),
                     kernel.flags,
-                    kernel.flags & WANTED,
+                    kernel.flags & wanted,
                 )
             alive = self._write(reply)
             if self.negotiated is not None:
@@ -412,6 +450,20 @@ class Connection:
         else:
             self._restoring = False
             self.bridge.table.precounted = {}
+
+    def stats(self) -> dict[str, Any]:
+        """Requests read so far by operation name, and what passthrough did."""
+        requests = {abi.OP_NAMES.get(op, str(op)): n for op, n in enumerate(self.requests) if n}
+        backings = self.bridge.backings
+        passthrough: dict[str, Any] = {"negotiated": backings is not None}
+        if backings is not None:
+            passthrough.update(
+                enabled=backings.enabled,
+                opens=backings.opened,
+                slots_made=backings.created,
+                slots_idle=len(backings.idle),
+            )
+        return {"requests": requests, "passthrough": passthrough}
 
     def _interrupt(self, unique: int, target: int) -> None:
         with self.lock:

@@ -2,7 +2,9 @@
 
 Pure packing and unpacking on bytes, no I/O. pidns speaks protocol 7.38: a newer kernel (6.18 speaks
 7.45) falls back to the smaller minor that the INIT reply names, so the structs below are the 7.38
-ones and nothing the kernel added later (statx, passthrough, io_uring) is ever sent to us.
+ones and nothing the kernel added later (statx, io_uring) is ever sent to us. One later feature is
+taken when offered, since it depends on the flag and not on the minor: passthrough (7.40), whose
+open reply fills the former padding of fuse_open_out with a backing id.
 
 Every request starts with fuse_in_header; every reply and notification with fuse_out_header, whose
 `error` is 0 or a negated errno for a reply, and a positive FUSE_NOTIFY_* code (with unique 0) for a
@@ -68,6 +70,15 @@ RENAME2 = 45
 LSEEK = 46
 COPY_FILE_RANGE = 47
 
+OP_NAMES = {
+    code: name
+    for name, code in list(globals().items())
+    if name.isupper()
+    and isinstance(code, int)
+    and 1 <= code <= COPY_FILE_RANGE
+    and name not in ("KERNEL_VERSION", "KERNEL_MINOR_VERSION", "ROOT_ID")
+}
+
 # -- notification codes (enum fuse_notify_code) ----------------------------------------------------
 NOTIFY_POLL = 1
 NOTIFY_INVAL_INODE = 2
@@ -104,6 +115,7 @@ CACHE_SYMLINKS = 1 << 23
 NO_OPENDIR_SUPPORT = 1 << 24
 EXPLICIT_INVAL_DATA = 1 << 25
 INIT_EXT = 1 << 30  # flags2 is read (the flags below are its bits, shifted by 32)
+PASSTHROUGH = 1 << 37  # opens may name a backing file that serves read(2) and mmap (6.9)
 HAS_RESEND = 1 << 39  # offered by a kernel that understands NOTIFY_RESEND (6.9); no reply needed
 REQUEST_TIMEOUT = 1 << 42  # the kernel aborts the connection when a request waits longer (6.14)
 # Set in the unique of a request the kernel sends again after NOTIFY_RESEND; the reply names it so.
@@ -116,7 +128,16 @@ FOPEN_NONSEEKABLE = 1 << 2
 FOPEN_CACHE_DIR = 1 << 3
 FOPEN_STREAM = 1 << 4
 FOPEN_NOFLUSH = 1 << 5  # no FLUSH at close(2) for this file (7.35)
+FOPEN_PASSTHROUGH = 1 << 7  # reads go to the backing file named by backing_id (7.40)
 
+# -- ioctls on the /dev/fuse fd (passthrough) --------------------------------------------------
+BACKING_OPEN = 0x4010E501  # _IOW(229, 1, struct fuse_backing_map): returns a backing id
+BACKING_CLOSE = 0x4004E502  # _IOW(229, 2, uint32_t): the backing id
+BACKING_MAP = struct.Struct("=iIQ")  # fuse_backing_map: fd flags padding
+BACKING_ID = struct.Struct("=I")
+# the depth of stacking the backing files' filesystems may have: 1 takes files of any plain
+# filesystem (a memfd), never of another stacked one (procfs counts as the deepest, so never it)
+MAX_STACK_DEPTH = 1
 # notify_inval_entry flags
 EXPIRE_ONLY = 1 << 0
 
@@ -142,7 +163,7 @@ INIT_IN_FLAGS2 = struct.Struct("=I")
 # time_gran max_pages map_alignment flags2 max_stack_depth request_timeout unused[11]
 INIT_OUT = struct.Struct("=IIIIHHIIHHIIH22x")
 OPEN_IN = struct.Struct("=II")  # flags, open_flags
-OPEN_OUT = struct.Struct("=QII")  # fh, open_flags, padding
+OPEN_OUT = struct.Struct("=QIi")  # fh, open_flags, backing_id (padding before 7.40)
 READ_IN = struct.Struct("=QQIIQII")  # fh offset size read_flags lock_owner flags padding
 RELEASE_IN = struct.Struct("=QIIQ")  # fh flags release_flags lock_owner
 GETATTR_IN = struct.Struct("=IIQ")  # getattr_flags dummy fh
@@ -169,7 +190,7 @@ class InitIn:
 
 
 class Attr(Protocol):
-    """What a reply says about an inode (fuse_attr without ino, which the inode table assigns)."""
+    """What a reply says about an inode (its ino, when 0, is the node id the table assigns)."""
 
     @property
     def mode(self) -> int: ...
@@ -183,6 +204,8 @@ class Attr(Protocol):
     def size(self) -> int: ...
     @property
     def mtime_ns(self) -> int: ...
+    @property
+    def ino(self) -> int: ...
 
 
 def unpack_init(body: bytes | memoryview) -> InitIn:
@@ -220,7 +243,7 @@ def pack_init_reply(
         0,  # max_pages: only with MAX_PAGES
         0,  # map_alignment
         agreed >> 32,  # flags2 (read by the kernel with INIT_EXT)
-        0,  # max_stack_depth: no passthrough
+        MAX_STACK_DEPTH if agreed & PASSTHROUGH else 0,
         request_timeout if agreed & REQUEST_TIMEOUT else 0,
     )
     return reply(unique, body)
@@ -246,10 +269,11 @@ def _valid(seconds: float) -> tuple[int, int]:
 
 
 def pack_attr(ino: int, attr: Attr) -> tuple[int, ...]:
-    """fuse_attr fields, for splicing into ENTRY_OUT or ATTR_OUT."""
+    """fuse_attr fields, for splicing into ENTRY_OUT or ATTR_OUT; attr.ino, when set, is the
+    number stat() shows (the node id stays `ino`)."""
     sec, nsec = _split_ns(attr.mtime_ns)
     return (
-        ino,
+        attr.ino or ino,
         attr.size,
         (attr.size + 511) // 512,
         sec,
@@ -288,8 +312,18 @@ def pack_attr_out(ino: int, attr: Attr, attr_valid: float) -> bytes:
     return ATTR_OUT.pack(a_sec, a_nsec, 0, *pack_attr(ino, attr))
 
 
-def pack_open(fh: int, open_flags: int) -> bytes:
-    return OPEN_OUT.pack(fh, open_flags, 0)
+def pack_open(fh: int, open_flags: int, backing_id: int = 0) -> bytes:
+    return OPEN_OUT.pack(fh, open_flags, backing_id)
+
+
+def backing_map(fd: int) -> bytearray:
+    """The argument of BACKING_OPEN for fd (mutable: ioctl then returns the syscall's result)."""
+    return bytearray(BACKING_MAP.pack(fd, 0, 0))
+
+
+def backing_id(backing: int) -> bytearray:
+    """The argument of BACKING_CLOSE."""
+    return bytearray(BACKING_ID.pack(backing))
 
 
 def pack_statfs(namelen: int = 255, bsize: int = 4096) -> bytes:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
+import sys
 
-from pidns.ids import NsId
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pidns.ids import NsId
 
 _NSIO = 0xB7
 
@@ -38,6 +40,8 @@ def open_ns(path: str, dir_fd: int | None = None) -> int:
 
 
 def identity(fd: int) -> NsId:
+    from pidns.ids import NsId  # here: the launch path of pidns run needs no NsId (collections)
+
     st = os.fstat(fd)
     return NsId(st.st_dev, st.st_ino)
 
@@ -60,7 +64,7 @@ def owner_uid(userns_fd: int) -> int:
     """The uid (in the caller's user namespace) that created a user namespace."""
     buf = bytearray(4)
     fcntl.ioctl(userns_fd, NS_GET_OWNER_UID, buf)
-    return int(struct.unpack("I", buf)[0])
+    return int.from_bytes(buf, sys.byteorder)
 
 
 def pid_from_pidns(ns_fd: int, pid: int) -> int:

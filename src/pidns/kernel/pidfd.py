@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
-import signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal  # pidns run imports this: the same call without signal's enums
 
 
 def open_pid(pid: int) -> int:
@@ -52,3 +58,15 @@ def exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def pid_of(fd: int) -> int:
+    """The pid of a pidfd's process, numbered in this /proc's namespace (its fdinfo's Pid)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                pid = int(line.split()[1])
+                if pid > 0:
+                    return pid
+                break
+    raise ProcessLookupError(errno.ESRCH, "the process has exited or is not visible here")

@@ -1,13 +1,22 @@
 """unshare, setns, mount, umount2 and prctl through libc (Python 3.11's os module lacks them).
 
 Thin wrappers: each raises OSError with the kernel's errno and does nothing else.
+
+Bound with _ctypes, the C half of ctypes: ctypes itself (its Python half, with struct and types)
+costs pidns run about a tenth of `python -c pass` to import, for the three types and one
+function pointer class below, which are what ctypes.CDLL(None, use_errno=True) would build.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 
+TYPE_CHECKING = False  # typing costs pidns run an import
+if TYPE_CHECKING:
+    from typing import Any
+
+CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -25,29 +34,64 @@ MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.prctl.argtypes = [
-    ctypes.c_int,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-]
+
+class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
+    _type_ = "i"
+
+
+class _Long(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_long
+    _type_ = "l"
+
+
+class _UInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_uint
+    _type_ = "I"
+
+
+class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_ulong
+    _type_ = "L"
+
+
+class _CharP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_char_p
+    _type_ = "z"
+
+
+class _Function(_ctypes.CFuncPtr):
+    """A libc function returning int, with errno saved for get_errno (use_errno=True)."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _Program:
+    """The symbols of the running program and its libraries, as CDLL(None) opens them."""
+
+    _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)  # type: ignore[arg-type]  # dlopen(NULL)
+
+
+def _bind(name: str, *argtypes: type[_ctypes._SimpleCData[Any]]) -> _Function:
+    function = _Function((name, _Program()))  # type: ignore[arg-type]  # a CDLL is duck-typed
+    function.argtypes = argtypes
+    return function
+
+
+_unshare = _bind("unshare", _Int)
+_setns = _bind("setns", _Int, _Int)
+_mount = _bind("mount", _CharP, _CharP, _CharP, _ULong, _CharP)
+_umount2 = _bind("umount2", _CharP, _Int)
+_prctl = _bind("prctl", _Int, _ULong, _ULong, _ULong, _ULong)
+# open_tree(2) and move_mount(2) have no libc wrapper on Debian 12: syscall(2), x86_64 and
+# aarch64 numbers (the same on both: the new mount API came after the tables merged)
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
 def _check(result: int, what: str) -> None:
     if result == -1:
-        code = ctypes.get_errno()
+        code = _ctypes.get_errno()
         raise OSError(code, os.strerror(code), what)
 
 
@@ -56,29 +100,47 @@ def _bytes(text: str | None) -> bytes | None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """Join the namespace(s) of fd: an nsfs file, or a pidfd with a mask of CLONE_NEW* types."""
-    _check(_libc.setns(fd, nstype), "setns")
+    _check(_setns(fd, nstype), "setns")
 
 
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    _check(_libc.mount(_bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data)), target)
+    _check(_mount(_bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data)), target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_bytes(target), flags), target)
+    _check(_umount2(_bytes(target), flags), target)
+
+
+def open_tree_clone(path: str) -> int:
+    """A detached bind mount of path (a file or directory), as an fd: it can be attached with
+    move_mount in another mount namespace (one the caller may mount in)."""
+    open_tree = _bind("syscall", _Long, _Int, _CharP, _UInt)  # bound here: rarely used
+    fd = open_tree(_SYS_OPEN_TREE, AT_FDCWD, _bytes(path), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+    _check(fd, path)
+    return int(fd)
+
+
+def move_mount_fd(fd: int, target: str) -> None:
+    """Attach the detached mount fd (from open_tree_clone) at target."""
+    move_mount = _bind("syscall", _Long, _Int, _CharP, _Int, _CharP, _UInt)
+    _check(
+        move_mount(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, _bytes(target), MOVE_MOUNT_F_EMPTY_PATH),
+        target,
+    )
 
 
 def set_pdeathsig(sig: int) -> None:
     """Receive `sig` when the thread that forked this process exits."""
-    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    _check(_prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def set_child_subreaper(on: bool = True) -> None:
     """Adopt orphaned descendants instead of letting them go to the namespace's init."""
-    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+    _check(_prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")

@@ -12,14 +12,23 @@ from pidns.model import PidNamespace, Snapshot, Task, count_tasks
 from pidns.procfs.reader import ProcReader
 
 
-def snapshot(proc: str = "/proc", threads: bool = False) -> Snapshot:
-    """Read every task and PID namespace visible through the proc tree at `proc`."""
-    with ProcReader(proc) as reader:
+def snapshot(
+    proc: str = "/proc", threads: bool = False, brief: bool = False, cmdlines: bool = True
+) -> Snapshot:
+    """Read every task and PID namespace visible through the proc tree at `proc`. `brief`:
+    leave out what only a task's `status` tells when its namespace doesn't need it (see
+    ProcReader): uids, gids and tracer_pid may be None; every other field is the same. With
+    `cmdlines=False` only the namespaces' inits come with their argv (what `ls` shows)."""
+    with ProcReader(proc, brief, cmdlines) as reader:
         tasks = reader.tasks(threads)
         by_pid = {task.host_pid: task for task in tasks}
         _infer_namespaces(by_pid)
         dev = nsfs.nsfs_dev()
         namespaces = _namespaces(reader, by_pid, dev)
+        if not cmdlines:
+            for ns in namespaces.values():
+                if ns.init is not None:
+                    by_pid[ns.init].cmdline = reader.cmdline(ns.init)
         problems: set[str] = set()
     root = next((ns.id for ns in namespaces.values() if ns.level == 0), None)
     snap = Snapshot(tasks=by_pid, namespaces=namespaces, root=root, proc=proc)

@@ -5,6 +5,11 @@ joins the namespaces and forks once more, because only a child enters a PID name
 
     caller ── joiner (joins user?, pid[, mount]; waits) ── command (in the namespace)
 
+Joining a mount namespace with setns also resets the root and cwd to that namespace's root:
+outside a chroot that is the tree its processes see, inside one it is the host's. So the command
+then enters the root of the member it joined (`/proc/PID/root`, opened before joining, as
+`nsenter --root` does) and only then the caller's cwd.
+
 The command returns from the hook into Popen and execs; the joiner waits for it and ends the same
 way (same exit code, same signal), so Popen's returncode is the command's. The joiner reports
 the command's pid over a pipe and hands over a pidfd for it (SCM_RIGHTS): it is the command's
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable
-from pidns.kernel import syscalls
+from pidns.kernel import pidfd, syscalls
 from pidns.runtime import report
 
 PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
@@ -43,12 +48,26 @@ class Target:
         pidns_fd: int = -1,
         userns_fd: int = -1,
         proc_source: str | None = None,
+        ignored: frozenset[int] = frozenset(),
+        cgroup_fds: tuple[int, ...] = (),
+        proc_overlays: tuple[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.pidfd = pidfd
         self.nstypes = nstypes
         self.pidns_fd = pidns_fd
         self.userns_fd = userns_fd
         self.proc_source = proc_source  # a view of the namespace to bind at /proc, if not a procfs
+        self.ignored = ignored  # signals the caller had ignored: the command gets them ignored
+        self.cgroup_fds = cgroup_fds  # cgroup.procs files the joiner moves into (a Sandbox's)
+        # (a view's directory, names): files of the view bound over the fresh procfs (hybrid)
+        self.proc_overlays = proc_overlays
+
+    def open_root(self) -> int:
+        """An fd of the root of the member whose mount namespace is joined, or -1."""
+        if self.pidfd < 0 or not self.nstypes & syscalls.CLONE_NEWNS:
+            return -1
+        pid = pidfd.pid_of(self.pidfd)
+        return os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def join(self) -> None:
         if self.pidfd >= 0:
@@ -81,12 +100,16 @@ def spawn(argv: Sequence[str], target: Target, **popen_kwargs: Any) -> Joined:
     cwd = os.fspath(popen_kwargs.pop("cwd", None) or os.getcwd())
     if "preexec_fn" in popen_kwargs:
         raise TypeError("spawn() uses preexec_fn itself")
+    try:
+        root_fd = target.open_root()
+    except OSError as err:
+        raise LaunchFailed(f"opening the namespace's root failed: {err.strerror}") from None
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:
             popen = subprocess.Popen(
-                list(argv), preexec_fn=_hook(target, report_w, theirs, cwd), **popen_kwargs
+                list(argv), preexec_fn=_hook(target, report_w, theirs, cwd, root_fd), **popen_kwargs
             )
         except FileNotFoundError:
             raise CommandNotFound(f"{argv[0]}: command not found") from None
@@ -107,6 +130,8 @@ def spawn(argv: Sequence[str], target: Target, **popen_kwargs: Any) -> Joined:
         os.close(report_r)
         theirs.close()
         mine.close()
+        if root_fd >= 0:
+            os.close(root_fd)
     pid = next((int(r.fields[1]) for r in records if r.kind == "child"), None)
     if pid is None or not fds:
         for fd in fds:
@@ -124,29 +149,59 @@ def _failure(records: list[report.Record]) -> LaunchFailed:
             reason = os.strerror(number) if number else record.fields[3]
             if number == errno.ENOMEM:
                 reason = "the namespace is dying (its pid 1 has exited)"
+            elif step == "making / private" and number == errno.EINVAL:
+                reason = NOT_A_MOUNT
             return LaunchFailed(f"{step} failed: {reason}")
     return LaunchFailed("joining the namespace failed")
 
 
-def _hook(target: Target, report_w: int, sock: socket.socket, cwd: str) -> Callable[[], None]:
+NOT_A_MOUNT = (
+    "/ is not a mount point (a chroot of a plain directory?), so its mounts cannot be made "
+    "private: bind-mount the chroot's directory onto itself (mount --bind DIR DIR) before "
+    "entering it"
+)
+
+
+def _hook(
+    target: Target, report_w: int, sock: socket.socket, cwd: str, root_fd: int
+) -> Callable[[], None]:
     def hook() -> None:
         step = "joining the namespace"
         try:
+            for fd in target.cgroup_fds:
+                step = "joining the cgroup"
+                os.write(fd, b"0")
+            step = "joining the namespace"
             target.join()
             pid = os.fork()
             if pid == 0:
+                for sig in target.ignored:
+                    signal.signal(sig, signal.SIG_IGN)
+                if root_fd >= 0:
+                    step = "entering the namespace's root"
+                    os.fchdir(root_fd)
+                    os.chroot(".")
                 if target.mounts_proc:
                     step = "mounting its /proc"
                     syscalls.unshare(syscalls.CLONE_NEWNS)
+                    step = "making / private"
                     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+                    step = "mounting its /proc"
                     if target.proc_source is not None:
                         syscalls.mount(
                             target.proc_source, "/proc", None, syscalls.MS_BIND | syscalls.MS_REC
                         )
                     else:
                         syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
+                        if target.proc_overlays is not None:
+                            step = "binding the virtualised files over its /proc"
+                            source, names = target.proc_overlays
+                            for name in names:
+                                syscalls.mount(
+                                    f"{source}/{name}", f"/proc/{name}", None, syscalls.MS_BIND
+                                )
                 step = f"changing to {cwd}"
-                os.chdir(cwd)  # joining a mount namespace moved us to its root
+                os.chdir(cwd)  # relative to the root entered above
                 # Our own number inside, told now: asked later, a short-lived command may
                 # already be gone and its number with it.
                 report.send(report_w, "nspid", 0, os.getpid())

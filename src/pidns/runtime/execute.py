@@ -6,20 +6,31 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pidns.kernel import nsfs, pidfd
 from pidns.runtime.enter import Target, spawn
 from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
 
+if TYPE_CHECKING:
+    from pidns.view.hybrid import VirtualFiles
+
 
 def exec_in(
-    designator: str, argv: Sequence[str], proc: str = "/proc", backend: str = "auto"
+    designator: str,
+    argv: Sequence[str],
+    proc: str = "/proc",
+    backend: str = "auto",
+    virtualize: bool = False,
+    cpus_from_quota: bool = False,
 ) -> int:
     """Run argv in the namespace `designator` names; its exit status (128+N: signal N).
 
     /proc inside is a procfs mounted from within the namespace (backend kernel, or auto: that
     works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
+    virtualize: the resource files show the namespace's cgroup (auto picks fuse; with kernel,
+    they are bound over the kernel's procfs from a FUSE view: the hybrid).
     """
     from pidns.designators import open_namespace, resolve
     from pidns.errors import LaunchFailed, PidnsError, UsageError
@@ -28,6 +39,10 @@ def exec_in(
 
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if cpus_from_quota and not virtualize:
+        raise UsageError("--cpus-from-quota needs --virtualize")
+    if virtualize and backend == "auto":
+        backend = "fuse"
     snap = snapshot(proc)
     try:
         ns_fd = open_namespace(snap, resolve(designator, snap))
@@ -36,10 +51,23 @@ def exec_in(
     except PidnsError as err:  # refused or gone: joining failed before the command (125)
         raise LaunchFailed(str(err)) from None
     userns_fd = -1
-    view = None
+    view: _ProcView | VirtualFiles | None = None
+    overlays = None
     try:
         if backend == "fuse":
-            view = _ProcView(ns_fd)
+            view = _ProcView(ns_fd, virtualize, cpus_from_quota)
+        elif virtualize:  # the hybrid: the kernel's procfs, the virtualised files bound over it
+            from pidns.view.api import check_own_cgroup
+            from pidns.view.hybrid import VirtualFiles, present
+
+            check_own_cgroup(ns_fd, designator, os.fstat(ns_fd).st_ino)
+            try:
+                view = VirtualFiles(ns_fd, cpus_from_quota)
+            except PidnsError as err:
+                if isinstance(err, UsageError):
+                    raise
+                raise LaunchFailed(f"--virtualize: {err}") from None
+            overlays = (view.path, tuple(present("/proc")))
         userns_fd = _userns_to_join(ns_fd)
         try:
             forwarder: Forwarder | None = Forwarder(FORWARDED)
@@ -49,7 +77,9 @@ def exec_in(
             target = Target(
                 pidns_fd=ns_fd,
                 userns_fd=userns_fd,
-                proc_source=view.path if view is not None else None,
+                proc_source=view.path if isinstance(view, _ProcView) else None,
+                ignored=forwarder.ignored if forwarder is not None else frozenset(),
+                proc_overlays=overlays,
             )
             joined = spawn(argv, target)
             try:
@@ -73,14 +103,20 @@ def exec_in(
 class _ProcView:
     """A FUSE view of the namespace on a private temporary directory, for binding at /proc."""
 
-    def __init__(self, ns_fd: int) -> None:
+    def __init__(self, ns_fd: int, virtualize: bool = False, cpus_from_quota: bool = False) -> None:
         import tempfile
 
         from pidns.view.api import open_view
 
         self.path = tempfile.mkdtemp(prefix="pidns-exec-")
         try:
-            self.handle = open_view(ns_fd, self.path, backend="fuse")
+            self.handle = open_view(
+                ns_fd,
+                self.path,
+                backend="fuse",
+                virtualize=virtualize,
+                cpus_from_quota=cpus_from_quota,
+            )
         except BaseException:
             os.rmdir(self.path)
             raise

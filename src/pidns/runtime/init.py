@@ -8,12 +8,14 @@ from an ancestor namespace (it drops those an init neither blocks nor handles).
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 TYPE_CHECKING = False  # no typing in pid 1: it would cost memory and start-up
 if TYPE_CHECKING:
+    import signal
     from typing import NoReturn
+else:
+    import _signal as signal  # the same calls without signal's enums (an import of enum)
 
 FORWARDED = (
     signal.SIGINT,

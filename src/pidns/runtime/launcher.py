@@ -13,10 +13,8 @@ pidns error (LaunchFailed, 125; NotExecutable, 126; CommandNotFound, 127).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 
 from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable, UsageError
 from pidns.kernel import nsfs, pidfd
@@ -24,6 +22,14 @@ from pidns.runtime import report
 from pidns.runtime.init import WAITED, exit_code
 from pidns.runtime.spec import MAX_NEST, Spec
 from pidns.runtime.stages import Chain
+
+# pidns run is measured against `python -c pass`: neither signal's enums nor contextlib (with
+# collections and functools) are imported on its path, whence the try/except blocks below.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:
+    import _signal as signal
 
 
 class Outcome:
@@ -71,8 +77,10 @@ class Launched:
         """Let the command run (after a held launch) and wait until it has been executed."""
         if self._go_w >= 0:
             # Nobody reads it without a command, or when the command's stage died: then EPIPE.
-            with contextlib.suppress(BrokenPipeError):
+            try:  # noqa: SIM105
                 os.write(self._go_w, b"g")
+            except BrokenPipeError:
+                pass
             os.close(self._go_w)
             self._go_w = -1
         while (record := self._reader.next()) is not None:
@@ -101,8 +109,10 @@ class Launched:
     def send_signal(self, sig: int) -> None:
         """Signal the outermost init (it forwards to the command); nothing if it is gone."""
         if self.outer_fd >= 0:
-            with contextlib.suppress(ProcessLookupError):
+            try:  # noqa: SIM105
                 pidfd.send_signal(self.outer_fd, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         """SIGKILL the outermost init: the kernel kills everything in every level."""
@@ -256,9 +266,12 @@ def foreground() -> bool:
 _STEPS = {
     "pidns": "creating a PID namespace",
     "mountns": "creating a mount namespace",
+    "mount-private": "making the new mount namespace's mounts private",
     "mount-proc": "mounting /proc",
     "userns-map": "mapping the caller's uid/gid in the user namespace",
     "fork": "forking",
+    "cgroup": "joining the run's cgroup",
+    "timens": "creating a time namespace",
 }
 
 
@@ -289,6 +302,10 @@ def _failure(record: report.Record) -> Exception:
         )
     elif step == "pidns" and number == errno.ENOSPC:
         hint = f": too deeply nested (the kernel allows {MAX_NEST} levels below the initial namespace; see also user.max_pid_namespaces)"
+    elif step == "mount-private" and number == errno.EINVAL:
+        from pidns.runtime.enter import NOT_A_MOUNT
+
+        reason, hint = NOT_A_MOUNT, ""
     elif step == "mount-proc" and number == errno.EPERM:
         hint = ": refused (in a user namespace the kernel mounts proc only where /proc is fully visible, with nothing mounted over its files)"
     return LaunchFailed(f"{action}{where} failed: {reason}{hint}")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Sequence
 
 from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
@@ -14,9 +11,15 @@ from pidns.runtime.launcher import Launched, launch
 from pidns.runtime.launcher import foreground as _foreground
 from pidns.runtime.spec import Spec
 
-TYPE_CHECKING = False  # typing itself costs more to import than pidns run spends starting
+# typing costs more to import than pidns run spends starting; so do signal's enums, and
+# contextlib (with collections and functools), hence the try/except blocks below.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
+    from collections.abc import Sequence
     from typing import IO
+else:
+    import _signal as signal
 
 
 def run(
@@ -32,17 +35,33 @@ def run(
     status_json: str | None = None,
     view: str | None = None,
     view_backend: str = "auto",
+    memory: str | None = None,
+    cpus: str | float | None = None,
+    cpuset: str | None = None,
+    pids_max: str | int | None = None,
+    virtualize: bool = False,
 ) -> int:
     """Run argv in `nest` new nested PID namespaces and return its exit status (128+N when
     killed by signal N). Raises a PidnsError when the command could not be started
     (LaunchFailed 125, NotExecutable 126, CommandNotFound 127) or the input is wrong.
     Signals are forwarded when called from the main thread. With `view`, the innermost
     namespace's proc tree is mounted there (see `pidns mount`) before the command starts and
-    unmounted after; it also goes when the namespace's init dies."""
+    unmounted after; it also goes when the namespace's init dies.
+
+    memory ("64M"), cpus (0.5), cpuset ("0-1"), pids_max: the namespaces get a cgroup of their
+    own with those limits (runtime/cgroup.py), removed after. virtualize: that cgroup even
+    without limits, the command's /proc shows it (meminfo, cpuinfo, stat, uptime, … from a FUSE
+    view, bound over the kernel's procfs), and the levels live in a new time namespace (uptime,
+    sysinfo(2), CLOCK_BOOTTIME, btime count from its birth)."""
     if forward_to not in ("child", "group"):
         from pidns.errors import UsageError
 
         raise UsageError(f"forward_to must be 'child' or 'group', not {forward_to!r}")
+    limits = None
+    if virtualize or any(v is not None for v in (memory, cpus, cpuset, pids_max)):
+        from pidns.runtime.cgroup import parse_limits
+
+        limits = parse_limits(memory, cpus, cpuset, pids_max)  # nonsense: UsageError, before all
     spec = Spec(
         tuple(argv),
         nest=nest,
@@ -51,6 +70,7 @@ def run(
         to_group=forward_to == "group",
         kill_timeout=kill_timeout,
         die_with_parent=die_with_parent,
+        timens=virtualize,
     )
     reservation = None
     if name is not None:
@@ -65,14 +85,29 @@ def run(
             raise LaunchFailed(str(err)) from None
     status = _open_status(status_json) if status_json is not None else None
     foreground = _foreground()
+    forwarder: Forwarder | None = None
     try:
-        forwarder: Forwarder | None = Forwarder(FORWARDED)
+        forwarder = Forwarder(FORWARDED)
+        spec.ignored = forwarder.ignored
     except ValueError:  # not the main thread: signals stay where they are
-        forwarder = None
+        pass
     launched: Launched | None = None
     mounted: _View | None = None
+    cgroup = None
     try:
-        launched = launch(spec)
+        if limits is not None:
+            from pidns.runtime.cgroup import create
+
+            cgroup = create(limits)
+            spec.cgroup_fds = cgroup.open_procs()
+            try:
+                launched = launch(spec)
+            finally:
+                for fd in spec.cgroup_fds:
+                    os.close(fd)
+                spec.cgroup_fds = ()
+        else:
+            launched = launch(spec)
         if reservation is not None:
             try:
                 reservation.commit(launched.inits[-1], [ino for _, ino in launched.namespaces])
@@ -83,6 +118,13 @@ def run(
         if view is not None:
             try:
                 mounted = _View(launched.inits[-1], view, view_backend)
+            except BaseException:
+                launched.kill()
+                launched.wait()
+                raise
+        if virtualize:
+            try:
+                virtualize_proc(launched, spec)
             except BaseException:
                 launched.kill()
                 launched.wait()
@@ -108,17 +150,45 @@ def run(
     finally:
         if forwarder is not None:
             forwarder.restore()
+        if cgroup is not None and launched is not None and launched.poll() is None:
+            launched.kill()  # an error between launch and wait: nothing may outlive the cgroup
+            launched.wait()
         if launched is not None:
             launched.close()
+        if cgroup is not None:
+            cgroup.remove()
         if mounted is not None:
             mounted.close()
         if reservation is not None:
             reservation.release()
         if status is not None and status is not sys.stdout:
-            with contextlib.suppress(BrokenPipeError):
+            try:  # noqa: SIM105
                 status.close()
+            except BrokenPipeError:
+                pass
         if foreground:
             _reclaim_terminal()
+
+
+def virtualize_proc(launched: Launched, spec: Spec) -> None:
+    """--virtualize: the virtualised files of a FUSE view of the innermost namespace, attached
+    over the /proc of its mount namespace (which the command shares) before the command starts;
+    the kernel's procfs serves the rest."""
+    from pidns.errors import LaunchFailed, PidnsError, UsageError
+    from pidns.view.hybrid import VirtualFiles, attach_into, present
+
+    inner = launched.inits[-1]
+    try:
+        files = VirtualFiles(f"@{inner}")
+    except PidnsError as err:
+        if isinstance(err, (UsageError, LaunchFailed)):
+            raise
+        raise LaunchFailed(f"--virtualize: {err}") from None
+    try:
+        userns_of = launched.inits[0] if spec.uses_userns(os.geteuid()) else None
+        attach_into(inner, userns_of, files.path, present("/proc"))
+    finally:
+        files.close()
 
 
 def _open_status(target: str) -> IO[str]:
@@ -136,9 +206,11 @@ def _emit(out: IO[str], record: dict[str, object]) -> None:
     import json
 
     # A reader that went away is not the command's failure: the run goes on, unreported.
-    with contextlib.suppress(BrokenPipeError):
+    try:
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
         out.flush()
+    except BrokenPipeError:
+        pass
 
 
 def _reclaim_terminal() -> None:
@@ -183,11 +255,15 @@ class _View:
     def close(self) -> None:
         from pidns.errors import PidnsError
 
-        with contextlib.suppress(PidnsError):  # gone already if the namespace died first
+        try:  # noqa: SIM105
             self.handle.close()
+        except PidnsError:  # gone already if the namespace died first
+            pass
         self._remove_dir()
 
     def _remove_dir(self) -> None:
         if self.made:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105
                 os.rmdir(self.path)
+            except OSError:
+                pass

@@ -10,10 +10,13 @@ class Spec:
 
     __slots__ = (
         "argv",
+        "cgroup_fds",
         "die_with_parent",
+        "ignored",
         "init",
         "kill_timeout",
         "nest",
+        "timens",
         "to_group",
         "user",
     )
@@ -28,6 +31,9 @@ class Spec:
         to_group: bool = False,
         kill_timeout: float = 2.0,
         die_with_parent: bool = True,
+        ignored: frozenset[int] = frozenset(),
+        cgroup_fds: tuple[int, ...] = (),
+        timens: bool = False,
     ) -> None:
         self.argv = argv  # None: no command; the namespace idles until killed (Sandbox)
         self.nest = nest
@@ -36,6 +42,12 @@ class Spec:
         self.to_group = to_group  # forward signals to the command's process group
         self.kill_timeout = kill_timeout
         self.die_with_parent = die_with_parent
+        # Signals the caller had ignored, which the launcher now catches to forward them: the
+        # command gets them ignored again (see runtime/forward.py).
+        self.ignored = ignored
+        # cgroup.procs files (runtime/cgroup.py) the first level's init moves itself into
+        self.cgroup_fds = cgroup_fds
+        self.timens = timens  # the levels live in a time namespace born with them
 
     def uses_userns(self, euid: int) -> bool:
         return euid != 0 if self.user is None else self.user

@@ -10,11 +10,9 @@ A failing step is reported as an `error` record and the process exits with 125 (
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gc
 import os
-import signal
 
 from pidns.kernel import pidfd, syscalls
 from pidns.runtime import report
@@ -23,9 +21,12 @@ from pidns.runtime.userns import map_to_root
 
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
+    import signal
     from typing import NoReturn
 
     from pidns.runtime.spec import Spec
+else:
+    import _signal as signal  # signal's enums cost more to import than a launch spends
 
 PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 
@@ -68,6 +69,9 @@ class Chain:
                 syscalls.unshare(syscalls.CLONE_NEWUSER)
                 self.step = "userns-map"
                 map_to_root(self.uid, self.gid)
+            if self.spec.timens:
+                self.step = "timens"
+                _new_time_namespace()
             self.step = "pidns"
             syscalls.unshare(syscalls.CLONE_NEWPID)
             self.step = "fork"
@@ -76,6 +80,8 @@ class Chain:
             if pid == 0:
                 self.level(1, me)
             os.close(me)
+            for fd in self.spec.cgroup_fds:  # the init joins with them; here they are done
+                os.close(fd)
             self._forked(0, pid)
             _, status = os.waitpid(pid, 0)
             self._record_exit(0, status)
@@ -91,8 +97,14 @@ class Chain:
                 if pidfd.exited(parent_fd):
                     os._exit(125)
                 os.close(parent_fd)
+            if self.spec.cgroup_fds and level == 1:
+                self.step = "cgroup"  # before anything is forked: every descendant is inside
+                for fd in self.spec.cgroup_fds:
+                    os.write(fd, b"0")
+                    os.close(fd)
             self.step = "mountns"
             syscalls.unshare(syscalls.CLONE_NEWNS)
+            self.step = "mount-private"
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             self.step = "mount-proc"
             syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
@@ -132,10 +144,14 @@ class Chain:
             os.setpgid(0, 0)
             if self.foreground:
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - contextlib costs pidns run an import
                     os.tcsetpgrp(0, os.getpgrp())
-            for sig in FORWARDED:  # the launcher's handlers; an inherited SIG_IGN stays
-                if callable(signal.getsignal(sig)):
+                except OSError:
+                    pass
+            for sig in FORWARDED:  # the launcher's handlers go; what the caller ignored stays
+                if sig in self.spec.ignored:
+                    signal.signal(sig, signal.SIG_IGN)
+                elif callable(signal.getsignal(sig)):
                     signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores these two
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -184,6 +200,24 @@ class Chain:
             os._exit(code)
 
 
+def _new_time_namespace() -> None:
+    """unshare a time namespace whose CLOCK_BOOTTIME and CLOCK_MONOTONIC start near 0: its
+    offsets are written before any process is in it (the children of this one will be), so
+    /proc/uptime, sysinfo(2) and /proc/stat's btime count from the namespace's birth. Both
+    clocks move by the same amount: boottime less monotonic (time suspended) stays the host's."""
+    import time
+
+    syscalls.unshare(syscalls.CLONE_NEWTIME)
+    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000_000
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000_000
+    shift = min(boot, mono)
+    fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"monotonic {-shift} 0\nboottime {-shift} 0\n".encode())
+    finally:
+        os.close(fd)
+
+
 def _set_comm(name: str) -> None:
     """Name this process in ps (the command inherits nothing of it: exec renames)."""
     try:
@@ -204,7 +238,9 @@ def _execvp(argv: tuple[str, ...]) -> NoReturn:
     if "/" in argv[0]:
         os.execv(argv[0], argv)
     denied: OSError | None = None
-    for directory in os.get_exec_path():
+    # os.get_exec_path() as it reads os.environ, without the warnings import it costs each launch
+    path = os.environ.get("PATH")
+    for directory in (os.defpath if path is None else path).split(os.pathsep):
         path = os.path.join(directory, argv[0])
         try:
             os.execv(path, argv)

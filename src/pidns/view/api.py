@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pidns.designators import open_designated
-from pidns.errors import NamespaceGone, PidnsError, Unsupported, UsageError, from_oserror
+from pidns.errors import (
+    NamespaceGone,
+    NotPermitted,
+    PidnsError,
+    Unsupported,
+    UsageError,
+    from_oserror,
+)
 from pidns.kernel import nsfs, syscalls
 from pidns.procfs.parse import stat_state
 from pidns.view import control, state
@@ -27,6 +34,7 @@ from pidns.view.mountsys import is_mountpoint, mount_fstype
 from pidns.view.options import BACKENDS, Hidepid, ViewOptions
 
 _FUSE_FSTYPE = "fuse.pidns"
+FUSE_BACKENDS = ("fuse", "lxcfs")  # what the daemon serves: views, and `pidns lxcfs` trees
 
 
 @dataclass
@@ -99,16 +107,29 @@ def open_view(
     allow_other: bool = False,
     virtualize: bool = False,
     auto_unmount: bool = False,
+    cpus_from_quota: bool = False,
 ) -> ViewHandle:
-    """Mount ns's proc tree at mountpoint and return once it answers. Nothing stays mounted on error."""
+    """Mount ns's proc tree at mountpoint and return once it answers. Nothing stays mounted on error.
+
+    virtualize: the resource files (meminfo, cpuinfo, stat, uptime, loadavg, swaps, diskstats,
+    pressure/*) show the cgroup of NS's init; cpus_from_quota: as many CPUs as its CFS quota lets
+    run at once."""
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     try:
         options = ViewOptions(
-            Hidepid.parse(hidepid), gid, subset_pid, allow_other, virtualize, os.geteuid()
+            Hidepid.parse(hidepid),
+            gid,
+            subset_pid,
+            allow_other,
+            virtualize,
+            os.geteuid(),
+            cpus_from_quota=cpus_from_quota,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if cpus_from_quota and not virtualize:
+        raise UsageError("--cpus-from-quota needs --virtualize")
     path = check_mountpoint(mountpoint)
     fd = open_designated(ns)
     try:
@@ -117,14 +138,19 @@ def open_view(
             raise UsageError(f"{ns!r}: not a PID namespace")
         if not _has_init(fd):
             raise NamespaceGone(f"{ns!r}: pid:[{ino}] has no live init (the namespace is dead)")
+        if virtualize:
+            check_own_cgroup(fd, ns, ino)
         if backend == "auto":
             backend = "kernel" if os.geteuid() == 0 and not virtualize else "fuse"
         if backend == "kernel":
-            if virtualize:
-                raise UsageError("--virtualize needs --backend fuse")
-            from pidns.view.kernel import mount_proc
+            if virtualize:  # the hybrid: the kernel's procfs, the virtualised files pidns's
+                from pidns.view.hybrid import mount_hybrid
 
-            mount_proc(fd, path, options)
+                mount_hybrid(fd, path, options, cpus_from_quota)
+            else:
+                from pidns.view.kernel import mount_proc
+
+                mount_proc(fd, path, options)
             handle = ViewHandle(path, "kernel", ino, options=options.to_wire())
         else:
             handle = _open_fuse(fd, path, options, auto_unmount)
@@ -141,6 +167,25 @@ def open_view(
         },
     )
     return handle
+
+
+def check_own_cgroup(fd: int, ns: str | int, ino: int) -> None:
+    """--virtualize shows the cgroup of NS's init: refuse one whose init is in the root cgroup of
+    every hierarchy (the host's own: there is nothing of its own to show)."""
+    from pidns.view.resources import system
+
+    try:
+        cgroup = system().of_pid(nsfs.pid_from_pidns(fd, 1))
+    except OSError as err:
+        raise NamespaceGone(
+            f"{ns!r}: pid:[{ino}]: its init's cgroup cannot be read ({err.strerror})"
+        ) from None
+    if cgroup.at_root():
+        raise UsageError(
+            f"{ns!r}: pid:[{ino}] has no cgroup of its own (its init is in the root cgroup): "
+            "--virtualize would show the host's values; give it one (pidns run --memory …) "
+            "or drop --virtualize"
+        )
 
 
 def _has_init(fd: int) -> bool:
@@ -215,6 +260,65 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
     )
 
 
+def open_lxcfs(mountpoint: str, cpus_from_quota: bool = False) -> ViewHandle:
+    """Mount an LXCFS-compatible tree at mountpoint (proc/{meminfo,cpuinfo,stat,uptime,loadavg,
+    swaps,diskstats}, sys/devices/system/cpu/online) where each reader sees its own cgroup's
+    values; readable by every user. Returns once it answers; nothing stays mounted on error."""
+    from pidns.kernel import fuse_mount
+
+    path = check_mountpoint(mountpoint)
+    missing = fuse_missing()
+    if missing:
+        raise Unsupported(f"{path}: FUSE is not available: {missing}")
+    if os.geteuid() != 0 and not _user_allow_other():
+        raise NotPermitted(
+            f"{mountpoint}: a tree every user reads needs allow_other: as root, or with "
+            "user_allow_other in /etc/fuse.conf"
+        )
+    try:
+        fuse_fd = fuse_mount.mount(path, allow_other=True)
+    except fuse_mount.MountError as err:
+        raise PidnsError(f"{path}: cannot mount the tree: {err.strerror}") from None
+    message = {"op": "lxcfs", "mountpoint": path, "cpus_from_quota": cpus_from_quota}
+    try:
+        ensure_daemon()
+        reply = _send_open(message, [fuse_fd])
+    except BaseException:
+        os.close(fuse_fd)
+        fuse_mount.unmount_quietly(path)
+        raise
+    os.close(fuse_fd)
+    if not reply.get("ok"):
+        fuse_mount.unmount_quietly(path)
+        raise PidnsError(f"{path}: the view daemon refused: {reply.get('error')}")
+    try:
+        os.lstat(os.path.join(path, "proc", "meminfo"))  # answering
+    except OSError as err:
+        fuse_mount.unmount_quietly(path)
+        raise PidnsError(f"{path}: the tree does not answer: {err.strerror}") from None
+    options = {"cpus_from_quota": cpus_from_quota}
+    handle = ViewHandle(path, "lxcfs", 0, int(reply["pid"]), str(reply["view"]), options)
+    state.record(
+        path,
+        {
+            "backend": "lxcfs",
+            "ns": 0,
+            "daemon_pid": handle.daemon_pid,
+            "view": handle.view_id,
+            "options": options,
+        },
+    )
+    return handle
+
+
+def _user_allow_other() -> bool:
+    try:
+        with open("/etc/fuse.conf") as f:
+            return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
+
+
 def _send_open(message: dict[str, Any], fds: list[int]) -> dict[str, Any]:
     """The open request; once more with a fresh daemon if the one asked was just leaving."""
     sock = str(state.socket_path())
@@ -283,10 +387,14 @@ def close_view(mountpoint: str) -> None:
             + (f" (a mount of type {fstype} is there)" if fstype else " (see 'pidns mounts')")
         )
     try:
-        if rec.get("backend") == "fuse":
+        if rec.get("backend") in FUSE_BACKENDS:
             from pidns.kernel import fuse_mount
 
             fuse_mount.unmount(path)
+        elif (rec.get("options") or {}).get("virtualize"):
+            from pidns.view.hybrid import unmount_hybrid
+
+            unmount_hybrid(path)
         else:
             syscalls.umount2(path, 0)
     except OSError as err:
@@ -301,15 +409,16 @@ def close_view(mountpoint: str) -> None:
 def list_views() -> list[dict[str, Any]]:
     """The recorded views, each with `state` (alive; ns-dead: its namespace's init died, it shows
     only self and thread-self; disconnected: its daemon is gone, every access fails ENOTCONN;
-    unresponsive: the daemon does not answer) and `alive` (state == alive)."""
+    unresponsive: the daemon does not answer) and `alive` (state == alive); a served FUSE view
+    also has `fuse`: the requests its connection read by operation, and what passthrough did."""
     views = state.records()
     served: dict[str, dict[str, Any]] | None = None
     daemon: dict[str, Any] = {}
-    if any(v.get("backend") == "fuse" for v in views):
+    if any(v.get("backend") in FUSE_BACKENDS for v in views):
         served = _served_views(daemon)
     for v in views:
         # The daemon is asked, not the mount: a stat of a view whose daemon hangs would hang too.
-        if v.get("backend") != "fuse":
+        if v.get("backend") not in FUSE_BACKENDS:
             v["state"] = "alive"
         elif served is None:
             v["state"] = "unresponsive"
@@ -318,6 +427,7 @@ def list_views() -> list[dict[str, Any]]:
         else:
             v["state"] = "ns-dead" if served[key].get("dead") else "alive"
             v["daemon"] = daemon  # pid, start time (s since the epoch), generation
+            v["fuse"] = served[key].get("fuse", {})  # requests by operation, passthrough
         v["alive"] = v["state"] == "alive"
     return views
 

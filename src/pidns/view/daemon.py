@@ -54,6 +54,9 @@ class Daemon(Listener):
         self.notifier = Notifier()
         self.watchdog = Watchdog()  # each view: a request thread, a standby for when it is stuck
         self.request_timeout = _request_timeout()
+        # PIDNS_FUSE_PASSTHROUGH=0: never negotiate passthrough (reads by direct I/O, as without
+        # the privilege it needs)
+        self.passthrough = os.environ.get("PIDNS_FUSE_PASSTHROUGH", "1") != "0"
         self.sessions: dict[str, Connection] = {}  # view id -> the connection of its mount
         self.auto_unmount: dict[str, int] = {}  # view id -> mount namespace fd (-1: the daemon's)
         self.own_mntns = os.stat("/proc/self/ns/mnt").st_ino
@@ -70,6 +73,8 @@ class Daemon(Listener):
         self.resend = os.environ.get("PIDNS_FUSE_RESEND", "1") != "0"
         self.restart = False  # asked to hand over to a successor
         self.held_meta: dict[str, dict[str, Any]] = {}  # view id -> what the holder keeps of it
+        self.lxcfs_trees: dict[str, str] = {}  # `pidns lxcfs` mounts: id -> mountpoint
+        self._lxcfs_ids = 0
 
     # -- exits: the watcher's listener (a node's owner is its task's host pid) --------------------
 
@@ -110,6 +115,7 @@ class Daemon(Listener):
         with self.lock:
             view_id = session.name
             self.sessions.pop(view_id, None)
+            self.lxcfs_trees.pop(view_id, None)
             self.registry.close_view(view_id)
             fd = self.auto_unmount.pop(view_id, -1)
             if fd >= 0:
@@ -140,14 +146,21 @@ class Daemon(Listener):
             return {"ok": True, "pid": os.getpid(), "generation": self.generation}
         if op == "open":
             return self._open(message, fds, peer_pid, peer_uid)
+        if op == "lxcfs":
+            return self._open_lxcfs(message, fds, peer_pid)
         if op == "list":
             with self.lock:
+                views = [self._describe(v) for v in self.registry.views.values()]
+                views += [
+                    {"view": tree_id, "mountpoint": mountpoint, "ns": 0, "dead": False}
+                    for tree_id, mountpoint in self.lxcfs_trees.items()
+                ]
                 return {
                     "ok": True,
                     "pid": os.getpid(),
                     "started": self.started,
                     "generation": self.generation,
-                    "views": [self._describe(v) for v in self.registry.views.values()],
+                    "views": views,
                 }
         return {"ok": False, "error": f"unknown op {op!r}"}
 
@@ -159,15 +172,7 @@ class Daemon(Listener):
                 "ok": False,
                 "error": "open needs an nsfs fd, a /dev/fuse fd and optionally a mount namespace fd",
             }
-        # FUSE numbers each requester in the mounting process's pid namespace (the connection's):
-        # this daemon reads those numbers as its own.
-        try:
-            same_pidns = (
-                peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
-            )
-        except OSError:
-            same_pidns = False
-        if not same_pidns:
+        if not self._same_pidns(peer_pid):
             return {
                 "ok": False,
                 "error": "the view daemon serves only mounts made in its own PID namespace",
@@ -208,6 +213,7 @@ class Daemon(Listener):
                     self.notifier,
                     watchdog=self.watchdog,
                     request_timeout=self.request_timeout,
+                    passthrough=self.passthrough,
                     on_end=self._session_ended,
                     name=view.id,
                     on_init=self._initialized,
@@ -313,6 +319,7 @@ class Daemon(Listener):
                 request_timeout=self.request_timeout,
                 on_end=self._session_ended,
                 name=view.id,
+                passthrough=self.passthrough,
                 adopted=Negotiated.from_wire(meta["init"]),
                 on_init=self._initialized,
                 resend=self.resend,
@@ -363,9 +370,49 @@ class Daemon(Listener):
             "generation": self.generation,
             "holder": self.holder.holder_pid if self.holder is not None else 0,
             "resend": self.resend,
-            "survive": {s.name: s.survives for s in sessions},
+            # what the holder keeps (`pidns lxcfs` trees are not kept: they end with the daemon)
+            "survive": {s.name: s.survives for s in sessions if s.name in self.held_meta},
             "views": views,
         }
+
+    def _same_pidns(self, peer_pid: int) -> bool:
+        """FUSE numbers each requester in the mounting process's pid namespace (the
+        connection's): this daemon reads those numbers as its own, so it serves only those."""
+        try:
+            return peer_pid > 0 and os.stat(f"/proc/{peer_pid}/ns/pid").st_ino == self.own_pidns
+        except OSError:
+            return False
+
+    def _open_lxcfs(self, message: dict[str, Any], fds: list[int], peer_pid: int) -> dict[str, Any]:
+        """Serve a `pidns lxcfs` tree on the /dev/fuse fd given: every reader sees its own
+        cgroup's values, so there is no namespace to open."""
+        from pidns.view import lxcfs
+
+        if len(fds) != 1:
+            return {"ok": False, "error": "lxcfs needs one /dev/fuse fd"}
+        if not self._same_pidns(peer_pid):
+            return {
+                "ok": False,
+                "error": "the view daemon serves only mounts made in its own PID namespace",
+            }
+        fuse_fd = fds.pop(0)
+        with self.lock:
+            self._lxcfs_ids += 1
+            tree_id = f"l{self._lxcfs_ids}"
+            root = lxcfs.build(self.registry, tree_id, bool(message.get("cpus_from_quota")))
+            session = Connection(
+                fuse_fd,
+                Bridge(root),
+                self.notifier,
+                watchdog=self.watchdog,
+                request_timeout=self.request_timeout,
+                on_end=self._session_ended,
+                name=tree_id,
+            )
+            self.sessions[tree_id] = session
+            self.lxcfs_trees[tree_id] = str(message.get("mountpoint", ""))
+            session.start()
+        return {"ok": True, "view": tree_id, "ns": 0, "pid": os.getpid()}
 
     def _watch(self, owner: object) -> None:
         """A task's names got inodes: its exit must reach the views (owners are host pids)."""
@@ -390,6 +437,8 @@ class Daemon(Listener):
             "dead": view.instance.dead,
             "instance_views": sorted(view.instance.views),
             "options": view.options.to_wire(),
+            # requests read by operation (round trips readers paid), what passthrough did
+            "fuse": session.stats() if session else {},
         }
 
     # -- the main thread -----------------------------------------------------------------------
@@ -437,6 +486,7 @@ class Daemon(Listener):
                 (v.mountpoint, self.auto_unmount.get(v.id, -1))
                 for v in self.registry.views.values()
             ]
+            views += [(mountpoint, -1) for mountpoint in self.lxcfs_trees.values()]
         for mountpoint, mnt_fd in views:
             if mountpoint:
                 _unmount_lazily(mountpoint, mnt_fd)

@@ -23,6 +23,7 @@ from pidns.view import rules
 from pidns.view.files.userids import ReaderIds, parse_id_map
 from pidns.view.nsmap import NsMap
 from pidns.view.options import ViewOptions
+from pidns.view.resources import Subject
 
 # Reaps remembered per host pid (the generation in a pid directory's key). Only a recent reap
 # matters: its generation keeps a task that reuses the pid off nodes of the reaped one still being
@@ -66,6 +67,17 @@ class Instance:
             except (OSError, ValueError):
                 continue
         return running, total
+
+    def subject(self, options: ViewOptions) -> Subject | None:
+        """--virtualize: the cgroup of the namespace's init and its tasks; None once it is dead."""
+        if self.dead or not self.init_host:
+            return None
+        try:
+            return Subject.of(
+                self.init_host, self.nsmap, self.nsmap.proc_fd, options.cpus_from_quota
+            )
+        except OSError:
+            return None
 
     def uptime(self, host_uptime: bytes) -> bytes:
         """--virtualize: seconds since the namespace's init started (idle time left as the host's)."""
@@ -152,14 +164,15 @@ class Registry:
             view.instance.die()
             self.instances.pop(view.instance.id, None)
 
-    def reader_map(self, tid: int, instance: Instance) -> NsMap | None:
+    def reader_map(self, tid: int, instance: Instance | None) -> NsMap | None:
+        """The pid map of the requester tid's namespace; None when it is the daemon's."""
         try:
             ino = os.stat(f"/proc/{tid}/ns/pid").st_ino if tid else self.own_ns
         except OSError:
             return None
         if ino == self.own_ns:
             return None
-        if ino == instance.id.ino and not instance.dead:
+        if instance is not None and ino == instance.id.ino and not instance.dead:
             return instance.nsmap
         for other in list(self.instances.values()):
             if other.id.ino == ino and not other.dead:

@@ -31,6 +31,11 @@ _RETIRED = -2  # PidDir._fd of a reaped task that had none open: never open one
 UNSERVED = frozenset({"mem", "pagemap", "kcore", "kmsg", "kpagecount", "kpageflags", "kpagecgroup"})
 # The largest snapshot a passed-through file may take (maps/smaps of a huge process stay below).
 SNAPSHOT_LIMIT = 1 << 24
+# Directories of links the kernel's procfs follows to the object itself (docs/kernel-proc.md §17b).
+# Through FUSE the kernel follows a link's text: `pid:[4026531836]` or `pipe:[1234]`, relative, is
+# a LOOKUP of that name in the same directory, answered with the object's own attributes.
+FOLLOWED_DIRS = frozenset({"ns", "fd"})
+_LINKS_KEPT = 1024  # per task: target text -> the link that named it, filled by readlink
 
 
 def _task_error(err: OSError) -> OSError:
@@ -131,6 +136,7 @@ class PidDir(Node):
         "group",
         "host_pid",
         "key",
+        "links",
         "ns_pid",
         "view",
     )  # tens of thousands live at once: no per-node dict
@@ -144,6 +150,7 @@ class PidDir(Node):
         # while the reap of the last one is still on its way to the view.
         self.key = ("pid", view.id, host_pid, ns_pid, group is not None, view.generation(host_pid))
         self._fd = -1
+        self.links: dict[str, str] | None = None  # FOLLOWED_DIRS links read: target -> link
 
     @property
     def owner(self) -> int:
@@ -402,7 +409,22 @@ class Pass(Node):
 
     def lookup(self, name: str, req: Requester) -> Node:
         self._guard(req)
+        if self.task is not None and ":" in name and self.rel in FOLLOWED_DIRS:
+            return self._followed(self.task, name, req)
         return passthrough(self.view, self.task, f"{self.rel}/{name}")
+
+    def _followed(self, task: PidDir, target: str, req: Requester) -> Node:
+        """The object a link of this directory names by `target` (its readlink came first, as
+        the kernel reads a link before following it)."""
+        if self.rel == "ns" and req.uid != 0 and not rules.may_ptrace_read(req, task.creds()):
+            raise fail(errno.EACCES)
+        link = (task.links or {}).get(target)
+        try:
+            if link is None or os.readlink(link, dir_fd=task.fd) != target:
+                raise fail(errno.ENOENT)
+        except OSError as err:
+            raise self._err(err) from None
+        return Followed(task, link, target)
 
     def check_open_dir(self, req: Requester) -> None:
         self._guard(req)
@@ -433,9 +455,16 @@ class Pass(Node):
             if linked and not rules.may_ptrace_read(req, self.task.creds()):
                 raise fail(errno.EACCES)
         try:
-            return os.readlink(self.rel, dir_fd=self._base()).encode(errors="surrogateescape")
+            target = os.readlink(self.rel, dir_fd=self._base())
         except OSError as err:
             raise self._err(err) from None
+        task = self.task
+        if task is not None and ":" in target and self.rel.split("/", 1)[0] in FOLLOWED_DIRS:
+            links = task.links
+            if links is None or len(links) >= _LINKS_KEPT:
+                links = task.links = {}
+            links[target] = self.rel
+        return target.encode(errors="surrogateescape")
 
     def content(self, req: Requester) -> bytes:
         self._guard(req)
@@ -445,6 +474,37 @@ class Pass(Node):
             return _read_bounded(self._base(), self.rel)
         except OSError as err:
             raise self._err(err) from None
+
+
+class Followed(Node):
+    """What a link of ns/ or fd/ points at (docs/kernel-proc.md §17b): stat() shows the object's
+    inode number, type and mode, as the kernel's procfs does by following the link itself. The
+    object is not handed out: an open through the view fails (ENXIO), except that a pipe's FIFO
+    type makes the kernel open a FIFO of the view's own."""
+
+    __slots__ = ("key", "link", "task")
+
+    def __init__(self, task: PidDir, link: str, target: str) -> None:
+        self.task = task
+        self.link = link
+        self.key = ("followed", task.key, link, target)
+
+    @property
+    def owner(self) -> int:
+        return self.task.host_pid
+
+    def attr(self, req: Requester) -> Attr:
+        try:
+            s = os.stat(self.link, dir_fd=self.task.fd)
+        except OSError as err:
+            raise _task_error(err) from None
+        mode = s.st_mode
+        if not st.S_IFMT(mode):  # an anonymous inode has no type, which FUSE cannot answer
+            mode |= st.S_IFREG
+        return Attr(mode, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_mtime_ns, s.st_ino)
+
+    def content(self, req: Requester) -> bytes:
+        raise fail(errno.ENXIO)
 
 
 def _read_bounded(dir_fd: int, rel: str) -> bytes:

@@ -51,6 +51,7 @@ class ViewOptions:
     allow_other: bool = False
     virtualize: bool = False
     owner_uid: int = 0  # the mounting user: the only one admitted without allow_other
+    cpus_from_quota: bool = False  # with virtualize: as many CPUs as the CFS quota lets run
 
     def kernel_options(self) -> list[str]:
         """The procfs mount options these translate to (the kernel backend)."""
@@ -72,6 +73,7 @@ class ViewOptions:
             "subset": "pid" if self.subset_pid else None,
             "allow_other": self.allow_other,
             "virtualize": self.virtualize,
+            "cpus_from_quota": self.cpus_from_quota,
         }
 
     @classmethod
@@ -87,10 +89,11 @@ class ViewOptions:
             allow_other=bool(data.get("allow_other")),
             virtualize=bool(data.get("virtualize")),
             owner_uid=owner_uid,
+            cpus_from_quota=bool(data.get("cpus_from_quota")),
         )
 
     def words(self) -> list[str]:
         """The options as `pidns mounts` prints them: only what differs from the defaults."""
         words = self.kernel_options()
-        words += [w for w in ("allow_other", "virtualize") if getattr(self, w)]
+        words += [w for w in ("allow_other", "virtualize", "cpus_from_quota") if getattr(self, w)]
         return words

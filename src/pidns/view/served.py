@@ -2,13 +2,16 @@
 
 Adding a served file happens here and nowhere else: a per-task file whose bytes name pids goes in
 TASK_FILES; a top-level file whose content follows the namespace or the reader (docs/kernel-proc.md
-§14, §16) in TOP_FILES; one shown only with --virtualize in VIRTUALIZED as well. Everything else is
-the host's, passed through. Renderers are the pure functions of files/; these adapters only fetch
+§14, §16) in TOP_FILES; one shown only with --virtualize in VIRTUALIZED as well; one a cgroup's
+limits change (meminfo, cpuinfo, stat, …) in RESOURCE_FILES, which --virtualize and every file of
+`pidns lxcfs` render for a Subject (a cgroup and a namespace). Everything else is the host's,
+passed through. Renderers are the pure functions of files/; these adapters only fetch
 their inputs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -16,14 +19,20 @@ from pidns.fuse.node import Requester
 from pidns.kernel.pidfd import exists
 from pidns.view import rules
 from pidns.view.files.children import render_children
+from pidns.view.files.cpuinfo import render_cpuinfo, render_online
+from pidns.view.files.diskstats import render_diskstats
 from pidns.view.files.ids import task_ids
 from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
 from pidns.view.files.locks import render_locks
+from pidns.view.files.meminfo import render_meminfo, render_swaps
+from pidns.view.files.procstat import boottime_offset, render_proc_stat, shift_btime
 from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import translate_stat
-from pidns.view.files.status import translate_status
+from pidns.view.files.stat import stat_running, translate_stat
+from pidns.view.files.status import status_running, translate_status
+from pidns.view.files.uptime import render_uptime
 from pidns.view.files.userids import render_user_ids
 from pidns.view.instances import View
+from pidns.view.resources import Subject
 from pidns.view.rules import Creds
 
 # What the kernel answers in a new pid namespace for sys/kernel/pid_max (PID_MAX_LIMIT, 64-bit).
@@ -37,6 +46,8 @@ class Task(Protocol):
     def view(self) -> View: ...
     @property
     def ns_pid(self) -> int: ...
+    @property
+    def host_pid(self) -> int: ...
 
     def read(self, name: str) -> bytes: ...
     def creds(self) -> Creds: ...
@@ -45,11 +56,15 @@ class Task(Protocol):
 TaskRenderer = Callable[[Task, Requester], bytes]
 # (view, the host's bytes of the file, requester)
 TopRenderer = Callable[[View, bytes, Requester], bytes]
+# (whose resources, the host's bytes of the file)
+ResourceRenderer = Callable[[Subject, bytes], bytes]
 
 
 def _status(task: Task, req: Requester) -> bytes:
     nsmap = task.view.instance.nsmap
     status = translate_status(task.read("status"), nsmap.level, nsmap.to_ns)
+    if req.tid == task.host_pid:  # FUSE numbers requesters as the daemon's namespace does
+        status = status_running(status)
     ids = task.view.reader_ids(req)
     return status if ids is None else render_user_ids(status, ids)
 
@@ -57,7 +72,7 @@ def _status(task: Task, req: Requester) -> bytes:
 def _stat(task: Task, req: Requester) -> bytes:
     nsmap = task.view.instance.nsmap
     permitted = req.uid == 0 or rules.may_ptrace_read(req, task.creds())
-    return translate_stat(
+    stat = translate_stat(
         task.read("stat"),
         task.ns_pid,
         nsmap.to_ns,
@@ -65,6 +80,7 @@ def _stat(task: Task, req: Requester) -> bytes:
         exists,
         permitted,
     )
+    return stat_running(stat) if req.tid == task.host_pid else stat
 
 
 def _children(task: Task, req: Requester) -> bytes:
@@ -99,7 +115,8 @@ def _loadavg(view: View, host: bytes, req: Requester) -> bytes:
 
 
 def _uptime(view: View, host: bytes, req: Requester) -> bytes:
-    return view.instance.uptime(host)
+    subject = view.instance.subject(view.options)
+    return view.instance.uptime(host) if subject is None else _resource_uptime(subject, host)
 
 
 def _ns_last_pid(view: View, host: bytes, req: Requester) -> bytes:
@@ -111,14 +128,119 @@ def _pid_max(view: View, host: bytes, req: Requester) -> bytes:
     return host if view.reader_map(req) is None else b"%d\n" % NEW_NS_PID_MAX
 
 
+# -- resource files (--virtualize, and every file of `pidns lxcfs`) -----------------------------
+
+
+def _meminfo(subject: Subject, host: bytes) -> bytes:
+    return render_meminfo(host, subject.memory())
+
+
+def _swaps(subject: Subject, host: bytes) -> bytes:
+    return render_swaps(host, subject.host("meminfo"), subject.memory())
+
+
+def _cpuinfo(subject: Subject, host: bytes) -> bytes:
+    return render_cpuinfo(host, subject.cpus())
+
+
+def _online(subject: Subject, host: bytes) -> bytes:
+    return render_online(host, subject.cpus(), subject.cpus_from_quota)
+
+
+def _proc_stat(subject: Subject, host: bytes) -> bytes:
+    return render_proc_stat(
+        host,
+        subject.cpus(),
+        subject.cpu_time(),
+        os.sysconf("SC_CLK_TCK"),
+        subject.tasks(),
+        renumber=subject.cpus_from_quota,
+    )
+
+
+def _diskstats(subject: Subject, host: bytes) -> bytes:
+    return render_diskstats(host, subject.disk_io())
+
+
+def _resource_uptime(subject: Subject, host: bytes) -> bytes:
+    age = subject.age()
+    if age is None:
+        return host
+    time = subject.cpu_time()
+    cpus = subject.cpus()
+    busy = None if time is None else (time.user_ns + time.system_ns) / 1e9
+    return render_uptime(host, age, busy, len(cpus) if cpus else os.cpu_count() or 1)
+
+
+def _pressure(resource: str) -> ResourceRenderer:
+    def render(subject: Subject, host: bytes) -> bytes:
+        own = subject.pressure(resource)
+        return host if own is None else own
+
+    return render
+
+
+# The files a cgroup's limits change, by their path under /proc (sys/… under the sysfs root of
+# `pidns lxcfs`). Each reads only the subject's cgroup.
+RESOURCE_FILES: dict[str, ResourceRenderer] = {
+    "meminfo": _meminfo,
+    "swaps": _swaps,
+    "cpuinfo": _cpuinfo,
+    "stat": _proc_stat,
+    "diskstats": _diskstats,
+    "uptime": _resource_uptime,
+    "pressure/cpu": _pressure("cpu"),
+    "pressure/memory": _pressure("memory"),
+    "pressure/io": _pressure("io"),
+}
+SYS_FILES: dict[str, ResourceRenderer] = {"devices/system/cpu/online": _online}
+
+
+def _virtualized(name: str) -> TopRenderer:
+    render = RESOURCE_FILES[name]
+
+    def top(view: View, host: bytes, req: Requester) -> bytes:
+        subject = view.instance.subject(view.options)
+        return host if subject is None else render(subject, host)
+
+    if name != "stat":
+        return top
+
+    def stat(view: View, host: bytes, req: Requester) -> bytes:
+        # btime as the reader's time namespace has it (a `pidns run --virtualize` is born
+        # in one): the kernel's per-task start times it reads are counted in that clock
+        return shift_btime(top(view, host, req), reader_boottime_offset(req))
+
+    return stat
+
+
+def reader_boottime_offset(req: Requester) -> int:
+    """The CLOCK_BOOTTIME offset of the requester's time namespace (0: the host's, or unknown)."""
+    if req.tid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{req.tid}/timens_offsets", "rb") as f:
+            return boottime_offset(f.read())
+    except OSError:
+        return 0
+
+
 TOP_FILES: dict[str, TopRenderer] = {
     "locks": _locks,
     "loadavg": _loadavg,
     "sys/kernel/ns_last_pid": _ns_last_pid,
     "sys/kernel/pid_max": _pid_max,
     "uptime": _uptime,
+    **{name: _virtualized(name) for name in RESOURCE_FILES if name != "uptime"},
 }
-VIRTUALIZED = frozenset({"uptime"})  # rendered only with --virtualize (loadavg's counts too)
+# rendered only with --virtualize (loadavg's counts too)
+VIRTUALIZED = frozenset(RESOURCE_FILES)
+
+
+def overlaid_files() -> tuple[str, ...]:
+    """The files --virtualize renders, by their path under /proc: what the hybrid (a kernel's
+    procfs with these bound over it from a view) takes from the view."""
+    return ("loadavg", *RESOURCE_FILES)
 
 
 def top_renderer(rel: str, virtualize: bool) -> TopRenderer | None:

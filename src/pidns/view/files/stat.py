@@ -89,3 +89,12 @@ def translate_stat(
         tpgid = to_ns(host_tpgid)
     head = b"%d " % ns_pid + host_stat[host_stat.find(b"(") : close_at + 1]
     return b"%s %s %d %d %d %s %d %s" % (head, rest[0], ppid, pgrp, sid, rest[4], tpgid, rest[6])
+
+
+def stat_running(stat: bytes) -> bytes:
+    """stat as its own task reads it: state R, as the kernel shows a reader reading itself
+    (docs/kernel-proc.md §12b); the daemon read it while the reader waited for the answer."""
+    close = stat.rfind(b")")
+    if close < 0 or len(stat) < close + 3:
+        return stat
+    return stat[: close + 2] + b"R" + stat[close + 3 :]

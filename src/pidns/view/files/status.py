@@ -69,3 +69,17 @@ def translate_status(host_status: bytes, level: int, to_ns: ToNs) -> bytes:
         out.append(value)
         out.append(host_status[m.end(i) : m.start(i + 1)] if i < 8 else host_status[m.end(8) :])
     return b"".join(out)
+
+
+_STATE = b"\nState:\t"
+
+
+def status_running(status: bytes) -> bytes:
+    """status as its own task reads it: running (docs/kernel-proc.md §12b); the daemon read it
+    while the reader waited for the answer."""
+    start = status.find(_STATE)
+    if start < 0:
+        return status
+    start += len(_STATE)
+    end = status.find(b"\n", start)
+    return status[:start] + b"R (running)" + status[end if end >= 0 else len(status) :]

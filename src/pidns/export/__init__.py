@@ -1,0 +1,1 @@
+"""`pidns export`: per-PID-namespace series for Prometheus, over HTTP or into a textfile."""

@@ -1,0 +1,159 @@
+"""The kernel's procfs with only the virtualised files pidns's: the hybrid of the two backends.
+
+A FUSE view of NS with --virtualize is mounted on a private temporary directory; each file it
+renders from NS's cgroup (served.overlaid_files: meminfo, cpuinfo, stat, uptime, loadavg, swaps,
+diskstats, pressure/*) is bound over the same file of a procfs owned by NS; the temporary mount
+then goes (the binds keep the view's connection, and so the view, alive until they go). Every
+per-task file is the kernel's, read at the kernel's speed.
+
+Three users, one mechanism each:
+- `pidns mount --backend kernel --virtualize DIR`: the binds are made in the caller's mount
+  namespace (bind_over), over the procfs at DIR; `pidns umount DIR` takes them off first.
+- `pidns exec --backend kernel --virtualize`: the joiner binds them in its private mount
+  namespace, which it copies from ours after the view was mounted (runtime/enter.py).
+- `pidns run --virtualize` and `Sandbox(virtualize=True)`: the namespace's mount namespace was
+  made before the view could exist (the view needs the namespace), so the files travel as
+  detached mounts (open_tree(OPEN_TREE_CLONE)) and are attached in it with move_mount by a
+  short-lived process (attach_into) that joins it; rootless, that process first joins the run's
+  user namespace and copies our mount namespace, so that it may clone the view's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from pidns.errors import LaunchFailed, PidnsError
+from pidns.kernel import syscalls
+from pidns.view.served import overlaid_files
+
+
+def present(proc_dir: str) -> list[str]:
+    """The overlaid files this kernel's procfs at proc_dir has (pressure/* only with PSI)."""
+    return [name for name in overlaid_files() if os.path.isfile(f"{proc_dir}/{name}")]
+
+
+class VirtualFiles:
+    """A FUSE view of a namespace with --virtualize at a private temporary directory."""
+
+    def __init__(self, ns: str | int, cpus_from_quota: bool = False) -> None:
+        from pidns.view.api import open_view
+
+        self.path = tempfile.mkdtemp(prefix="pidns-virtual-")
+        try:
+            self.handle = open_view(
+                ns, self.path, backend="fuse", virtualize=True, cpus_from_quota=cpus_from_quota
+            )
+        except BaseException:
+            os.rmdir(self.path)
+            raise
+
+    def close(self) -> None:
+        """Unmount the temporary view and its directory (binds made from it stay)."""
+        try:
+            with contextlib.suppress(PidnsError):
+                self.handle.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
+
+
+def bind_over(view_dir: str, proc_dir: str, names: list[str]) -> None:
+    """Bind view_dir/NAME over proc_dir/NAME for each name, in this mount namespace; on failure
+    the binds made are taken off again."""
+    done: list[str] = []
+    try:
+        for name in names:
+            syscalls.mount(f"{view_dir}/{name}", f"{proc_dir}/{name}", None, syscalls.MS_BIND)
+            done.append(name)
+    except OSError:
+        unbind(proc_dir, done)
+        raise
+
+
+def unbind(proc_dir: str, names: list[str]) -> None:
+    for name in reversed(names):
+        with contextlib.suppress(OSError):
+            syscalls.umount2(f"{proc_dir}/{name}", syscalls.MNT_DETACH)
+
+
+def mount_hybrid(ns_fd: int, mountpoint: str, options: object, cpus_from_quota: bool) -> None:
+    """`pidns mount --backend kernel --virtualize`: NS's procfs at mountpoint, the virtualised
+    files bound over it. Nothing stays mounted on error."""
+    from pidns.view.kernel import mount_proc
+    from pidns.view.options import ViewOptions
+
+    assert isinstance(options, ViewOptions)
+    mount_proc(ns_fd, mountpoint, options)
+    try:
+        files = VirtualFiles(ns_fd, cpus_from_quota)
+        try:
+            bind_over(files.path, mountpoint, present(mountpoint))
+        finally:
+            files.close()
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            unmount_hybrid(mountpoint)
+        if isinstance(err, OSError):
+            raise PidnsError(
+                f"{mountpoint}: binding the virtualised files failed: {err.strerror}"
+            ) from None
+        raise
+
+
+def unmount_hybrid(mountpoint: str) -> None:
+    """Take the virtualised files off, then the procfs (EBUSY from it is the caller's)."""
+    unbind(mountpoint, present(mountpoint))
+    syscalls.umount2(mountpoint, 0)
+
+
+def attach_into(target: int, userns_of: int | None, view_dir: str, names: list[str]) -> None:
+    """Attach view_dir/NAME over /proc/NAME in the mount namespace of process `target` (it and
+    its descendants see them), from a forked process: it joins the user namespace of process
+    `userns_of` (None: ours) and copies our mount namespace (where the view is), clones each
+    file as a detached mount, joins target's mount namespace and attaches them there.
+    LaunchFailed with the step and the kernel's reason when it fails."""
+    mnt_fd = os.open(f"/proc/{target}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    user_fd = (
+        -1
+        if userns_of is None
+        else os.open(f"/proc/{userns_of}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    )
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked process, which never returns
+            step = "joining the namespace's user namespace"
+            try:
+                os.close(read_end)
+                if user_fd >= 0:
+                    syscalls.setns(user_fd, syscalls.CLONE_NEWUSER)
+                    step = "copying the mount namespace"
+                    syscalls.unshare(syscalls.CLONE_NEWNS)
+                step = "cloning the virtualised files"
+                fds = [syscalls.open_tree_clone(f"{view_dir}/{name}") for name in names]
+                step = "joining the namespace's mount namespace"
+                syscalls.setns(mnt_fd, syscalls.CLONE_NEWNS)
+                for name, fd in zip(names, fds, strict=True):
+                    step = f"attaching /proc/{name}"
+                    syscalls.move_mount_fd(fd, f"/proc/{name}")
+                os._exit(0)
+            except BaseException as err:
+                reason = err.strerror if isinstance(err, OSError) else str(err)
+                with contextlib.suppress(OSError):
+                    os.write(write_end, f"{step}: {reason}".encode()[:1000])
+                os._exit(1)
+        os.close(write_end)
+        write_end = -1
+        message = os.read(read_end, 4096).decode(errors="replace")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for fd in (mnt_fd, user_fd, read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    if status != 0:
+        raise LaunchFailed(
+            f"--virtualize: mounting the virtualised /proc files failed: "
+            f"{message or 'the helper process died'}"
+        )

@@ -1,0 +1,321 @@
+"""`pidns run --memory/--cpus/--cpuset/--pids-max/--virtualize` and `Sandbox(memory=…)` on this
+machine's cgroups (v1 controllers, a v2 hierarchy without any: the v2 writing is tested on
+fixture trees in tests/unit/test_cgroup_create.py): the limits hold, the command's /proc and
+clocks show them, and the cgroup is gone after the run, after a failure and after SIGKILL of the
+launcher. Rootless: the clear error without delegation, and a run inside a delegated v2 subtree."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.runtime_util import PIDNS, pidns
+from tests.users import AS_NOBODY, NOBODY, REPO
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not os.path.isdir("/sys/fs/cgroup/memory"), reason="needs the v1 memory hierarchy"
+    ),
+]
+
+SYSINFO = (
+    "import ctypes, time; b = (ctypes.c_long * 16)(); "
+    "assert ctypes.CDLL(None).sysinfo(b) == 0; "
+    "print(b[0], time.clock_gettime(time.CLOCK_BOOTTIME), time.time())"
+)
+
+
+def cgroups_inside(out: str) -> list[str]:
+    """The directories of a /proc/self/cgroup printed by the command (pidns-made ones only)."""
+    dirs = []
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3 or "pidns-" not in parts[2]:
+            continue
+        names = parts[1] or "unified"
+        first = names.split(",")[0].removeprefix("name=")
+        dirs.append(f"/sys/fs/cgroup/{first}{parts[2]}")
+    return dirs
+
+
+def made_by(pid: int) -> list[str]:
+    """Cgroups a launcher with this pid made, wherever they are."""
+    return glob.glob(f"/sys/fs/cgroup/*/**/pidns-{pid}-*", recursive=True)
+
+
+def test_memory_limit_and_virtualized_meminfo() -> None:
+    result = pidns(
+        "run", "--memory", "64M", "--virtualize", "--", "sh", "-c",
+        "cat /proc/meminfo; echo ---; cat /proc/self/cgroup; echo ---; free -k",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    meminfo, cgroup, free = result.stdout.split("---\n")
+    assert re.search(r"^MemTotal:\s+65536 kB$", meminfo, re.M), meminfo
+    dirs = cgroups_inside(cgroup)
+    memory = [d for d in dirs if "/memory/" in d]
+    assert memory, cgroup
+    assert free.splitlines()[1].split()[1] == "65536"  # procps free reads /proc/meminfo
+    for d in dirs:
+        assert not os.path.exists(d), f"{d} left behind"
+
+
+def test_the_limits_are_the_kernels() -> None:
+    script = (
+        "cat /proc/self/cgroup; echo ---; nproc; grep -c ^processor /proc/cpuinfo; "
+        "grep Cpus_allowed_list /proc/self/status"
+    )
+    result = pidns(
+        "run", "--memory", "32M", "--cpus", "0.5", "--cpuset", "0", "--pids-max", "20",
+        "--virtualize", "--", "sh", "-c", script,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cgroup, rest = result.stdout.split("---\n")
+    nproc, processors, allowed = rest.splitlines()
+    assert nproc == "1"  # nproc asks sched_getaffinity: the cpuset alone limits it
+    assert processors == "1"  # the virtualised cpuinfo
+    assert allowed.split() == ["Cpus_allowed_list:", "0"]
+    dirs = {d.split("/")[4]: d for d in cgroups_inside(cgroup)}
+    assert set(dirs) >= {"memory", "cpu", "cpuset", "pids"}, dirs
+    for d in dirs.values():
+        assert not os.path.exists(d)
+
+
+def test_limits_written_while_it_runs() -> None:
+    """Read the cgroup's files from outside while the command runs."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [*PIDNS, "run", "--memory", "48M", "--cpus", "0.25", "--pids-max", "7", "--", "sh",
+         "-c", f"cat /proc/self/cgroup > /dev/fd/{write}; exec sleep 30"],
+        pass_fds=(write,), stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(write)
+    try:
+        text = os.read(read, 65536).decode()
+        dirs = {d.split("/")[4]: d for d in cgroups_inside(text)}
+        assert dirs, text
+        assert Path(dirs["memory"], "memory.limit_in_bytes").read_text().strip() == str(48 << 20)
+        assert Path(dirs["cpu"], "cpu.cfs_quota_us").read_text().strip() == "25000"
+        assert Path(dirs["cpu"], "cpu.cfs_period_us").read_text().strip() == "100000"
+        assert Path(dirs["pids"], "pids.max").read_text().strip() == "7"
+        deadline = time.monotonic() + 10
+        while True:  # cat may not have exited yet
+            tasks = Path(dirs["pids"], "cgroup.procs").read_text().split()
+            if len(tasks) <= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert str(proc.pid) not in tasks  # the launcher stays outside
+        assert len(tasks) == 2  # the init and the command (sleep)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        os.close(read)
+    for d in dirs.values():
+        assert not os.path.exists(d), f"{d} left behind"
+
+
+def test_pids_max_is_enforced() -> None:
+    result = pidns("run", "--pids-max", "3", "--", "sh", "-c", "sleep 5 & sleep 5 & wait")
+    assert result.returncode != 0
+    assert "fork" in result.stderr.lower()
+
+
+@pytest.mark.fuse
+def test_uptime_sysinfo_and_btime_count_from_the_namespace() -> None:
+    with open("/proc/uptime") as f:
+        host_uptime = float(f.read().split()[0])
+    result = pidns(
+        "run", "--virtualize", "--", "sh", "-c",
+        f"cat /proc/uptime; grep btime /proc/stat; {sys.executable} -c '{SYSINFO}'",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    uptime, btime, sysinfo = result.stdout.splitlines()
+    seconds = float(uptime.split()[0])
+    assert seconds < 10 < host_uptime
+    info_uptime, boottime, now = sysinfo.split()
+    assert int(info_uptime) < 10 and float(boottime) < 10  # sysinfo(2), CLOCK_BOOTTIME
+    # btime: the namespace's birth, consistent with its own clock
+    assert abs(int(btime.split()[1]) - (float(now) - float(boottime))) <= 2
+    with open("/proc/stat") as f:
+        host_btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    assert int(btime.split()[1]) - host_btime >= host_uptime - 20
+
+
+@pytest.mark.fuse
+def test_virtualize_keeps_the_kernels_per_task_files() -> None:
+    """Only the resource files are the view's: ps reads the kernel's procfs, at its speed."""
+    result = pidns(
+        "run", "--virtualize", "--", "sh", "-c",
+        "grep ' /proc' /proc/self/mountinfo; ps -eo pid=,comm=",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    mounts = [line for line in lines if "/proc" in line]
+    fuse = {line.split()[4] for line in mounts if "fuse.pidns" in line}
+    assert "/proc/meminfo" in fuse and "/proc/stat" in fuse and "/proc/uptime" in fuse
+    assert any(line.split()[4] == "/proc" and " - proc " in line for line in mounts)
+    assert "/proc/1/status" not in fuse
+    ps = [line.split() for line in lines if line.strip() and "/proc" not in line]
+    assert ps[0] == ["1", "pidns-init"]
+
+
+def test_cgroup_removed_after_a_failure() -> None:
+    proc = subprocess.Popen(
+        [*PIDNS, "run", "--memory", "64M", "--", "no-such-command-wt"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 127, err
+    assert made_by(proc.pid) == []
+
+
+def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [*PIDNS, "run", "--status-json", f"/dev/fd/{write}", "--memory", "64M", "--",
+         "sleep", "60"],
+        pass_fds=(write,),
+    )  # fmt: skip
+    os.close(write)
+    with os.fdopen(read) as status:
+        assert status.readline()
+        dirs = made_by(proc.pid)
+        assert dirs
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(os.path.exists(d) for d in dirs):
+        time.sleep(0.1)
+    assert [d for d in dirs if os.path.exists(d)] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--memory", "12Q"], "--memory 12Q"),
+        (["--memory", "-5M"], "--memory -5M"),
+        (["--memory", "1k"], "too small"),
+        (["--cpus", "0"], "--cpus 0"),
+        (["--cpus", "lots"], "--cpus lots"),
+        (["--cpus", "999"], "more than this machine"),
+        (["--cpuset", "99"], "CPU 99 is not available"),
+        (["--cpuset", "1-0"], "--cpuset 1-0"),
+        (["--pids-max", "0"], "--pids-max 0"),
+    ],
+)
+def test_bad_limits(args: list[str], named: str) -> None:
+    proc = subprocess.Popen([*PIDNS, "run", *args, "--", "true"], stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pidns: error: ") and named in lines[0], err
+    assert made_by(proc.pid) == []
+
+
+def test_sandbox_limits_its_processes() -> None:
+    import pidns as api
+
+    with api.Sandbox(memory="64M", cpuset="0", pids_max=50, virtualize=True) as sb:
+        dirs = sb.cgroup
+        p = sb.spawn(
+            ["sh", "-c", "head -1 /proc/meminfo; nproc; cat /proc/uptime"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        out, _ = p.communicate(timeout=30)
+        spawned = Path(dirs["pids"], "pids.current").read_text()
+        assert int(spawned) >= 1
+    meminfo, nproc, uptime = out.splitlines()
+    assert meminfo.split()[1] == "65536"
+    assert nproc == "1"
+    assert float(uptime.split()[0]) < 10
+    for d in dirs.values():
+        assert not os.path.exists(d)
+
+
+# -- rootless ----------------------------------------------------------------------------------
+
+
+def _python_for_nobody() -> list[str]:
+    """This interpreter, or the system's with the sources on its path when the user cannot
+    reach this one (a venv whose base lives in root's home)."""
+    real = os.path.realpath(sys.executable)
+    parts = Path(real).parents
+    if all(os.stat(p).st_mode & 0o001 for p in parts):
+        return [sys.executable]
+    return ["env", f"PYTHONPATH={REPO / 'src'}", "/usr/bin/python3"]
+
+
+@pytest.fixture
+def nobody_home() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pidns-limits-"))
+    os.chown(path, NOBODY, NOBODY)
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_nobody(home: Path, args: list[str], prefix: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "PIDNS_"))}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PIDNS_STATE_DIR=f"{home}/state")
+    command = shlex.join([*AS_NOBODY, *_python_for_nobody(), "-m", "pidns.cli.main", "run", *args])
+    return subprocess.run(
+        ["sh", "-c", f"{prefix}exec {command}"],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/",
+    )  # fmt: skip
+
+
+def test_rootless_without_delegation_says_what_to_do(nobody_home: Path) -> None:
+    result = _as_nobody(nobody_home, ["--memory", "64M", "--", "true"])
+    assert result.returncode == 125
+    line = result.stderr.strip()
+    assert line.startswith("pidns: error: cannot create a cgroup: ") and "\n" not in line
+    assert "Permission denied" in line and "delegate" in line
+
+
+@pytest.mark.fuse
+def test_rootless_in_a_delegated_v2_subtree(nobody_home: Path, device_for_users: None) -> None:
+    """As systemd delegates (user@UID.service): a subtree the user owns, the shell in a leaf of
+    it. The run's cgroup goes beside the leaf; on this hybrid machine it has no controllers but
+    its own pressure files, and it is removed after."""
+    unified = "/sys/fs/cgroup/unified"
+    if not os.path.isdir(unified):
+        pytest.skip("no v2 hierarchy mounted at /sys/fs/cgroup/unified")
+    deleg = Path(unified, f"pidns-test-deleg-{os.getpid()}")
+    leaf = deleg / "leaf"
+    leaf.mkdir(parents=True)
+    try:
+        for path in (deleg, leaf):
+            for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+                os.chown(path / name if name else path, NOBODY, NOBODY)
+        result = _as_nobody(
+            nobody_home,
+            ["--virtualize", "--", "sh", "-c", "grep ^0:: /proc/self/cgroup; cat /proc/uptime"],
+            prefix=f"echo $$ > {leaf}/cgroup.procs; ",
+        )
+        assert result.returncode == 0, result.stderr
+        line, uptime = result.stdout.splitlines()
+        assert line.startswith(f"0::/{deleg.name}/pidns-"), line
+        assert float(uptime.split()[0]) < 10
+        assert [p.name for p in deleg.iterdir() if p.name.startswith("pidns-")] == []
+    finally:
+        for _ in range(50):
+            try:
+                leaf.rmdir()
+                deleg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)

@@ -1,0 +1,223 @@
+"""Making a run's cgroup (runtime/cgroup.py) on fixture trees laid out as cgroup v1 and v2 lay
+them out: where the directory goes, what is written in it and in its parent, and every refusal.
+This machine's v2 hierarchy has no controllers, so v2 is tested here only. The parsers of the
+limits, and the btime a time namespace's reader sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pidns.cgroups.layout import Mount, System
+from pidns.errors import LaunchFailed, UsageError
+from pidns.runtime import cgroup
+from pidns.runtime.cgroup import Limits, create, parse_limits, parse_size, remove_dirs
+from pidns.view.files.procstat import boottime_offset, shift_btime
+from pidns.view.served import RESOURCE_FILES, overlaid_files
+
+ALL = Limits(memory=64 << 20, cpus=0.5, cpuset=(0,), pids_max=10)
+
+
+def v2_tree(tmp: Path, controllers: str = "cpuset cpu io memory pids") -> tuple[System, Path]:
+    top = tmp / "unified"
+    app = top / "user.slice" / "user-1000.slice" / "user@1000.service" / "app.slice"
+    (app / "leaf.scope").mkdir(parents=True)
+    (top / "cgroup.controllers").write_text(controllers + "\n")
+    (app / "cgroup.controllers").write_text(controllers + "\n")
+    (app / "cgroup.subtree_control").write_text("")
+    mount = Mount("/", str(top), True, frozenset(controllers.split()))
+    return System.from_mounts([mount]), app
+
+
+OWN_V2 = b"0::/user.slice/user-1000.slice/user@1000.service/app.slice/leaf.scope\n"
+
+
+def test_v2_goes_beside_the_launchers_cgroup_with_the_controllers_enabled(tmp_path: Path) -> None:
+    system, app = v2_tree(tmp_path)
+    made = create(ALL, system=system, own=OWN_V2, name="pidns-t", janitor=False)
+    d = app / "pidns-t"
+    assert [m.path for m in made.dirs] == [str(d)]
+    assert (app / "cgroup.subtree_control").read_text() == "+cpu +cpuset +memory +pids"
+    assert (d / "memory.max").read_text() == str(64 << 20)
+    assert (d / "cpu.max").read_text() == "50000 100000"
+    assert (d / "cpuset.cpus").read_text() == "0"
+    assert (d / "pids.max").read_text() == "10"
+    assert made.paths()["unified"] == str(d) and made.paths()["memory"] == str(d)
+
+
+def test_v2_leaves_enabled_controllers_alone_and_writes_only_what_was_asked(
+    tmp_path: Path,
+) -> None:
+    system, app = v2_tree(tmp_path)
+    (app / "cgroup.subtree_control").write_text("memory pids\n")
+    create(Limits(memory=8 << 20), system=system, own=OWN_V2, name="pidns-t", janitor=False)
+    d = app / "pidns-t"
+    assert (app / "cgroup.subtree_control").read_text() == "memory pids\n"
+    assert sorted(p.name for p in d.iterdir()) == ["memory.max"]
+
+
+def test_v2_at_the_root_is_a_child_of_the_root(tmp_path: Path) -> None:
+    system, _ = v2_tree(tmp_path)
+    (tmp_path / "unified" / "cgroup.subtree_control").write_text("")
+    made = create(Limits(pids_max=5), system=system, own=b"0::/\n", name="pidns-t", janitor=False)
+    assert made.dirs[0].path == str(tmp_path / "unified" / "pidns-t")
+    assert (tmp_path / "unified" / "cgroup.subtree_control").read_text() == "+pids"
+
+
+def test_v2_without_the_controller_says_so(tmp_path: Path) -> None:
+    system, app = v2_tree(tmp_path, controllers="cpu pids")
+    with pytest.raises(LaunchFailed, match="the memory controller is in no v1 hierarchy"):
+        create(Limits(memory=8 << 20), system=system, own=OWN_V2, janitor=False)
+    assert not any(p.name.startswith("pidns-") for p in app.iterdir())
+
+
+def test_v2_not_ours_is_a_clear_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system, _ = v2_tree(tmp_path)
+
+    def refuse(path: str, mode: int = 0o777) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("pidns.runtime.cgroup.os.mkdir", refuse)
+    with pytest.raises(LaunchFailed) as caught:
+        create(Limits(memory=8 << 20), system=system, own=OWN_V2, janitor=False)
+    message = str(caught.value)
+    assert message.startswith("cannot create a cgroup: ") and "Permission denied" in message
+    assert "delegate a cgroup v2 subtree" in message and "\n" not in message
+
+
+def test_v2_accounting_only_without_limits(tmp_path: Path) -> None:
+    """--virtualize alone: a directory, nothing enabled, nothing written."""
+    system, app = v2_tree(tmp_path)
+    made = create(Limits(), system=system, own=OWN_V2, name="pidns-t", janitor=False)
+    assert (app / "cgroup.subtree_control").read_text() == ""
+    assert list((app / "pidns-t").iterdir()) == []
+    assert made.dirs[0].v2
+
+
+def v1_tree(tmp: Path) -> System:
+    for name in ("memory", "cpu,cpuacct", "cpuset", "pids"):
+        (tmp / name / "a").mkdir(parents=True)
+    (tmp / "cpuset" / "cpuset.effective_cpus").write_text("0-3\n")
+    (tmp / "cpuset" / "cpuset.effective_mems").write_text("0\n")
+    mounts = [
+        Mount("/", str(tmp / "memory"), False, frozenset({"memory"})),
+        Mount("/", str(tmp / "cpu,cpuacct"), False, frozenset({"cpu", "cpuacct"})),
+        Mount("/", str(tmp / "cpuset"), False, frozenset({"cpuset"})),
+        Mount("/", str(tmp / "pids"), False, frozenset({"pids"})),
+        Mount("/", str(tmp / "unified"), True, frozenset()),  # hybrid: v2 without controllers
+    ]
+    (tmp / "unified").mkdir()
+    return System.from_mounts(mounts)
+
+
+OWN_V1 = b"4:memory:/a\n3:cpuset:/\n2:cpu,cpuacct:/\n1:pids:/a\n0::/\n"
+
+
+def test_v1_one_directory_per_hierarchy_next_to_the_launchers(tmp_path: Path) -> None:
+    system = v1_tree(tmp_path)
+    made = create(ALL, system=system, own=OWN_V1, name="pidns-t", janitor=False)
+    paths = made.paths()
+    assert paths["memory"] == str(tmp_path / "memory" / "a" / "pidns-t")
+    assert paths["cpu"] == paths["cpuacct"] == str(tmp_path / "cpu,cpuacct" / "pidns-t")
+    assert paths["pids"] == str(tmp_path / "pids" / "a" / "pidns-t")
+    assert paths["unified"] == str(tmp_path / "unified" / "pidns-t")  # its pressure files
+    mem = Path(paths["memory"])
+    assert (mem / "memory.limit_in_bytes").read_text() == str(64 << 20)
+    cpu = Path(paths["cpu"])
+    assert (cpu / "cpu.cfs_period_us").read_text() == "100000"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
+    cs = Path(paths["cpuset"])
+    assert (cs / "cpuset.cpus").read_text() == "0" and (cs / "cpuset.mems").read_text() == "0"
+    assert (Path(paths["pids"]) / "pids.max").read_text() == "10"
+
+
+def test_v1_cpuset_without_a_limit_copies_the_parents(tmp_path: Path) -> None:
+    system = v1_tree(tmp_path)
+    made = create(Limits(memory=8 << 20), system=system, own=OWN_V1, janitor=False)
+    cs = Path(made.paths()["cpuset"])
+    assert (cs / "cpuset.cpus").read_text() == "0-3"  # an empty v1 cpuset admits no task
+    assert not (Path(made.paths()["cpu"]) / "cpu.cfs_quota_us").exists()
+
+
+def test_a_failure_removes_what_was_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = v1_tree(tmp_path)
+    real_write = cgroup._write
+
+    def fail_on_pids(path: str, text: str) -> None:
+        if path.endswith("pids.max"):
+            raise OSError(22, "Invalid argument", path)
+        real_write(path, text)
+
+    monkeypatch.setattr(cgroup, "_write", fail_on_pids)
+    monkeypatch.setattr(cgroup, "remove_dirs", _rmtree_all)
+    with pytest.raises(LaunchFailed, match="cannot set the limits"):
+        create(ALL, system=system, own=OWN_V1, name="pidns-t", janitor=False)
+    assert list(tmp_path.glob("**/pidns-t")) == []
+
+
+def _rmtree_all(paths: list[str], timeout: float) -> list[str]:
+    import shutil
+
+    for path in paths:  # fixture directories hold regular files; a cgroup's rmdir takes them
+        shutil.rmtree(path)
+    return []
+
+
+def test_remove_dirs_innermost_first(tmp_path: Path) -> None:
+    outer = tmp_path / "x"
+    inner = outer / "y"
+    inner.mkdir(parents=True)
+    assert remove_dirs([str(outer), str(inner)], 0) == []
+    assert not outer.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("64M", 64 << 20), ("64m", 64 << 20), ("1g", 1 << 30), ("5120KiB", 5120 << 10),
+     ("8388608", 8 << 20), ("1.5G", 3 << 29), ("64MB", 64 << 20)],
+)  # fmt: skip
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"memory": "12Q"}, "--memory 12Q: not a size"),
+        ({"memory": ""}, "not a size"),
+        ({"memory": "nanM"}, "not a size"),
+        ({"memory": "-1G"}, "not a size"),
+        ({"memory": "3M"}, "too small"),
+        ({"cpus": "0"}, "--cpus 0: not a positive"),
+        ({"cpus": "inf"}, "not a positive"),
+        ({"cpus": "0.001"}, "too small"),
+        ({"cpuset": "a"}, "--cpuset a: not a CPU list"),
+        ({"cpuset": "3-1"}, "not a CPU list"),
+        ({"pids_max": "0"}, "--pids-max 0"),
+        ({"pids_max": "1.5"}, "--pids-max 1.5"),
+    ],
+)
+def test_bad_limits(kwargs: dict[str, str], named: str) -> None:
+    with pytest.raises(UsageError, match=named.replace(".", r"\.")):
+        parse_limits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_cpuset_outside_the_launchers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cgroup, "_available_cpus", lambda system: (0, 1))
+    with pytest.raises(UsageError, match=r"CPU 2,5 is not available \(this cgroup may use 0-1\)"):
+        parse_limits(cpuset="0,2,5", system=System.from_mounts([]))
+    assert parse_limits(cpuset="1", system=System.from_mounts([])).cpuset == (1,)
+
+
+def test_overlaid_files_are_the_virtualised_ones() -> None:
+    assert set(overlaid_files()) == {"loadavg", *RESOURCE_FILES}
+
+
+def test_btime_of_a_reader_in_a_time_namespace() -> None:
+    offsets = b"monotonic      -2819         0\nboottime       -2819         0\n"
+    assert boottime_offset(offsets) == -2819
+    assert boottime_offset(b"") == 0
+    stat = b"cpu  1 2 3\nbtime 1000\nprocesses 5\n"
+    assert shift_btime(stat, -2819) == b"cpu  1 2 3\nbtime 3819\nprocesses 5\n"
+    assert shift_btime(stat, 0) is stat
