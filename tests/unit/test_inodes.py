@@ -13,6 +13,7 @@ from hypothesis import strategies as s
 
 from pidns.fuse.inodes import ROOT_ID, InodeTable
 from pidns.fuse.node import Attr, Lost, Node, Requester
+from pidns.fuse.passthrough import BUSY, Backings
 from pidns.fuse.tablefile import TableFile
 
 DIR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
@@ -161,3 +162,35 @@ def test_a_successor_restores_inodes_and_whats_under_a_lost_one_fails_as_it_does
         assert sorted(lost) == [(ROOT_ID, b"7"), (seven, b"task")]
     finally:
         file.close()
+
+
+def test_a_successor_minds_the_passthrough_opens_its_predecessor_left_out() -> None:
+    """The table keeps each inode's passthrough opens out; a successor's opens of such an inode
+    wait for the predecessor's RELEASEs (the kernel fails an open that names another backing
+    file), then go. The device here is a pipe: registering fails, so they go by direct I/O."""
+    first = InodeTable(Thing("root"), lambda owner: None)
+    file = TableFile.create()
+    read_end, write_end = os.pipe()
+    try:
+        first.keep_in(file)
+        ino = commit(first, Thing("stat"), name=b"stat")
+        first.passed(ino, 7, 2)  # what the predecessor's Backings told it
+        first.registered(9)
+        successor = InodeTable(Thing("root"), lambda owner: None)
+        successor.restore(TableFile(os.dup(file.fd), created=False))
+        assert successor.foreign == {ino: (7, 2)} and successor.file is not None
+        assert successor.file.backings == 9
+        backings = Backings(read_end)
+        backings.adopt(successor.foreign, successor.file.backings)
+        assert backings.open(ino, 0, b"new") == BUSY
+        got: list[int | None] = []
+        backings.wait(ino, 0, b"new", got.append)
+        backings.release_foreign(ino)
+        assert got == []  # one of the predecessor's two is still out
+        backings.release_foreign(ino)
+        assert got == [None] and ino not in backings.active
+        backings.release_foreign(ino)  # a handle of no passthrough open: nothing to count
+    finally:
+        file.close()
+        os.close(read_end)
+        os.close(write_end)

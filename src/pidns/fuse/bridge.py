@@ -254,9 +254,23 @@ class Bridge:
         fh = abi.release_fh(request)
         self.files.pop(fh, None)
         ino = self.passed.pop(fh, None)
-        if ino is not None and self.backings is not None:
-            self.backings.release(ino)
+        if self.backings is not None:
+            if ino is not None:
+                self.backings.release(ino)
+            else:  # not ours: maybe a predecessor's passthrough open
+                self.backings.release_foreign(nodeid)
         return Reply()
+
+    def use_backings(self, backings: Backings) -> None:
+        """Passthrough was agreed: serve opens from these backing files, keeping what a
+        successor needs of them in the table; after a takeover, mind the predecessor's."""
+        backings.on_change = self.table.passed
+        backings.on_registered = self.table.registered
+        file = self.table.file
+        if file is not None and (self.table.foreign or file.backings):
+            backings.adopt(self.table.foreign, file.backings)
+        self.table.foreign = {}
+        self.backings = backings
 
     def forget(self, ino: int, nlookup: int) -> None:
         if self.table.forget(ino, nlookup) and self.backings is not None:

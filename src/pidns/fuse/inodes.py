@@ -51,8 +51,10 @@ class InodeTable:
         self.file: TableFile | None = None
         self.slot_of: dict[int, int] = {}
         self.unique = 0
-        # After a takeover: unique -> the inodes its (maybe undelivered) answer counted.
+        # After a takeover: unique -> the inodes its (maybe undelivered) answer counted; inode ->
+        # (backing id, how many) of the passthrough opens the predecessor had out.
         self.precounted: dict[int, list[int]] = {}
+        self.foreign: dict[int, tuple[int, int]] = {}
 
     def node(self, ino: int) -> Node | None:
         return self.nodes.get(ino)
@@ -185,6 +187,19 @@ class InodeTable:
         self.slot_of[ino] = self.file.add(ino, parent, name, identity, is_dir, self.unique)
         self.file.set_next_ino(ino + 1)
 
+    def passed(self, ino: int, backing: int, opens: int) -> None:
+        """The passthrough opens of ino out now (kept for a successor)."""
+        with self.lock:
+            slot = self.slot_of.get(ino)
+            if slot is not None and self.file is not None:
+                self.file.passed(slot, backing, opens)
+
+    def registered(self, backing: int) -> None:
+        """A backing id was registered with the connection (kept for a successor)."""
+        with self.lock:
+            if self.file is not None:
+                self.file.set_backings(backing)
+
     def restore(self, file: TableFile) -> list[tuple[int, bytes]]:
         """Take up the inodes a predecessor kept in file, with their counts: each found again from
         its parent and name (Node.restore), or Lost when it is not there any more. The (parent,
@@ -220,6 +235,8 @@ class InodeTable:
                 self.slot_of[ino] = rec.slot
                 if rec.last_unique:
                     self.precounted.setdefault(rec.last_unique, []).append(ino)
+                if rec.passed:
+                    self.foreign[ino] = (rec.backing, rec.passed)
                 if rec.is_dir or node.owner is not None:
                     self.entry_of[ino] = (rec.parent, rec.name or b"")
                 owner = node.owner

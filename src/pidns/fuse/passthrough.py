@@ -23,6 +23,7 @@ The memfds are the daemon's (CAP_SYS_ADMIN: root's), so only root sees them in /
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -83,8 +84,12 @@ class _Waiter:
 @dataclass(slots=True)
 class _Open:
     slot: _Slot
-    data: bytes
+    data: bytes | None  # None: a predecessor's opens (see adopt), whose bytes nobody knows
     opens: int
+
+
+def _unchanged(ino: int, backing: int, opens: int) -> None:
+    return None
 
 
 class Backings:
@@ -102,6 +107,34 @@ class Backings:
         self.waiting: dict[int, list[_Waiter]] = {}  # inode -> opens waiting for its releases
         self.opened = 0  # passthrough opens so far
         self.created = 0  # slots made (memfd + backing id) so far
+        # Told, under the lock, each inode's passthrough opens out (and their backing id) when
+        # they change, and each backing id registered: what a successor server needs (adopt).
+        self.on_change: Callable[[int, int, int], None] = _unchanged
+        self.on_registered: Callable[[int], None] = lambda backing: None
+
+    def adopt(self, foreign: dict[int, tuple[int, int]], highest: int) -> None:
+        """Take up a connection from a predecessor server: `foreign` maps each inode with
+        passthrough opens out to (their backing id, how many). Until their RELEASEs come
+        (release_foreign), new opens of such an inode wait as for any open with other bytes (the
+        kernel fails an open that names another backing file, or none). Every backing id up to
+        `highest` is the predecessor's: unregistered now (open files keep theirs)."""
+        with self.lock:
+            for backing in range(1, highest + 1):
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(self.device, abi.BACKING_CLOSE, abi.backing_id(backing), True)
+            for ino, (backing, opens) in foreign.items():
+                if opens > 0:
+                    self.active[ino] = _Open(_Slot((ino, -1), -1, backing), None, opens)
+
+    def release_foreign(self, ino: int) -> None:
+        """A RELEASE of a handle this server did not give out: one of the predecessor's opens
+        of ino, if it had any out (a predecessor's direct I/O open of an inode that it also had
+        open by passthrough cannot be told apart: passthrough failed for it, a rare event)."""
+        with self.lock:
+            current = self.active.get(ino)
+            foreign = current is not None and current.data is None
+        if foreign:
+            self.release(ino)
 
     def open(self, ino: int, uid: int, data: bytes) -> int | None:
         """A backing id serving `data` for this open of ino (counted until release), None when
@@ -142,13 +175,17 @@ class Backings:
             if current is None:
                 return
             current.opens -= 1
+            self.on_change(ino, current.slot.backing, current.opens)
             if current.opens > 0:
                 return
             del self.active[ino]
             slot = current.slot
-            self.idle[slot.key] = slot
-            self.by_inode.setdefault(ino, set()).add(slot.key[1])
-            total = _count_idle(1)
+            if current.data is None:  # the predecessor's: its backing id is unregistered
+                total = _count_idle(0)
+            else:
+                self.idle[slot.key] = slot
+                self.by_inode.setdefault(ino, set()).add(slot.key[1])
+                total = _count_idle(1)
             while self.idle and (len(self.idle) > self.idle_kept or total > self.idle_cap):
                 _key, old = self.idle.popitem(last=False)
                 self._unindex(old)
@@ -182,7 +219,9 @@ class Backings:
         """The connection ended (the kernel dropped every backing id with it)."""
         with self.lock:
             self.enabled = False
-            slots = list(self.idle.values()) + [o.slot for o in self.active.values()]
+            slots = list(self.idle.values()) + [
+                o.slot for o in self.active.values() if o.data is not None
+            ]
             _count_idle(-len(self.idle))
             self.idle.clear()
             self.active.clear()
@@ -200,6 +239,7 @@ class Backings:
                 return BUSY
             current.opens += 1
             self.opened += 1
+            self.on_change(ino, current.slot.backing, current.opens)
             return current.slot.backing
         if not self.enabled:
             return None
@@ -219,6 +259,7 @@ class Backings:
         slot.size = len(data)
         self.active[ino] = _Open(slot, data, 1)
         self.opened += 1
+        self.on_change(ino, slot.backing, 1)
         return slot.backing
 
     def _take(self, ino: int, uid: int) -> _Slot | None:
@@ -244,6 +285,7 @@ class Backings:
                 log.warning("passthrough: registering a backing file failed: %s", err)
             return None
         self.created += 1
+        self.on_registered(backing)
         return _Slot(key, fd, backing)
 
     def _unindex(self, slot: _Slot) -> None:

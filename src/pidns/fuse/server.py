@@ -192,8 +192,8 @@ class Connection:
         if adopted is not None:
             self.initialized.set()
             if passthrough and adopted.agreed & abi.PASSTHROUGH:
-                # backing files of its own; the predecessor's stay registered until unmount
-                self.bridge.backings = Backings(fd)
+                # backing files of its own, minding the opens of the predecessor's still out
+                self.bridge.use_backings(Backings(fd))
 
     @property
     def survives(self) -> bool:
@@ -413,7 +413,7 @@ class Connection:
             )
             wanted = WANTED | (abi.PASSTHROUGH if self.passthrough else 0)
             if kernel.flags & wanted & abi.PASSTHROUGH:
-                self.bridge.backings = Backings(self.fd)
+                self.bridge.use_backings(Backings(self.fd))
             self.initialized.set()
             reply = abi.pack_init_reply(
                 unique, kernel, wanted, request_timeout=self.request_timeout

@@ -3,17 +3,22 @@
 The kernel keeps the inodes a server gave out (nodeids, with their lookup counts) for as long as
 its dentries live, whatever happens to the server. So that a successor can answer for them, every
 inode's record lives in a shared file: its nodeid, its parent's, its name there, the identity of
-what it named (Node.identity), its lookup count, and the unique of the last request that counted
-it. The file is a memfd the holder keeps with the connection's fd; the server writes it in place
+what it named (Node.identity), its lookup count, the unique of the last request that counted
+it, and the passthrough opens of it that are out (their backing id and how many). The file is a memfd the holder keeps with the connection's fd; the server writes it in place
 (stores into a shared mapping, no system call), under the inode table's lock.
 
-Layout: a header (magic, slot size, slots in use, the next nodeid), then fixed-size slots. A slot
+Layout: a header (magic, slot size, slots in use, the next nodeid, the highest backing id any
+server of the connection registered), then fixed-size slots. A slot
 whose nodeid is 0 is free. Names longer than NAME_MAX are not kept (the slot says so): a successor
 cannot find such an inode again and answers for it as for one whose node is gone.
 
 Why a last unique: an answer counted and then not delivered (the server died between the two) is
 sent again by the kernel after NOTIFY_RESEND, under the same unique with UNIQUE_RESEND set; the
 successor takes back the counts of that unique before answering it again, so counts stay exact.
+
+Why the passthrough opens: while an inode is open through a backing file the kernel fails (EIO)
+every further open of it that does not name that same backing file; a successor never saw those
+opens, so it must know which inodes have them out until their RELEASEs come.
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ import os
 import struct
 from dataclasses import dataclass
 
-MAGIC = b"PIDNSIT1"
+MAGIC = b"PIDNSIT2"
 HEADER = struct.Struct("=8sIIQ")  # magic, slot size, slots in use (high water), next nodeid
-# nodeid, parent nodeid, identity, last unique, count, name length, flags; then the name
-SLOT = struct.Struct("=QQQQIHH")
+# nodeid, parent nodeid, identity, last unique, count, name length, flags, backing id of the
+# passthrough opens out, how many; then the name
+SLOT = struct.Struct("=QQQQIHHII")
 NAME_MAX = 40
-SLOT_SIZE = SLOT.size + NAME_MAX  # 76
+SLOT_SIZE = SLOT.size + NAME_MAX  # 88
 FIRST = 64  # the header's room
 _COUNT = struct.Struct("=QI")  # last unique and count are adjacent: one store for both
 _COUNT_AT = 24
+_PASSED = struct.Struct("=II")
+_PASSED_AT = 40
+_BACKINGS_AT = 24  # in the header
 _NEXT = struct.Struct("=Q")
 _USED = struct.Struct("=I")
 DIR = 1  # flags: a directory (its entry answers "..")
@@ -49,6 +58,8 @@ class Record:
     is_dir: bool
     last_unique: int
     slot: int
+    backing: int = 0  # the backing id of the passthrough opens of it that are out
+    passed: int = 0  # how many
 
 
 class TableFile:
@@ -104,12 +115,25 @@ class TableFile:
         at = FIRST + slot * SLOT_SIZE
         # the name first, the nodeid last: a slot is in use once its nodeid is there
         self.map[at + SLOT.size : at + SLOT.size + len(name)] = name
-        SLOT.pack_into(self.map, at, 0, parent, identity, unique, 1, len(name), flags)
+        SLOT.pack_into(self.map, at, 0, parent, identity, unique, 1, len(name), flags, 0, 0)
         _NEXT.pack_into(self.map, at, ino)
         return slot
 
     def count(self, slot: int, count: int, unique: int) -> None:
         _COUNT.pack_into(self.map, FIRST + slot * SLOT_SIZE + _COUNT_AT, unique, count)
+
+    def passed(self, slot: int, backing: int, opens: int) -> None:
+        """The passthrough opens of the slot's inode that are out now, and their backing id."""
+        _PASSED.pack_into(self.map, FIRST + slot * SLOT_SIZE + _PASSED_AT, backing, opens)
+
+    @property
+    def backings(self) -> int:
+        """The highest backing id registered with the connection so far."""
+        return int(_NEXT.unpack_from(self.map, _BACKINGS_AT)[0])
+
+    def set_backings(self, backing: int) -> None:
+        if backing > self.backings:
+            _NEXT.pack_into(self.map, _BACKINGS_AT, backing)
 
     def remove(self, slot: int) -> None:
         _NEXT.pack_into(self.map, FIRST + slot * SLOT_SIZE, 0)
@@ -119,13 +143,28 @@ class TableFile:
         out = []
         for slot in range(self.used):
             at = FIRST + slot * SLOT_SIZE
-            ino, parent, identity, unique, count, length, flags = SLOT.unpack_from(self.map, at)
+            ino, parent, identity, unique, count, length, flags, backing, passed = SLOT.unpack_from(
+                self.map, at
+            )
             if not ino:
                 continue
             name = (
                 None if flags & LONG else bytes(self.map[at + SLOT.size : at + SLOT.size + length])
             )
-            out.append(Record(ino, parent, name, identity, count, bool(flags & DIR), unique, slot))
+            out.append(
+                Record(
+                    ino,
+                    parent,
+                    name,
+                    identity,
+                    count,
+                    bool(flags & DIR),
+                    unique,
+                    slot,
+                    backing,
+                    passed,
+                )
+            )
         return out
 
     def _grow(self) -> None:
