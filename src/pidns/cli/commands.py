@@ -38,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pidns.cli.export:command",
         "Serve per-namespace series for Prometheus (or write a textfile).",
     ),
-    "demo": ("pidns.cli.demo:command", "Build a small nested namespace tree, show it, clean up."),
+    "demo": (
+        "pidns.cli.demo:command",
+        "Build a nested namespace tree and a podman container, show them, clean up.",
+    ),
 }
 
 SUMMARY = "PID namespaces and their proc trees: create, inspect, serve."

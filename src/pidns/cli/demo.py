@@ -24,7 +24,9 @@ def _members(inodes: set[int]) -> int:
 @click.option("--nest", type=click.IntRange(min=1, max=8), default=2, show_default=True)
 def command(nest: int) -> None:
     """Create NEST nested PID namespaces (rootless when not root) with a few processes in the
-    innermost, show them as `pidns ls` and `pidns ps --tree` do, then kill them all."""
+    innermost, show them as `pidns ls` and `pidns ps --tree` do, then kill them all. Then, as
+    root with podman, a real container: named by `pidns ls`, entered by `podman:NAME`, its
+    memory limit shown by `free` through --virtualize; removed at the end."""
     import subprocess
 
     from pidns.cli.app import run as cli

@@ -5,7 +5,7 @@ state.py        the runtimes' state files (names, pods, recorded pids); roots co
 live.py         the kernel's side: cgroup scans, and the check every recorded pid must pass
 runtime_cli.py  opt-in: the runtime's own CLI, with a timeout
 resolve.py      `docker:web`, `k8s:shop/cart/app`, ... -> a PID namespace inode
-label.py        the reverse: a snapshot's namespaces named after their containers
+naming.py       the reverse: a snapshot's namespaces named after their containers
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pidns.containers.label import Labels, label
+    from pidns.containers.naming import Labels, label
     from pidns.containers.record import Container
     from pidns.containers.resolve import PREFIXES, ContainerNotRunning, resolve_designator
     from pidns.containers.runtime_cli import use as use_runtime_cli
     from pidns.containers.state import Roots, StateReader
 
 # Each name from the module that holds it, imported at first use: naming namespaces (`ls`, `ps`)
-# needs label.py and what it reads, not the resolver, nor the runtime CLI's subprocess.
+# needs naming.py and what it reads, not the resolver, nor the runtime CLI's subprocess.
 _WHERE = {
-    "Labels": ("label", "Labels"),
-    "label": ("label", "label"),
+    "Labels": ("naming", "Labels"),
+    "label": ("naming", "label"),
     "Container": ("record", "Container"),
     "PREFIXES": ("resolve", "PREFIXES"),
     "ContainerNotRunning": ("resolve", "ContainerNotRunning"),
@@ -40,7 +40,6 @@ def __getattr__(name: str) -> Any:
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{where[0]}"), where[1])
-    # kept here: importing label.py bound the name `label` to that module, not to its function
     globals()[name] = value
     return value
 

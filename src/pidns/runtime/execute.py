@@ -14,7 +14,7 @@ from pidns.runtime.forward import Forwarder
 from pidns.runtime.init import FORWARDED
 
 if TYPE_CHECKING:
-    from pidns.view.hybrid import VirtualFiles
+    from pidns.view.api import VirtualFiles
 
 
 def exec_in(
@@ -57,8 +57,8 @@ def exec_in(
         if backend == "fuse":
             view = _ProcView(ns_fd, virtualize, cpus_from_quota)
         elif virtualize:  # the hybrid: the kernel's procfs, the virtualised files bound over it
-            from pidns.view.api import check_own_cgroup
-            from pidns.view.hybrid import VirtualFiles, present
+            from pidns.view.api import VirtualFiles, check_own_cgroup
+            from pidns.view.hybrid import present
 
             check_own_cgroup(ns_fd, designator, os.fstat(ns_fd).st_ino)
             try:

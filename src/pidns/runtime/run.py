@@ -175,7 +175,8 @@ def virtualize_proc(launched: Launched, spec: Spec) -> None:
     over the /proc of its mount namespace (which the command shares) before the command starts;
     the kernel's procfs serves the rest."""
     from pidns.errors import LaunchFailed, PidnsError, UsageError
-    from pidns.view.hybrid import VirtualFiles, attach_into, present
+    from pidns.view.api import VirtualFiles
+    from pidns.view.hybrid import attach_into, present
 
     inner = launched.inits[-1]
     try:

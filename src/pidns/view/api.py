@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,9 +145,7 @@ def open_view(
             backend = "kernel" if os.geteuid() == 0 and not virtualize else "fuse"
         if backend == "kernel":
             if virtualize:  # the hybrid: the kernel's procfs, the virtualised files pidns's
-                from pidns.view.hybrid import mount_hybrid
-
-                mount_hybrid(fd, path, options, cpus_from_quota)
+                _mount_hybrid(fd, path, options, cpus_from_quota)
             else:
                 from pidns.view.kernel import mount_proc
 
@@ -480,3 +479,49 @@ def restart_daemon(timeout: float = 30.0) -> tuple[dict[str, Any], dict[str, Any
                 return old, new
         time.sleep(0.02)
     raise PidnsError(f"no new view daemon answered within {timeout:.0f} s (see daemon.log)")
+
+
+class VirtualFiles:
+    """A FUSE view of a namespace with --virtualize at a private temporary directory."""
+
+    def __init__(self, ns: str | int, cpus_from_quota: bool = False) -> None:
+        self.path = tempfile.mkdtemp(prefix="pidns-virtual-")
+        try:
+            self.handle = open_view(
+                ns, self.path, backend="fuse", virtualize=True, cpus_from_quota=cpus_from_quota
+            )
+        except BaseException:
+            os.rmdir(self.path)
+            raise
+
+    def close(self) -> None:
+        """Unmount the temporary view and its directory (binds made from it stay)."""
+        try:
+            with contextlib.suppress(PidnsError):
+                self.handle.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
+
+
+def _mount_hybrid(ns_fd: int, mountpoint: str, options: ViewOptions, cpus_from_quota: bool) -> None:
+    """`pidns mount --backend kernel --virtualize`: NS's procfs at mountpoint, the virtualised
+    files bound over it. Nothing stays mounted on error."""
+    from pidns.view.hybrid import bind_over, present, unmount_hybrid
+    from pidns.view.kernel import mount_proc
+
+    mount_proc(ns_fd, mountpoint, options)
+    try:
+        files = VirtualFiles(ns_fd, cpus_from_quota)
+        try:
+            bind_over(files.path, mountpoint, present(mountpoint))
+        finally:
+            files.close()
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            unmount_hybrid(mountpoint)
+        if isinstance(err, OSError):
+            raise PidnsError(
+                f"{mountpoint}: binding the virtualised files failed: {err.strerror}"
+            ) from None
+        raise

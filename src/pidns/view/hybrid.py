@@ -1,6 +1,7 @@
 """The kernel's procfs with only the virtualised files pidns's: the hybrid of the two backends.
 
-A FUSE view of NS with --virtualize is mounted on a private temporary directory; each file it
+A FUSE view of NS with --virtualize is mounted on a private temporary directory (the client's
+api.VirtualFiles); each file it
 renders from NS's cgroup (served.overlaid_files: meminfo, cpuinfo, stat, uptime, loadavg, swaps,
 diskstats, pressure/*) is bound over the same file of a procfs owned by NS; the temporary mount
 then goes (the binds keep the view's connection, and so the view, alive until they go). Every
@@ -22,9 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 
-from pidns.errors import LaunchFailed, PidnsError
+from pidns.errors import LaunchFailed
 from pidns.kernel import syscalls
 from pidns.view.served import overlaid_files
 
@@ -32,31 +32,6 @@ from pidns.view.served import overlaid_files
 def present(proc_dir: str) -> list[str]:
     """The overlaid files this kernel's procfs at proc_dir has (pressure/* only with PSI)."""
     return [name for name in overlaid_files() if os.path.isfile(f"{proc_dir}/{name}")]
-
-
-class VirtualFiles:
-    """A FUSE view of a namespace with --virtualize at a private temporary directory."""
-
-    def __init__(self, ns: str | int, cpus_from_quota: bool = False) -> None:
-        from pidns.view.api import open_view
-
-        self.path = tempfile.mkdtemp(prefix="pidns-virtual-")
-        try:
-            self.handle = open_view(
-                ns, self.path, backend="fuse", virtualize=True, cpus_from_quota=cpus_from_quota
-            )
-        except BaseException:
-            os.rmdir(self.path)
-            raise
-
-    def close(self) -> None:
-        """Unmount the temporary view and its directory (binds made from it stay)."""
-        try:
-            with contextlib.suppress(PidnsError):
-                self.handle.close()
-        finally:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.path)
 
 
 def bind_over(view_dir: str, proc_dir: str, names: list[str]) -> None:
@@ -76,30 +51,6 @@ def unbind(proc_dir: str, names: list[str]) -> None:
     for name in reversed(names):
         with contextlib.suppress(OSError):
             syscalls.umount2(f"{proc_dir}/{name}", syscalls.MNT_DETACH)
-
-
-def mount_hybrid(ns_fd: int, mountpoint: str, options: object, cpus_from_quota: bool) -> None:
-    """`pidns mount --backend kernel --virtualize`: NS's procfs at mountpoint, the virtualised
-    files bound over it. Nothing stays mounted on error."""
-    from pidns.view.kernel import mount_proc
-    from pidns.view.options import ViewOptions
-
-    assert isinstance(options, ViewOptions)
-    mount_proc(ns_fd, mountpoint, options)
-    try:
-        files = VirtualFiles(ns_fd, cpus_from_quota)
-        try:
-            bind_over(files.path, mountpoint, present(mountpoint))
-        finally:
-            files.close()
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            unmount_hybrid(mountpoint)
-        if isinstance(err, OSError):
-            raise PidnsError(
-                f"{mountpoint}: binding the virtualised files failed: {err.strerror}"
-            ) from None
-        raise
 
 
 def unmount_hybrid(mountpoint: str) -> None:
