@@ -86,6 +86,7 @@ def private_daemon(base: Path, start: bool = True) -> Iterator[Path]:
     finally:
         for point in reversed(mounts_under(base)):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        _end_holder()  # first: a daemon killed with its holder alive has a successor started
         with contextlib.suppress(OSError, ValueError):
             pid = daemon_pid()
             if "pidns" in Path(f"/proc/{pid}/cmdline").read_text():
@@ -94,6 +95,21 @@ def private_daemon(base: Path, start: bool = True) -> Iterator[Path]:
             del os.environ["PIDNS_STATE_DIR"]
         else:
             os.environ["PIDNS_STATE_DIR"] = old
+
+
+def _end_holder() -> None:
+    """Stop this state directory's holder (it closes what it keeps and starts no successor)."""
+    from pidns.view import holding
+
+    status = holding.status()
+    if status is None:
+        return
+    pid = int(status["holder"])
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
