@@ -126,6 +126,11 @@ def cases(e: Env) -> dict[str, list[Case]]:
                 "cgroup of its own",
             ),
         ],
+        "daemon": [
+            Case(["daemon"], 2, "status or restart"),
+            Case(["daemon", "bogus"], 2, "bogus"),
+            Case(["daemon", "status", "--bogus"], 2, "--bogus"),
+        ],
         "export": [
             Case(
                 ["export", "--proc", str(e.file), "--once", "--textfile", "/tmp/x.prom"],

@@ -28,7 +28,7 @@ from tests.integration.containers_util import (
     pidns_json,
     pidns_mounts,
 )
-from tests.users import AS_NOBODY
+from tests.users import AS_NOBODY, installed_for_users
 
 pytestmark = pytest.mark.root
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
@@ -177,7 +177,7 @@ def test_stopped_unknown_and_unprivileged(runtime: Podman, web: tuple[str, str, 
     done = subprocess.run(
         [
             *AS_NOBODY,
-            sys.executable,
+            installed_for_users().python,
             "-m",
             "pidns.cli.main",
             "ps",

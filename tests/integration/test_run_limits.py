@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.runtime_util import PIDNS, pidns
-from tests.users import AS_NOBODY, NOBODY, REPO
+from tests.users import AS_NOBODY, NOBODY, installed_for_users
 
 pytestmark = [
     pytest.mark.root,
@@ -247,16 +247,6 @@ def test_sandbox_limits_its_processes() -> None:
 # -- rootless ----------------------------------------------------------------------------------
 
 
-def _python_for_nobody() -> list[str]:
-    """This interpreter, or the system's with the sources on its path when the user cannot
-    reach this one (a venv whose base lives in root's home)."""
-    real = os.path.realpath(sys.executable)
-    parts = Path(real).parents
-    if all(os.stat(p).st_mode & 0o001 for p in parts):
-        return [sys.executable]
-    return ["env", f"PYTHONPATH={REPO / 'src'}", "/usr/bin/python3"]
-
-
 @pytest.fixture
 def nobody_home() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="pidns-limits-"))
@@ -271,7 +261,9 @@ def nobody_home() -> Iterator[Path]:
 def _as_nobody(home: Path, args: list[str], prefix: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "PIDNS_"))}
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PIDNS_STATE_DIR=f"{home}/state")
-    command = shlex.join([*AS_NOBODY, *_python_for_nobody(), "-m", "pidns.cli.main", "run", *args])
+    command = shlex.join(
+        [*AS_NOBODY, installed_for_users().python, "-m", "pidns.cli.main", "run", *args]
+    )
     return subprocess.run(
         ["sh", "-c", f"{prefix}exec {command}"],
         capture_output=True, text=True, timeout=60, env=env, cwd="/",

@@ -9,9 +9,12 @@ import click
 from pidns.cli.options import json_option
 
 
-@click.group("daemon")
-def command() -> None:
+@click.group("daemon", invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
     """The view daemon that serves this user's FUSE views."""
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("pidns daemon needs a command: status or restart")
 
 
 def _when(started: object) -> str:
