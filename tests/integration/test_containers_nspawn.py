@@ -8,6 +8,7 @@ process whose -M (or -D) names it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -49,12 +50,23 @@ class Machines:
         self.running.append(p)
 
         def payload() -> int | None:
+            """nspawn's child once it runs the payload: in a PID namespace of its own and no
+            longer nspawn's code (nspawn forks helpers first, which exit)."""
+            try:
+                own = os.stat(f"/proc/{p.pid}/ns/pid").st_ino
+            except OSError:
+                return None
             for line in subprocess.run(
-                ["ps", "-eo", "pid=,ppid="], capture_output=True, text=True
+                ["ps", "-eo", "pid=,ppid=,comm="], capture_output=True, text=True
             ).stdout.splitlines():
-                pid, ppid = map(int, line.split())
-                if ppid == p.pid:
-                    return pid
+                pid, ppid, comm = line.split(None, 2)
+                if int(ppid) != p.pid or comm.startswith(("systemd-nspawn", "(")):
+                    continue
+                try:
+                    if os.stat(f"/proc/{pid}/ns/pid").st_ino != own:
+                        return int(pid)
+                except OSError:
+                    continue
             return None
 
         return full, wait_for("the machine's payload", payload)
