@@ -199,26 +199,10 @@ class Daemon(Listener):
                 except PidnsError as err:
                     os.close(fuse_fd)
                     return {"ok": False, "error": str(err)}
-                bridge = Bridge(
-                    Root(view),
-                    view.admits,
-                    on_owner=self._watch,
-                    handle_base=self.generation << 40,
-                )
+                bridge = self._bridge(view)
                 table = TableFile.create()
                 bridge.table.keep_in(table)
-                session = Connection(
-                    fuse_fd,
-                    bridge,
-                    self.notifier,
-                    watchdog=self.watchdog,
-                    request_timeout=self.request_timeout,
-                    passthrough=self.passthrough,
-                    on_end=self._session_ended,
-                    name=view.id,
-                    on_init=self._initialized,
-                    resend=self.resend,
-                )
+                session = self._connection(fuse_fd, bridge, view.id)
                 held[:0] = [os.dup(fuse_fd), os.dup(table.fd)]
                 fuse_fd = -1
                 self.sessions[view.id] = session
@@ -292,6 +276,31 @@ class Daemon(Listener):
                 self._to_holder({"op": "drop", "key": entry.key})
         return taken
 
+    def _bridge(self, view: View) -> Bridge:
+        """The bridge of a view's proc tree; its handles are numbered by this daemon's generation,
+        so that a successor tells its own from those it inherited."""
+        return Bridge(
+            Root(view), view.admits, on_owner=self._watch, handle_base=self.generation << 40
+        )
+
+    def _connection(
+        self, fuse_fd: int, bridge: Bridge, name: str, adopted: Negotiated | None = None
+    ) -> Connection:
+        """A view's connection: a new one, or one a dead daemon had negotiated (`adopted`)."""
+        return Connection(
+            fuse_fd,
+            bridge,
+            self.notifier,
+            watchdog=self.watchdog,
+            request_timeout=self.request_timeout,
+            passthrough=self.passthrough,
+            on_end=self._session_ended,
+            name=name,
+            adopted=adopted,
+            on_init=self._initialized,
+            resend=self.resend,
+        )
+
     def _adopt(self, entry: holding.Entry) -> int:
         meta, fds = entry.meta, list(entry.fds)
         if len(fds) < 3 or not meta.get("init"):  # its INIT never got an answer: not servable
@@ -307,23 +316,9 @@ class Daemon(Listener):
             )
             if view.instance.init_gone():  # died while no daemon watched
                 view.instance.die()
-            bridge = Bridge(
-                Root(view), view.admits, on_owner=self._watch, handle_base=self.generation << 40
-            )
+            bridge = self._bridge(view)
             lost = bridge.table.restore(TableFile(table_fd, created=False))
-            session = Connection(
-                fuse_fd,
-                bridge,
-                self.notifier,
-                watchdog=self.watchdog,
-                request_timeout=self.request_timeout,
-                on_end=self._session_ended,
-                name=view.id,
-                passthrough=self.passthrough,
-                adopted=Negotiated.from_wire(meta["init"]),
-                on_init=self._initialized,
-                resend=self.resend,
-            )
+            session = self._connection(fuse_fd, bridge, view.id, Negotiated.from_wire(meta["init"]))
             self.sessions[view.id] = session
             self.held_meta[view.id] = meta
             if meta.get("auto_unmount"):
