@@ -160,6 +160,41 @@ def test_virtualize_shows_the_namespaces_uptime_and_task_counts(tmp_path: Path) 
         assert plain_total > 3  # the host's
 
 
+def test_virtualize_counts_running_threads_sampled_and_tasks_at_once(tmp_path: Path) -> None:
+    """stat's procs_running counts the namespace's threads in R (a process's other threads
+    too), loadavg's running its processes in R; those counts may be SAMPLE_SECONDS old, while
+    loadavg's total follows an exit at once."""
+    from pidns.view.resources import SAMPLE_SECONDS
+
+    spin = "import threading; [threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start() for _ in range(2)]"
+    script = f"python3 -c '{spin}' & sleep 1000 & wait"
+    with (
+        namespace(script) as ns,
+        view(ns, tmp_path / "virtual", "fuse", virtualize=True) as virtual,
+    ):
+
+        def counts() -> tuple[int, str]:
+            stat = dict(line.split(" ", 1) for line in (virtual / "stat").read_text().splitlines())
+            return int(stat["procs_running"]), (virtual / "loadavg").read_text().split()[3]
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and counts() != (2, "0/3"):
+            time.sleep(0.1)
+        assert counts() == (2, "0/3"), "not two spinning threads"
+        spinner = next(
+            int(n)
+            for n in Path(f"/proc/{ns}/task/{ns}/children").read_text().split()
+            if Path(f"/proc/{n}/comm").read_text().strip() == "python3"
+        )
+        os.kill(spinner, 9)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not counts()[1].endswith("/2"):
+            time.sleep(0.01)
+        assert counts()[1].endswith("/2"), "loadavg's total did not follow the exit"
+        time.sleep(SAMPLE_SECONDS)
+        assert counts() == (0, "0/2")
+
+
 def test_init_death_dead_view_and_no_reference(tmp_path: Path) -> None:
     from pidns.view import control, state
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pidns.procfs.parse import parse_cmdline, parse_ns_link, parse_stat, parse_status
+from pidns.procfs.parse import (
+    parse_cmdline,
+    parse_ns_link,
+    parse_stat,
+    parse_status,
+    stat_state_threads,
+)
 
 FIXTURES = Path(__file__).with_name("fixtures")
 
@@ -24,6 +30,7 @@ def test_stat_comm_with_spaces_and_parens() -> None:
     assert stat.tpgid == -1  # no controlling terminal
     assert stat.num_threads == 2
     assert stat.start_time == 53626
+    assert stat_state_threads(fixture("comm_paren_stat")) == ("S", 2)  # the quick reader agrees
 
 
 def test_status_of_a_process() -> None:
@@ -75,6 +82,8 @@ def test_cmdline_keeps_empty_arguments_and_odd_bytes() -> None:
 def test_bad_stat_is_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
         parse_stat(data)
+    with pytest.raises(ValueError):
+        stat_state_threads(data)
 
 
 def test_status_cut_short_is_value_error() -> None:

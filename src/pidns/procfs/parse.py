@@ -159,6 +159,15 @@ def stat_state(data: bytes) -> str:
     return chr(data[close_at + 2])
 
 
+def stat_state_threads(data: bytes) -> tuple[str, int]:
+    """Fields 3 and 20 of /proc/PID/stat: the state and the thread count, nothing else parsed."""
+    close_at = data.rfind(b")")
+    rest = data[close_at + 2 :].split(maxsplit=18) if close_at >= 0 else []
+    if len(rest) < 18:
+        raise ValueError("stat is truncated")
+    return chr(rest[0][0]), int(rest[17])
+
+
 def stat_start_time(data: bytes) -> int:
     """Field 22 of /proc/PID/stat: the task's start, in clock ticks after boot."""
     return parse_stat(data).start_time

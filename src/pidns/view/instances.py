@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pidns.fuse.node import Requester
 from pidns.ids import NsId
 from pidns.kernel import nsfs, pidfd
-from pidns.procfs.parse import stat_start_time, stat_state
+from pidns.procfs.parse import stat_start_time
 from pidns.procfs.reader import read_at
 from pidns.view import rules
 from pidns.view.files.userids import ReaderIds, parse_id_map
 from pidns.view.nsmap import NsMap
 from pidns.view.options import ViewOptions
-from pidns.view.resources import Subject
+from pidns.view.resources import Subject, task_states
 
 # Reaps remembered per host pid (the generation in a pid directory's key). Only a recent reap
 # matters: its generation keeps a task that reuses the pid off nodes of the reaped one still being
@@ -58,15 +58,7 @@ class Instance:
 
     def counts(self) -> tuple[int, int]:
         """(running, total) tasks of the namespace, for a virtualized loadavg."""
-        running = total = 0
-        for _pid, host in self.nsmap.leaders():
-            total += 1
-            try:
-                if stat_state(read_at(self.nsmap.proc_fd, f"{host}/stat")) == "R":
-                    running += 1
-            except (OSError, ValueError):
-                continue
-        return running, total
+        return task_states(self.nsmap).processes_running, len(self.nsmap.leaders())
 
     def subject(self, options: ViewOptions) -> Subject | None:
         """--virtualize: the cgroup of the namespace's init and its tasks; None once it is dead."""
