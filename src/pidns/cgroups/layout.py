@@ -12,9 +12,12 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from pidns.procfs import held
+
 # The controllers the readers use; v1 names, v2 calls blkio "io".
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "blkio", "pids")
 UNIFIED = "unified"
+LOCATED_KEPT = 256  # distinct /proc/PID/cgroup texts remembered by System.of_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,18 +169,9 @@ _V2_SERVES = {"io": ("blkio",), "cpu": ("cpu", "cpuacct")}
 def read_text(path: str) -> str | None:
     """A cgroup file's text, None when it is missing or unreadable (a controller not there)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return held.read(path).decode()
     except (OSError, UnicodeDecodeError):
         return None
-    finally:
-        os.close(fd)
 
 
 def v2_controllers(mountpoint: str) -> frozenset[str]:
@@ -198,16 +192,26 @@ class System:
                 m = Mount(m.root, m.mountpoint, True, v2_controllers(m.mountpoint))
             mounts.append(m)
         self.mounts = mounts
+        self._located: dict[bytes, Cgroup] = {}
 
     @classmethod
     def from_mounts(cls, mounts: list[Mount]) -> System:
         """A System over given mounts (v2 controllers already filled in): fixture trees."""
         system = cls.__new__(cls)
         system.mounts = list(mounts)
+        system._located = {}
         return system
 
     def of_text(self, proc_cgroup: bytes) -> Cgroup:
-        return locate(parse_proc_cgroup(proc_cgroup), self.mounts)
+        """The cgroups a /proc/PID/cgroup text names. The same text always locates the same
+        directories, and a virtualised file is rendered from it at every open: remembered."""
+        cgroup = self._located.get(proc_cgroup)
+        if cgroup is None:
+            cgroup = locate(parse_proc_cgroup(proc_cgroup), self.mounts)
+            if len(self._located) >= LOCATED_KEPT:
+                self._located.clear()
+            self._located[proc_cgroup] = cgroup
+        return cgroup
 
     def of_pid(self, pid: int, proc: str = "/proc") -> Cgroup:
         """pid's cgroups; OSError when the process is gone."""

@@ -35,6 +35,7 @@ from pidns.fuse.server import REQUEST_TIMEOUT, Connection, Notifier, Watchdog
 from pidns.fuse.tablefile import TableFile
 from pidns.fuse.takeover import Negotiated
 from pidns.kernel import fuse_abi, fuse_mount, pidfd
+from pidns.procfs import held
 from pidns.view import control, holding, state
 from pidns.view.instances import Instance, Registry, View
 from pidns.view.nodes import Root
@@ -588,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1)  # every thread's stack to daemon.log, for a stuck one
+    held.keep_open()  # the host's and cgroups' files virtualised files are rendered from
     base = state.state_dir()
     sock_path = state.socket_path()
     if args.ready_fd >= 0:

@@ -16,7 +16,7 @@ import stat as st
 import time
 
 from pidns.fuse.node import Absent, Attr, Node, Requester, fail
-from pidns.procfs.reader import read_at
+from pidns.procfs import held
 from pidns.view import served
 from pidns.view.files.loadavg import render_virtual_loadavg
 from pidns.view.instances import Registry
@@ -100,10 +100,8 @@ class File(Node):
         return Attr(_FILE_MODE, 1, 0, 0, size, self.tree.mtime_ns)
 
     def _host(self) -> bytes:
-        if self.host_path.startswith("/"):
-            with open(self.host_path, "rb") as f:
-                return f.read()
-        return read_at(self.tree.registry.proc_fd, self.host_path)
+        path = self.host_path
+        return held.read(path if path.startswith("/") else f"/proc/{path}")
 
     def content(self, req: Requester) -> bytes:
         subject = self.tree.subject(req)
