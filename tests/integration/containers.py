@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.integration.containers_util import BUSYBOX, make_rootfs
+
 PODMAN = [
     "podman",
     "--runtime",
@@ -29,8 +31,6 @@ RUN_FLAGS = [
     "--ulimit",
     "nproc=1024:1024",
 ]
-BUSYBOX = "/usr/bin/busybox"
-APPLETS = ("sh", "sleep", "cat", "free", "top", "nproc", "ls", "dd", "sync", "grep", "head")
 
 
 def missing() -> str | None:
@@ -58,13 +58,8 @@ def podman(*args: str, check: bool = True, timeout: float = 60) -> str:
 
 @contextlib.contextmanager
 def busybox_image(workdir: Path) -> Iterator[str]:
-    root = workdir / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    for applet in APPLETS:
-        (root / "bin" / applet).symlink_to("busybox")
-    for d in ("proc", "sys", "dev", "etc", "tmp", "lx", "px"):
-        (root / d).mkdir()
+    """The runtimes' busybox root, with /lx and /px to bind LXCFS's and pidns's trees on."""
+    root = make_rootfs(workdir, "lx", "px")
     tar = workdir / "rootfs.tar"
     with tarfile.open(tar, "w") as t:
         t.add(root, arcname=".")

@@ -25,7 +25,11 @@ from tests.nstree import kernel_proc
 
 REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = "/bin/busybox"
-APPLETS = ["sh", "sleep", "cat", "ls", "ps", "true"]
+# the runtimes' tests and the resource oracle's (free, top, nproc, dd, sync read or load limits)
+APPLETS = [
+    *("sh", "sleep", "cat", "ls", "ps", "true", "grep", "head"),
+    *("free", "top", "nproc", "dd", "sync"),
+]
 
 
 def need(*tools: str) -> None:
@@ -45,9 +49,10 @@ def _file(path: str) -> str:
     return "dynamic" if b"ld-linux" in head else "static"
 
 
-def make_rootfs(where: Path) -> Path:
+def make_rootfs(where: Path, *mountpoints: str) -> Path:
+    """A busybox root at where/rootfs, with empty directories `mountpoints` to bind things on."""
     root = where / "rootfs"
-    for d in ["bin", "tmp", "proc", "sys", "dev", "etc", "run", "usr", "root"]:
+    for d in ["bin", "tmp", "proc", "sys", "dev", "etc", "run", "usr", "root", *mountpoints]:
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy(BUSYBOX, root / "bin/busybox")
     for applet in APPLETS:
