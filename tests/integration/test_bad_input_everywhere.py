@@ -205,6 +205,18 @@ def mount_lines() -> set[str]:
     }
 
 
+def left_mounts(before: set[str], case: Case, e: Env) -> set[str]:
+    """New mounts the case could have made: under the test's directory or at a path it named
+    (other tests running meanwhile mount elsewhere)."""
+    named = {os.path.normpath(a) for a in case.args if a.startswith("/")}
+    tmp = str(e.tmp)
+    return {
+        line
+        for line in mount_lines() - before
+        if (point := line.split(" ", 1)[1]) in named or point == tmp or point.startswith(tmp + "/")
+    }
+
+
 def marked(mark: str) -> list[int]:
     out = []
     needle = f"{MARK}={mark}".encode()
@@ -277,8 +289,8 @@ def test_bad_input(env: Env, command: str, device_for_users: None) -> None:
                 problems.append(f"does not name {case.named!r}")
             if "Traceback" in result.stderr:
                 problems.append("traceback")
-            if mount_lines() - before:
-                problems.append(f"left mounts {mount_lines() - before}")
+            if mounts := left_mounts(before, case, env):
+                problems.append(f"left mounts {mounts}")
             if left := settled(mark):
                 problems.append(f"left processes {left}")
             if problems:

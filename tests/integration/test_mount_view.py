@@ -228,18 +228,21 @@ def test_unprivileged_requester_per_hidepid(tmp_path: Path, hidepid: str) -> Non
         "$(readlink $d/cwd >/dev/null 2>&1 && echo cwd || echo nocwd); done; ls /proc/1/ 2>&1 | head -1"
     )
     with namespace() as ns, both(ns, tmp_path, hidepid=hidepid, allow_other=True):
+        # the namespace's own tasks, before any probe joins it (a probe's pids vary by run)
+        tasks = {int(n) for n in os.listdir(tmp_path / "kernel") if n.isdigit()}
+        assert len(tasks) == 3
         fuse = inside(ns, tmp_path / "fuse", ["sh", "-c", script], user)
         kernel = inside(ns, tmp_path / "kernel", ["sh", "-c", script], user)
-        assert _without_own_rows(fuse) == _without_own_rows(kernel)
+        assert _rows_of(fuse, tasks) == _rows_of(kernel, tasks)
 
 
-def _without_own_rows(text: str) -> list[str]:
-    """The namespace's tasks are pids 1-3; higher ones are the probing shell's own processes."""
-    own = re.compile(r"^/proc/(\d+) ")
+def _rows_of(text: str, tasks: set[int]) -> list[str]:
+    """The lines about `tasks` and the last one (ls); the probing shell's own rows are left out."""
+    row = re.compile(r"^/proc/(\d+) ")
     kept = []
     for line in text.splitlines():
-        match = own.match(line)
-        if match is None or int(match.group(1)) <= 3:
+        match = row.match(line)
+        if match is None or int(match.group(1)) in tasks:
             kept.append(line)
     return kept
 
