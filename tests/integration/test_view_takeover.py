@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import shlex
 import signal
 import statistics
 import subprocess
@@ -406,3 +407,43 @@ def _errno_of(path: Path) -> int:
     except OSError as err:
         return err.errno or 0
     return 0
+
+
+def test_an_lxcfs_tree_survives_kills_and_restarts(tmp_path: Path) -> None:
+    """A `pidns lxcfs` tree is kept like a view: readers of its files, on the host and through
+    a bind mount over /proc/meminfo in a mount namespace of their own (an LXCFS setup), see no
+    error across SIGKILLs and restarts of the daemon."""
+    with private_daemon(tmp_path):
+        tree = tmp_path / "lx"
+        tree.mkdir()
+        done = pidns("lxcfs", str(tree))
+        assert done.returncode == 0, done.stderr
+        stop = tmp_path / "stop"
+        loop = [sys.executable, "-c", _LOOP, str(stop)]
+        bind = f"mount --bind {tree}/proc/meminfo /proc/meminfo"
+        bound = f"{bind} && exec {shlex.join(loop)} cat /proc/meminfo"
+        commands = [
+            [*loop, "cat", f"{tree}/proc/meminfo", f"{tree}/proc/stat", f"{tree}/proc/uptime"],
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", bound],
+        ]
+        procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in commands]
+        try:
+            for proc in procs:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            for replace in ("kill", "kill", "restart", "kill", "restart"):
+                old = daemon_pid()
+                if replace == "kill":
+                    os.kill(old, signal.SIGKILL)
+                else:
+                    assert pidns("daemon", "restart").returncode == 0
+                _wait_for_new_daemon(old)
+                time.sleep(0.5)
+            status = json.loads(pidns("daemon", "status", "--json").stdout)
+        finally:
+            stop.touch()
+            reports = [json.loads(p.communicate(timeout=60)[0].splitlines()[-1]) for p in procs]
+        assert all(r["ops"] > 0 for r in reports), reports
+        assert [e for r in reports for e in r["errors"]] == []
+        assert list(status["survive"].values()) == [True], status
+        assert (tree / "proc" / "meminfo").read_text().startswith("MemTotal:")
+        assert pidns("umount", str(tree)).returncode == 0

@@ -302,12 +302,52 @@ class Daemon(Listener):
             resend=self.resend,
         )
 
+    def _lxcfs_connection(
+        self, fuse_fd: int, bridge: Bridge, tree_id: str, adopted: Negotiated | None = None
+    ) -> Connection:
+        """A `pidns lxcfs` tree's connection (no passthrough: its files are small and few)."""
+        return Connection(
+            fuse_fd,
+            bridge,
+            self.notifier,
+            watchdog=self.watchdog,
+            request_timeout=self.request_timeout,
+            on_end=self._session_ended,
+            name=tree_id,
+            adopted=adopted,
+            on_init=self._initialized,
+            resend=self.resend,
+        )
+
+    def _adopt_lxcfs(self, entry: holding.Entry) -> int:
+        """A predecessor's `pidns lxcfs` tree: the same files, rebuilt; its inodes restored."""
+        from pidns.view import lxcfs
+
+        meta, fds = entry.meta, list(entry.fds)
+        fuse_fd, table_fd = fds[:2]
+        with self.lock:
+            root = lxcfs.build(self.registry, entry.key, bool(meta.get("cpus_from_quota")))
+            bridge = Bridge(root)
+            lost = bridge.table.restore(TableFile(table_fd, created=False))
+            negotiated = Negotiated.from_wire(meta["init"])
+            session = self._lxcfs_connection(fuse_fd, bridge, entry.key, negotiated)
+            self.sessions[entry.key] = session
+            self.held_meta[entry.key] = meta
+            self.lxcfs_trees[entry.key] = str(meta.get("mountpoint", ""))
+            session.start()
+        self._taken_over(bridge, lost, self.lxcfs_trees[entry.key], entry.key)
+        return 1
+
     def _adopt(self, entry: holding.Entry) -> int:
         meta, fds = entry.meta, list(entry.fds)
-        if len(fds) < 3 or not meta.get("init"):  # its INIT never got an answer: not servable
+        lxcfs_tree = meta.get("kind") == "lxcfs"
+        # a view has its fuse, table and nsfs fds, a tree two; its INIT unanswered: not servable
+        if len(fds) < (2 if lxcfs_tree else 3) or not meta.get("init"):
             holding.close_quietly(fds)
             self._to_holder({"op": "drop", "key": entry.key})
             return 0
+        if lxcfs_tree:
+            return self._adopt_lxcfs(entry)
         fuse_fd, table_fd, ns_fd = fds[:3]
         mnt_fd = fds[3] if len(fds) > 3 else -1
         options = ViewOptions.from_wire(meta.get("options") or {}, int(meta.get("owner", 0)))
@@ -327,16 +367,22 @@ class Daemon(Listener):
             elif mnt_fd >= 0:
                 os.close(mnt_fd)
             session.start()
-            for parent, name in lost:  # the kernel forgets those names where nobody uses them
-                bridge.notify(fuse_abi.notify_inval_entry(parent, name))
             if view.instance.init_host:
                 self.watcher.watch(view.instance.init_host)
-        record = state.lookup(view.mountpoint) if view.mountpoint else None
-        if record is not None and record.get("view") == view.id:
-            record["daemon_pid"] = os.getpid()
-            state.record(view.mountpoint, record)
-        log.info("took over view %s at %s (%d inodes lost)", view.id, view.mountpoint, len(lost))
+        self._taken_over(bridge, lost, view.mountpoint, view.id)
         return 1
+
+    def _taken_over(
+        self, bridge: Bridge, lost: list[tuple[int, bytes]], mountpoint: str, key: str
+    ) -> None:
+        """After a view or tree is adopted: names it lost are forgotten, its record names us."""
+        for parent, name in lost:  # the kernel forgets those names where nobody uses them
+            bridge.notify(fuse_abi.notify_inval_entry(parent, name))
+        record = state.lookup(mountpoint) if mountpoint else None
+        if record is not None and record.get("view") == key:
+            record["daemon_pid"] = os.getpid()
+            state.record(mountpoint, record)
+        log.info("took over %s at %s (%d inodes lost)", key, mountpoint, len(lost))
 
     def hand_over(self, successor: int) -> None:
         """Leave every view to the successor: the holder keeps them all, whatever the kernel
@@ -366,7 +412,7 @@ class Daemon(Listener):
             "generation": self.generation,
             "holder": self.holder.holder_pid if self.holder is not None else 0,
             "resend": self.resend,
-            # what the holder keeps (`pidns lxcfs` trees are not kept: they end with the daemon)
+            # what the holder keeps: every view and `pidns lxcfs` tree
             "survive": {s.name: s.survives for s in sessions if s.name in self.held_meta},
             "views": views,
         }
@@ -392,21 +438,31 @@ class Daemon(Listener):
                 "error": "the view daemon serves only mounts made in its own PID namespace",
             }
         fuse_fd = fds.pop(0)
+        cpus_from_quota = bool(message.get("cpus_from_quota"))
         with self.lock:
-            self._lxcfs_ids += 1
-            tree_id = f"l{self._lxcfs_ids}"
-            root = lxcfs.build(self.registry, tree_id, bool(message.get("cpus_from_quota")))
-            session = Connection(
-                fuse_fd,
-                Bridge(root),
-                self.notifier,
-                watchdog=self.watchdog,
-                request_timeout=self.request_timeout,
-                on_end=self._session_ended,
-                name=tree_id,
-            )
-            self.sessions[tree_id] = session
-            self.lxcfs_trees[tree_id] = str(message.get("mountpoint", ""))
+            tree_id = ""
+            while not tree_id or tree_id in self.sessions:  # not one a predecessor gave out
+                self._lxcfs_ids += 1
+                tree_id = f"l{self._lxcfs_ids}"
+            bridge = Bridge(lxcfs.build(self.registry, tree_id, cpus_from_quota))
+            table = TableFile.create()
+            bridge.table.keep_in(table)
+            held = [os.dup(fuse_fd), os.dup(table.fd)]
+            session = self._lxcfs_connection(fuse_fd, bridge, tree_id)
+            mountpoint = str(message.get("mountpoint", ""))
+            self.lxcfs_trees[tree_id] = mountpoint
+            meta = {
+                "kind": "lxcfs",
+                "mountpoint": mountpoint,
+                "cpus_from_quota": cpus_from_quota,
+                "init": None,
+                "survives": False,
+            }
+            self.held_meta[tree_id] = meta
+            try:
+                self._to_holder({"op": "put", "key": tree_id, "meta": meta}, held)
+            finally:
+                holding.close_quietly(held)
             session.start()
         return {"ok": True, "view": tree_id, "ns": 0, "pid": os.getpid()}
 
