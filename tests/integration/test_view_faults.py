@@ -124,16 +124,24 @@ def test_sigkill_daemon_readers_get_an_error_and_mountpoints_recover(
 def test_a_stopped_daemon_is_cut_off_by_the_kernel_not_waited_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A daemon that stops answering (stopped here; a bug would do the same) would hang every
-    reader of its views: the kernel aborts the connection once a request has waited the request
-    timeout (15 s here, the least it allows; it looks every 15 s), and readers get ENOTCONN."""
+    """A daemon that stops answering (stopped here; a bug would do the same) with no holder to
+    replace it (stopped too) would hang every reader of its views: the kernel aborts the
+    connection once a request has waited the request timeout (15 s here, the least it allows; it
+    looks every 15 s), and readers get ENOTCONN. (With the holder running, the daemon is replaced
+    instead: tests/integration/test_view_takeover.py.)"""
+    from pidns.view import holding
+
     monkeypatch.setenv("PIDNS_REQUEST_TIMEOUT", "15")
     with private_daemon(tmp_path), namespace() as ns:
         view = tmp_path / "v"
         view.mkdir()
         assert pidns("mount", "--backend", "fuse", f"@{ns}", str(view)).returncode == 0
         daemon = daemon_pid()
+        status = holding.status()
+        assert status is not None
+        holder = int(status["holder"])
         with readers([view], per_root=1) as procs:
+            os.kill(holder, signal.SIGSTOP)
             os.kill(daemon, signal.SIGSTOP)
             try:
                 started = time.monotonic()
@@ -144,6 +152,7 @@ def test_a_stopped_daemon_is_cut_off_by_the_kernel_not_waited_for(
                 print(f"\nreader cut off {time.monotonic() - started:.0f} s after the stop")
             finally:
                 os.kill(daemon, signal.SIGCONT)
+                os.kill(holder, signal.SIGCONT)
         assert out.strip() in ("ENOTCONN", "ECONNABORTED")
         assert _states()[str(view)]["state"] == "disconnected"
         assert pidns("umount", str(view)).returncode == 0

@@ -447,3 +447,33 @@ def test_an_lxcfs_tree_survives_kills_and_restarts(tmp_path: Path) -> None:
         assert list(status["survive"].values()) == [True], status
         assert (tree / "proc" / "meminfo").read_text().startswith("MemTotal:")
         assert pidns("umount", str(tree)).returncode == 0
+
+
+def test_a_stopped_daemon_is_replaced_before_the_kernel_cuts_its_views_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that stops answering (SIGSTOP; a deadlock would do the same) sends the holder no
+    beat: after half the request timeout (7.5 s with 15 s) the holder kills it and a successor
+    answers what readers were waiting for. They see a wait, no error, and the view stays."""
+    monkeypatch.setenv("PIDNS_REQUEST_TIMEOUT", "15")
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        with readers([view], (ns, view), tmp_path) as reports:
+            old = daemon_pid()
+            os.kill(old, signal.SIGSTOP)
+            started = time.monotonic()
+            new = _wait_for_new_daemon(old)
+            replaced = time.monotonic() - started
+            time.sleep(1)
+        print(f"\nstopped daemon replaced after {replaced:.1f} s")
+        assert [e for r in reports for e in r["errors"]] == []
+        assert not os.path.exists(f"/proc/{old}") or _state_of(old) in ("Z", "X")
+        assert new == daemon_pid() and "1" in os.listdir(view)
+
+
+def _state_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"

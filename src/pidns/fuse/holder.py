@@ -17,11 +17,16 @@ attached server through the connection that server attached on (the "life line")
 - a successor that exits without attaching is started again, a little later each time; after
   GIVE_UP failures in a row the holder closes everything and leaves (no mount hangs on a server
   that cannot start);
+- a server that attached with `stuck_after` and sends no `beat` for that long (stopped, or
+  stuck) is SIGKILLed, and then replaced as a killed one is: readers wait, and get their answers
+  from the successor, before the kernel's request timeout would cut the connections off;
 - with no entry and no attached server left, the holder leaves.
 
 Requests (one JSON line each, fds as SCM_RIGHTS with it; one JSON line in answer):
-  attach {pid, thread}    this connection is the server's life line, and `thread` (a thread
-                          id of the server's that only waits) its death; answers the generation
+  attach {pid, thread, stuck_after}  this connection is the server's life line, `thread` (a
+                          thread id of the server's that only waits) its death, and a silence
+                          of `stuck_after` s (0: never) its being stuck; answers the generation
+  beat                    the attached server is not stuck
   put {key, meta} + fds   keep fds under key (replacing what key held)
   meta {key, meta}        replace key's meta
   drop {key}              close key's fds
@@ -95,6 +100,8 @@ class Holder:
         self.next_start = 0.0  # monotonic time of the next successor start (0: none due)
         self.born = time.monotonic()
         self.stopping = False
+        self.stuck_after = 0.0  # s without a beat after which the attached server is killed
+        self.last_beat = 0.0
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -115,6 +122,7 @@ class Holder:
         """One turn of the loop; False when the holder is done."""
         self._reap()
         now = time.monotonic()
+        self._kill_if_stuck(now)
         if self.next_start and now >= self.next_start:
             self._start_successor()
         if self._done(now):
@@ -143,6 +151,20 @@ class Holder:
                 if client is not None:
                     self._readable(client)
         return True
+
+    def _kill_if_stuck(self, now: float) -> None:
+        server = self.server
+        if server is None or server.leaving is not None or not self.stuck_after:
+            return
+        if now - self.last_beat <= self.stuck_after:
+            return
+        sys.stderr.write(
+            f"pidns-holder: server {self.server_pid} sent no beat for {self.stuck_after:.0f} s:"
+            " killed, to be replaced\n"
+        )
+        self.last_beat = now  # once: its death (the sentinel) follows
+        with contextlib.suppress(OSError):
+            os.kill(self.server_pid, signal.SIGKILL)
 
     def _done(self, now: float) -> bool:
         if self.server is not None or self.child or self.next_start:
@@ -246,6 +268,8 @@ class Holder:
                 self.child = 0
             self.failures = 0
             self.next_start = 0.0
+            self.stuck_after = max(0.0, float(message.get("stuck_after") or 0))
+            self.last_beat = time.monotonic()
             return {"ok": True, "generation": self.generation, "holder": os.getpid()}
         if op == "status":
             return {
@@ -265,6 +289,9 @@ class Holder:
             return {"ok": True, "meta": entry[0], "_fds": entry[1]}
         if client is not self.server:
             return {"ok": False, "error": "attach first"}
+        if op == "beat":
+            self.last_beat = time.monotonic()
+            return {"ok": True}
         if op == "put":
             key = str(message["key"])
             meta = message.get("meta") or {}

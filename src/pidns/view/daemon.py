@@ -253,6 +253,15 @@ class Daemon(Listener):
         if not reply.get("ok"):
             log.warning("the fd holder refused %s: %s", message.get("op"), reply.get("error"))
 
+    def beat(self) -> None:
+        """Tell the holder, every BEAT s, that this daemon is not stuck: it can take its lock.
+        Until the process ends: a holder told `leaving` no longer looks."""
+        while True:
+            time.sleep(BEAT)
+            with self.lock:
+                pass
+            self._to_holder({"op": "beat"})
+
     def _initialized(self, session: Connection) -> None:
         """INIT answered: what it agreed goes to the holder with the connection."""
         negotiated = session.negotiated
@@ -549,6 +558,16 @@ class Daemon(Listener):
         self.registry.close()
 
 
+# The holder replaces a daemon that sends no beat for this long (stopped, or stuck), well before
+# the kernel's request timeout would cut its views off; a beat comes every BEAT seconds.
+STUCK_AFTER = 10.0
+BEAT = 1.0
+
+
+def _stuck_after(request_timeout: int) -> float:
+    return min(STUCK_AFTER, request_timeout / 2) if request_timeout else STUCK_AFTER
+
+
 def _request_timeout() -> int:
     """PIDNS_REQUEST_TIMEOUT (s; 0: the kernel's own default) or REQUEST_TIMEOUT."""
     try:
@@ -670,10 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon()
     daemon.watcher.start()
     try:
-        daemon.holder = holding.attach()
+        daemon.holder = holding.attach(stuck_after=_stuck_after(daemon.request_timeout))
         daemon.generation = daemon.holder.generation
     except OSError as err:
         log.warning("%s: views will not survive this daemon", err)
+    else:
+        threading.Thread(target=daemon.beat, name="holder-beat", daemon=True).start()
     taken = daemon.take_over()
     if taken:
         log.info("generation %d: took over %d views", daemon.generation, taken)

@@ -162,9 +162,10 @@ def sentinel() -> int:
     return _sentinel[0]
 
 
-def attach(timeout: float = 10.0) -> HolderLink:
+def attach(timeout: float = 10.0, stuck_after: float = 0.0) -> HolderLink:
     """Attach this daemon to its user's holder, starting one when none answers. A predecessor
-    that is leaving may still be attached for a moment: wait for it."""
+    that is leaving may still be attached for a moment: wait for it. stuck_after: the holder
+    kills this daemon when it sends no beat for that long (0: never)."""
     deadline = time.monotonic() + timeout
     thread = sentinel()
     started = False
@@ -177,7 +178,15 @@ def attach(timeout: float = 10.0) -> HolderLink:
         else:
             try:
                 reply, _ = _request(
-                    sock, {"op": "attach", "pid": os.getpid(), "thread": thread}, [], None
+                    sock,
+                    {
+                        "op": "attach",
+                        "pid": os.getpid(),
+                        "thread": thread,
+                        "stuck_after": stuck_after,
+                    },
+                    [],
+                    None,
                 )
             except (OSError, ValueError):
                 reply = {"ok": False}
