@@ -7,12 +7,12 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # python3 python3-venv: the venv. fuse3: fusermount3, for unprivileged FUSE views.
-# procps psmisc util-linux mount findutils: ps/top, pstree, unshare/lsns/setpriv/nsenter, find:
-# the real clients and oracles of the tests. lxcfs: the FUSE peer of the benchmarks and the oracle
+# procps psmisc util-linux mount findutils htop tmux: ps/top, pstree, unshare/lsns/setpriv/nsenter,
+# find, htop (read from a tmux screen): the real clients and oracles of the tests. lxcfs: the FUSE peer of the benchmarks and the oracle
 # of virtualised files. podman runc uidmap docker.io containerd systemd-container busybox-static:
 # real containers (images built here from busybox) for the container and resource tests.
 # prometheus: a real server (and promtool) for the export tests.
-packages="python3 python3-venv fuse3 procps psmisc util-linux mount findutils lxcfs
+packages="python3 python3-venv fuse3 procps psmisc util-linux mount findutils htop tmux lxcfs
     podman runc uidmap docker.io containerd systemd-container busybox-static prometheus"
 missing=
 for p in $packages; do

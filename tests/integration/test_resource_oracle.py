@@ -12,14 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration import containers
+from tests.integration.containers_util import pidns_mounts
 from tests.integration.runtime_util import pidns
 
 pytestmark = [
@@ -160,6 +164,32 @@ def test_free_and_top_inside_report_the_limit(setup: Setup, tmp_path: Path) -> N
         assert containers.inside(n, "nproc").strip() == "1"
         uptime = float(containers.inside(n, "cat", "/proc/uptime").split()[0])
         assert uptime < 60
+
+
+def test_psutil_and_htop_inside_report_the_limits(setup: Setup) -> None:
+    """psutil and htop (the host's, bound in read-only: the image is busybox only) inside a
+    container with the LXCFS setup's binds from `pidns lxcfs`, `online` included: glibc's CPU
+    count, which psutil's is, reads /sys/devices/system/cpu/online."""
+    if shutil.which("htop") is None or shutil.which("tmux") is None:
+        pytest.skip("needs htop and tmux (scripts/bootstrap.sh installs them)")
+    online = "sys/devices/system/cpu/online"
+    binds = [f"-v={setup.px}/proc/{f}:/proc/{f}:ro" for f in ("meminfo", "cpuinfo", "stat")]
+    binds += [f"-v={setup.px}/{online}:/{online}:ro"]
+    binds += [f"-v={path}:{path}:ro" for path in pidns_mounts()]
+    image = containers.podman("inspect", "--format", "{{.ImageName}}", setup.name).strip()
+    flags = ("--memory", "64m", "--cpuset-cpus", "0", "-e", "TERM=xterm", *binds)
+    with containers.container(image, *flags) as (n, _):
+        probe = "import psutil; print(psutil.virtual_memory().total, psutil.cpu_count())"
+        assert containers.inside(n, sys.executable, "-c", probe).split() == ["67108864", "1"]
+        tmux = ("tmux", "-L", "pidns-test")
+        containers.inside(n, *tmux, "new-session", "-d", "-x", "160", "-y", "30", "htop")
+        deadline = time.monotonic() + 20
+        screen = ""
+        while time.monotonic() < deadline and "Mem[" not in screen:
+            time.sleep(0.5)
+            screen = containers.inside(n, *tmux, "capture-pane", "-p")
+        # htop's memory meter: used/total, the total being the limit
+        assert re.search(r"Mem\[[^]]*/64\.0M\]", screen), screen
 
 
 def test_cpuinfo_and_online_agree_with_lxcfs(setup: Setup) -> None:
