@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +99,35 @@ def test_ps_pstree_top_psutil_agree_through_both_backends(tmp_path: Path) -> Non
         py = {b: inside(name, b, sys.executable, "-c", PSUTIL) for b in ("fuse", "kernel")}
         assert py["fuse"] == py["kernel"]
         assert "'sleep'" in py["fuse"] and "'zombie'" in py["fuse"]
+
+
+# htop has no batch mode: its first screen, from a tmux of the namespace's own
+_HTOP = (
+    "tmux -L pidns-htop new-session -d -x 200 -y 50 'htop -t'; sleep 2; "
+    "tmux -L pidns-htop capture-pane -p; tmux -L pidns-htop kill-server"
+)
+
+
+def _htop_rows(screen: str) -> set[tuple[str, str]]:
+    """(PID, command) of every process htop lists but its own and its tmux's."""
+    rows = set()
+    for line in screen.splitlines():
+        words = line.split()
+        if words and words[0].isdigit() and len(words) > 11:
+            command = " ".join(words[11:]).lstrip("`|-\u2500\u2502\u251c\u2514 ")
+            if not re.match(r"(htop|tmux|sh -c tmux|sleep 2$)", command):  # the probe's own
+                rows.add((words[0], command))
+    return rows
+
+
+def test_htop_lists_the_same_tasks_through_both_backends(tmp_path: Path) -> None:
+    """htop's tree of processes (PID, command line), the probe's own left out, is the same."""
+    if shutil.which("htop") is None or shutil.which("tmux") is None:
+        pytest.skip("needs htop and tmux (scripts/bootstrap.sh installs them)")
+    with workload(tmp_path) as name:
+        rows = {b: _htop_rows(inside(name, b, "sh", "-c", _HTOP)) for b in ("fuse", "kernel")}
+        assert rows["fuse"] == rows["kernel"]
+        assert any(command.startswith("sleep") for _pid, command in rows["fuse"]), rows
 
 
 def test_run_view_lives_as_long_as_the_command(tmp_path: Path) -> None:
