@@ -36,14 +36,22 @@ def _needs_userns() -> None:
         pytest.skip(f"unprivileged user namespaces are disabled: {reason}")
 
 
+# root's own places: nobody gets its defaults (a state directory root made is refused to it)
+_ROOTS_OWN = ("XDG_RUNTIME_DIR", "HOME", "PIDNS_STATE_DIR")
+
+
+def nobody_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ROOTS_OWN}
+    return {**env, "HOME": "/tmp"}
+
+
 def nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "HOME")}
     return subprocess.run(
         [*AS_NOBODY, *installed_for_users().argv(*args)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**env, "HOME": "/tmp"},
+        env=nobody_env(),
         cwd="/",
     )
 
@@ -75,7 +83,7 @@ def test_named_namespace_and_exec_as_nobody() -> None:
     proc = subprocess.Popen(
         [*AS_NOBODY, *installed_for_users().argv("run", "--name", name,
          "--status-json", "-", "--", "sleep", "60")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "HOME": "/tmp"}, cwd="/",
+        stdout=subprocess.PIPE, text=True, env=nobody_env(), cwd="/",
     )  # fmt: skip
     try:
         assert proc.stdout is not None and '"start"' in proc.stdout.readline()
