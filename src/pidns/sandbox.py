@@ -253,6 +253,8 @@ class Sandbox:
         Takes subprocess.Popen's keyword arguments (stdin, stdout, cwd, env, text, ...)."""
         launched = self._running()
         types = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS
+        if self.spec.timens:  # the sandbox's clocks (virtualize), as its init has them
+            types |= syscalls.CLONE_NEWTIME
         if self.spec.uses_userns(os.geteuid()):
             types |= syscalls.CLONE_NEWUSER
         fds = () if self._cgroup is None else self._cgroup.open_procs()
