@@ -6,6 +6,7 @@ launcher. Rootless: the clear error without delegation, and a run inside a deleg
 
 from __future__ import annotations
 
+import calendar
 import glob
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runtime_util import PIDNS, pidns
+from tests.integration.runtime_util import PIDNS, background, pidns
 from tests.users import AS_NOBODY, NOBODY, installed_for_users
 
 pytestmark = [
@@ -233,6 +234,57 @@ def test_uptime_sysinfo_and_btime_count_from_the_namespace() -> None:
     with open("/proc/stat") as f:
         host_btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
     assert int(btime.split()[1]) - host_btime >= host_uptime - 20
+
+
+PS_TIMES = (
+    "cat /proc/self/timens_offsets; echo ---; cut -d' ' -f22 /proc/1/stat; echo ---; "
+    "TZ=UTC ps -eo etimes=,lstart=,comm=; echo ---; date +%s"
+)
+
+
+def _ps_times(out: str) -> tuple[str, int, list[tuple[int, float, str]]]:
+    """(timens_offsets, pid 1's start ticks, [(etimes, lstart in Unix time, comm)])."""
+    offsets, start, ps, _ = out.split("---\n")
+    rows = []
+    for line in ps.splitlines():
+        words = line.split()
+        started = calendar.timegm(time.strptime(" ".join(words[1:6]), "%a %b %d %H:%M:%S %Y"))
+        rows.append((int(words[0]), float(started), words[6]))
+    return offsets, int(start), rows
+
+
+def _check_times(rows: list[tuple[int, float, str]], since: float, what: str) -> None:
+    for etimes, started, comm in rows:
+        assert 0 <= etimes < 60, (what, comm, etimes)  # a wrapped one is ~441077233 days
+        assert since - 2 <= started <= time.time() + 2, (what, comm, started)
+
+
+@pytest.mark.fuse
+def test_start_times_inside_follow_the_time_namespace() -> None:
+    """ps inside `run --virtualize`, and inside `exec` into it through each backend: start times,
+    uptime and the clocks agree (elapsed times small, not wrapped; start dates now), and the
+    FUSE view's start times are the kernel's for a reader in the time namespace."""
+    since = time.time()
+    result = pidns("run", "--virtualize", "--", "sh", "-c", PS_TIMES)
+    assert result.returncode == 0, result.stderr
+    offsets, _, rows = _ps_times(result.stdout)
+    assert int(offsets.split("boottime")[1].split()[0]) < 0  # a time namespace, born near 0
+    _check_times(rows, since, "run")
+    with background("--virtualize", "--", "sleep", "60") as bg:
+        init = bg.started["inits"][-1]
+        with open(f"/proc/{init}/timens_offsets") as f:
+            init_offsets = f.read()
+        starts = set()
+        for backend in (["kernel"], ["fuse"], ["fuse", "--virtualize"], ["kernel", "--virtualize"]):
+            what = " ".join(backend)
+            inside = pidns("exec", "--ns", f"@{init}", "--backend", *backend, "--", "sh", "-c",
+                           PS_TIMES)  # fmt: skip
+            assert inside.returncode == 0, inside.stderr
+            got_offsets, start, rows = _ps_times(inside.stdout)
+            assert got_offsets == init_offsets, what  # exec joined the namespace's time namespace
+            _check_times(rows, since, what)
+            starts.add(start)
+    assert len(starts) == 1, starts  # pid 1's start: the FUSE view's is the kernel's
 
 
 @pytest.mark.fuse
