@@ -25,7 +25,7 @@ from pidns.view.files.ids import task_ids
 from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
 from pidns.view.files.locks import render_locks
 from pidns.view.files.meminfo import render_meminfo, render_swaps
-from pidns.view.files.procstat import boottime_offset_ns, render_proc_stat, shift_btime
+from pidns.view.files.procstat import render_proc_stat, shift_btime
 from pidns.view.files.sched import render_sched
 from pidns.view.files.stat import shift_start_time, stat_running, translate_stat
 from pidns.view.files.status import status_running, translate_status
@@ -82,7 +82,7 @@ def _stat(task: Task, req: Requester) -> bytes:
     )
     # the start time in the reader's CLOCK_BOOTTIME (§14b): a reader in a time namespace
     # (`pidns run --virtualize`, and `pidns exec` into it) counts from that namespace's zero
-    stat = shift_start_time(stat, reader_boottime_offset_ns(req), _CLK_TCK)
+    stat = shift_start_time(stat, task.view.reader_boottime_ns(req), _CLK_TCK)
     return stat_running(stat) if req.tid == task.host_pid else stat
 
 
@@ -122,7 +122,7 @@ def _uptime(view: View, host: bytes, req: Requester) -> bytes:
     that namespace's CLOCK_BOOTTIME, which the reader's start times and sysinfo(2) count in:
     then ps's elapsed times (uptime less start time) stay right."""
     subject = view.instance.subject(view.options)
-    offset = reader_boottime_offset_ns(req)
+    offset = view.reader_boottime_ns(req)
     if subject is None:
         return shift_uptime(host, offset) if offset else view.instance.uptime(host)
     age = float(shift_uptime(host, offset).split()[0]) if offset else None
@@ -226,26 +226,14 @@ def _virtualized(name: str) -> TopRenderer:
 def _reader_stat(view: View, stat: bytes, req: Requester) -> bytes:
     # btime as the reader's time namespace has it (§14b; a `pidns run --virtualize` is born in
     # one): the per-task start times it reads are counted in that clock
-    return shift_btime(stat, reader_boottime_offset_ns(req) // 1_000_000_000)
+    return shift_btime(stat, view.reader_boottime_ns(req) // 1_000_000_000)
 
 
 def _reader_uptime(view: View, host: bytes, req: Requester) -> bytes:
-    return shift_uptime(host, reader_boottime_offset_ns(req))
+    return shift_uptime(host, view.reader_boottime_ns(req))
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def reader_boottime_offset_ns(req: Requester) -> int:
-    """The CLOCK_BOOTTIME offset of the requester's time namespace in nanoseconds (0: the
-    host's, or unknown)."""
-    if req.tid <= 0:
-        return 0
-    try:
-        with open(f"/proc/{req.tid}/timens_offsets", "rb") as f:
-            return boottime_offset_ns(f.read())
-    except OSError:
-        return 0
 
 
 TOP_FILES: dict[str, TopRenderer] = {
