@@ -335,6 +335,61 @@ def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
     assert [d for d in dirs if os.path.exists(d)] == []
 
 
+def _janitor_of(launcher: int) -> int:
+    """The janitor a launcher forked: a copy of it (same command line) in a session of its own,
+    in the launcher's PID namespace (the namespace's init is a copy too)."""
+
+    def cmdline_and_sid(pid: int) -> tuple[bytes, int]:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read() + os.readlink(f"/proc/{pid}/ns/pid").encode()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return cmdline, int(f.read().rsplit(b")", 1)[1].split()[3])
+
+    cmdline, sid = cmdline_and_sid(launcher)
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == launcher:
+            continue
+        try:
+            other, other_sid = cmdline_and_sid(int(name))
+        except (OSError, IndexError):
+            continue
+        if other == cmdline and other_sid != sid:
+            return int(name)
+    raise AssertionError(f"no janitor of {launcher}")
+
+
+def test_a_later_run_sweeps_what_a_killed_janitor_left() -> None:
+    """SIGKILL of the launcher and of its janitor leaves the cgroup once the namespace ends;
+    the next run removes it (once old enough that no launcher can still be filling it)."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [*PIDNS, "run", "--status-json", f"/dev/fd/{write}", "--memory", "64M", "--",
+         "sleep", "60"],
+        pass_fds=(write,),
+    )  # fmt: skip
+    os.close(write)
+    with os.fdopen(read) as status:
+        init = json.loads(status.readline())["inits"][0]
+        dirs = made_by(proc.pid)
+        assert dirs
+        janitor = _janitor_of(proc.pid)
+        os.kill(janitor, signal.SIGKILL)
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 15
+    while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the init dies with its parent (die-with-parent)
+    time.sleep(0.5)
+    left = [d for d in dirs if os.path.exists(d)]
+    assert left, "nothing was left to sweep"
+    old = time.time() - 3600
+    for d in left:
+        os.utime(d, (old, old))
+    result = pidns("run", "--memory", "64M", "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert [d for d in dirs if os.path.exists(d)] == []
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [

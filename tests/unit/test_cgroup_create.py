@@ -5,6 +5,8 @@ limits, and the btime a time namespace's reader sees."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -233,6 +235,26 @@ def _rmtree_all(paths: list[str], timeout: float) -> list[str]:
     for path in paths:  # fixture directories hold regular files; a cgroup's rmdir takes them
         shutil.rmtree(path)
     return []
+
+
+def test_sweep_removes_what_gone_launchers_left(tmp_path: Path) -> None:
+    gone = 4194305  # above any pid_max: never a live pid
+    old = time.time() - 3600
+    left = tmp_path / f"pidns-{gone}-abcdef"
+    recent = tmp_path / f"pidns-{gone}-123456"  # a launcher elsewhere may be filling it
+    live = tmp_path / f"pidns-{os.getpid()}-abcdef"
+    busy = tmp_path / f"pidns-{gone}-b00b00"  # rmdir refused (a cgroup with tasks: EBUSY)
+    others = [tmp_path / "pidns-t", tmp_path / "leaf.scope", tmp_path / f"pidns-{gone}"]
+    for d in (left, recent, live, busy, *others):
+        d.mkdir()
+    (busy / "cgroup.procs").write_text("42\n")
+    for d in (left, live, busy, *others):
+        os.utime(d, (old, old))
+    assert cgroup.sweep(str(tmp_path)) == [str(left)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        d.name for d in (recent, live, busy, *others)
+    )
+    assert cgroup.sweep(str(tmp_path / "missing")) == []
 
 
 def test_remove_dirs_innermost_first(tmp_path: Path) -> None:

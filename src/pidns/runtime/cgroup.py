@@ -19,7 +19,9 @@ delegated v2 subtree (systemd's Delegate=yes: user@UID.service and what runs und
 
 Removed after the run: by the launcher once the namespace is gone, and, should the launcher die
 first (SIGKILL), by a small janitor process forked here that waits for every holder of a pipe to
-go, then for the cgroup to empty, then removes it.
+go, then for the cgroup to empty, then removes it. The janitor can be killed too (the OOM killer,
+a scope stopped with everything in it): each run also sweeps the directories it makes its own
+beside, removing the empty `pidns-PID-…` ones left by launchers that are gone.
 """
 
 from __future__ import annotations
@@ -251,6 +253,7 @@ def create(
     try:
         refused: LaunchFailed | None = None
         for target in _targets(system, own, limits):
+            sweep(target.parent)
             refused = _make(cg, target, name) or refused
         if not cg.dirs:
             raise refused or LaunchFailed(
@@ -464,6 +467,42 @@ def remove_dirs(paths: list[str], timeout: float) -> list[str]:
             return left
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+SWEEP_AGE = 60.0  # seconds: older than any launcher takes from mkdir to its init joining
+
+
+def sweep(parent: str, now: float | None = None) -> list[str]:
+    """Remove the directories `pidns-PID-HEX` in parent whose launcher PID is gone, older than
+    SWEEP_AGE (a launcher in another PID namespace has numbers of its own; none takes that long
+    to fill its cgroup); the kernel refuses any still holding a task (EBUSY), and those not ours
+    (EACCES): both are left. The paths removed."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    now = time.time() if now is None else now
+    for entry in names:
+        parts = entry.split("-")
+        if len(parts) != 3 or parts[0] != "pidns" or not parts[1].isdigit():
+            continue
+        path = f"{parent}/{entry}"
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # its launcher (or a task with its pid) lives: not ours to judge
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            if now - os.stat(path).st_mtime < SWEEP_AGE:
+                continue
+            os.rmdir(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def _start_janitor(paths: list[str]) -> int:
