@@ -173,6 +173,8 @@ class Registry:
         if not view.instance.views:
             view.instance.die()
             self.instances.pop(view.instance.id, None)
+        if not self.views:
+            self._drop_clocks()  # nothing left to read: pin no reader's time namespace
 
     def reader_map(self, tid: int, instance: Instance | None) -> NsMap | None:
         """The pid map of the requester tid's namespace; None when it is the daemon's."""
