@@ -95,10 +95,12 @@ class Sandbox:
     With die_with_parent (the default) the namespaces also die when the thread that entered the
     sandbox exits (that is how PR_SET_PDEATHSIG works). Rootless when not root (user=None).
 
-    memory ("64M" or bytes), cpus, cpuset ("0-1"), pids_max: a cgroup of the sandbox's own with
-    those limits, removed at close; virtualize: that cgroup even without limits, /proc inside
-    shows it (meminfo, cpuinfo, stat, uptime, …) and a time namespace born with the sandbox
-    makes uptime, sysinfo(2) and CLOCK_BOOTTIME count from its birth (as `pidns run`).
+    memory ("64M" or bytes), memory_swap (memory + swap, at least memory), cpus, cpuset
+    ("0-1"), pids_max: a cgroup of the sandbox's own with those limits, removed at close;
+    virtualize: that cgroup even without limits, /proc inside shows it (meminfo, cpuinfo, stat,
+    uptime, …) and a time namespace born with the sandbox makes uptime, sysinfo(2) and
+    CLOCK_BOOTTIME count from its birth (as `pidns run`); cpus_from_quota (with virtualize): as
+    many CPUs as the cpus quota lets run at once.
     """
 
     def __init__(
@@ -113,17 +115,28 @@ class Sandbox:
         cpuset: str | None = None,
         pids_max: int | None = None,
         virtualize: bool = False,
+        memory_swap: str | int | None = None,
+        cpus_from_quota: bool = False,
     ) -> None:
+        if cpus_from_quota and not virtualize:
+            from pidns.errors import UsageError
+
+            raise UsageError("cpus_from_quota needs virtualize")
         self.spec = Spec(
             None, nest=nest, user=user, die_with_parent=die_with_parent, timens=virtualize
         )
         self.virtualize = virtualize
+        self.cpus_from_quota = cpus_from_quota
         self.limits: Limits | None = None
-        if virtualize or any(v is not None for v in (memory, cpus, cpuset, pids_max)):
+        if virtualize or any(v is not None for v in (memory, memory_swap, cpus, cpuset, pids_max)):
             from pidns.runtime.cgroup import parse_limits
 
             self.limits = parse_limits(
-                None if memory is None else str(memory), cpus, cpuset, pids_max
+                None if memory is None else str(memory),
+                cpus,
+                cpuset,
+                pids_max,
+                memory_swap=None if memory_swap is None else str(memory_swap),
             )
         self._cgroup: Cgroup | None = None
         self.name = name
@@ -162,7 +175,7 @@ class Sandbox:
             if self.virtualize:
                 from pidns.runtime.run import virtualize_proc
 
-                virtualize_proc(self._launched, self.spec)
+                virtualize_proc(self._launched, self.spec, self.cpus_from_quota)
             self._launched.start()
             self._ns_fd = nsfs.open_ns(f"/proc/{self._launched.inits[-1]}/ns/pid")
             if self._reservation is not None:
@@ -240,6 +253,8 @@ class Sandbox:
         Takes subprocess.Popen's keyword arguments (stdin, stdout, cwd, env, text, ...)."""
         launched = self._running()
         types = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS
+        if self.spec.timens:  # the sandbox's clocks (virtualize), as its init has them
+            types |= syscalls.CLONE_NEWTIME
         if self.spec.uses_userns(os.geteuid()):
             types |= syscalls.CLONE_NEWUSER
         fds = () if self._cgroup is None else self._cgroup.open_procs()

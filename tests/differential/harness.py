@@ -29,7 +29,8 @@ STATUS_KEYS = (
     "NSsid",
     "Threads",
 )
-STAT_FIELDS = (0, 1, 3, 4, 5, 6, 7, 19)  # 0-based: pid comm ppid pgrp session tty tpgid threads
+STAT_FIELDS = (0, 1, 3, 4, 5, 6, 7, 19, 21)  # 0-based: pid comm ppid pgrp session tty tpgid
+# threads starttime
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""`pidns run --memory/--cpus/--cpuset/--pids-max/--virtualize` and `Sandbox(memory=…)` on this
+"""`pidns run --memory/--memory-swap/--cpus/--cpuset/--pids-max/--virtualize/--cpus-from-quota` and `Sandbox(memory=…)` on this
 machine's cgroups (v1 controllers, a v2 hierarchy without any: the v2 writing is tested on
 fixture trees in tests/unit/test_cgroup_create.py): the limits hold, the command's /proc and
 clocks show them, and the cgroup is gone after the run, after a failure and after SIGKILL of the
@@ -6,7 +6,9 @@ launcher. Rootless: the clear error without delegation, and a run inside a deleg
 
 from __future__ import annotations
 
+import calendar
 import glob
+import json
 import os
 import re
 import shlex
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.runtime_util import PIDNS, pidns
+from tests.integration.runtime_util import PIDNS, background, pidns
 from tests.users import AS_NOBODY, NOBODY, installed_for_users
 
 pytestmark = [
@@ -126,6 +128,87 @@ def test_limits_written_while_it_runs() -> None:
         assert not os.path.exists(d), f"{d} left behind"
 
 
+def host_kb(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(f"{key}:"))
+
+
+@pytest.mark.fuse
+def test_memory_swap_limit_written_and_shown(tmp_path: Path) -> None:
+    """--memory-swap is v1's memsw (memory + swap): the kernel's files hold it, and the view
+    shows the swap alone (32M here), at most the host's swap, in meminfo, swaps and free."""
+    if not os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"):
+        pytest.skip("the kernel does not account swap for cgroups (swapaccount=0)")
+    from pidns.cgroups.layout import System
+    from pidns.cgroups.memory import memory
+    from pidns.view.files.meminfo import render_meminfo
+
+    out = tmp_path / "out"
+    script = (
+        "grep -E '^(MemTotal|Swap(Total|Free)):' /proc/meminfo; echo ---; cat /proc/swaps; "
+        f"echo ---; free -k; echo ---; cat /proc/self/cgroup; mv {out} {out}.done; exec sleep 30"
+    )
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [*PIDNS, "run", "--status-json", f"/dev/fd/{write}", "--memory", "64M",
+         "--memory-swap", "96M", "--virtualize", "--", "sh", "-c", script],
+        pass_fds=(write,), stdout=out.open("w"),
+    )  # fmt: skip
+    os.close(write)
+    try:
+        with os.fdopen(read) as status:
+            host_pid = json.loads(status.readline())["host_pid"]
+            deadline = time.monotonic() + 20
+            while not Path(f"{out}.done").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            meminfo, swaps, free, cgroup = Path(f"{out}.done").read_text().split("---\n")
+            dirs = {d.split("/")[4]: d for d in cgroups_inside(cgroup)}
+            mem = Path(dirs["memory"])
+            assert (mem / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+            assert (mem / "memory.memsw.limit_in_bytes").read_text().strip() == str(96 << 20)
+            # the kernel's accounting of that live cgroup, read as the view reads it
+            own = memory(System().of_pid(host_pid))
+            assert own is not None and own.swap_total == 32 << 20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    shown = min(32 << 10, host_kb("SwapTotal"))
+    assert re.search(r"^MemTotal:\s+65536 kB$", meminfo, re.M), meminfo
+    assert re.search(rf"^SwapTotal:\s+{shown} kB$", meminfo, re.M), meminfo
+    swap_lines = swaps.splitlines()[1:]
+    if shown:
+        assert [line.split()[:3] for line in swap_lines] == [["none", "virtual", str(shown)]]
+    else:
+        assert swap_lines == []  # no swap on this host: none to show
+    assert [line.split()[1] for line in free.splitlines()[1:3]] == ["65536", str(shown)]
+    # on a host with swap, the same cgroup shows its 32M
+    fake_host = b"MemTotal: 4194304 kB\nSwapTotal: 1048576 kB\nSwapFree: 1048576 kB\n"
+    assert b"SwapTotal:         32768 kB" in render_meminfo(fake_host, own)
+    for d in dirs.values():
+        assert not os.path.exists(d), f"{d} left behind"
+
+
+@pytest.mark.fuse
+def test_cpus_from_quota_shows_the_quotas_cpus() -> None:
+    host = os.cpu_count() or 1
+    if host < 2:
+        pytest.skip("needs 2 CPUs to tell the quota's count from the cpuset's")
+    script = "grep -c ^processor /proc/cpuinfo; grep -c ^cpu /proc/stat; nproc"
+    quota = pidns(
+        "run", "--cpus", "1", "--virtualize", "--cpus-from-quota", "--", "sh", "-c", script
+    )
+    assert quota.returncode == 0, quota.stderr
+    processors, stat_lines, nproc = quota.stdout.split()
+    assert processors == "1" and stat_lines == "2"  # "cpu" and "cpu0"
+    assert nproc == str(len(os.sched_getaffinity(0)))  # the scheduler is not limited by a quota
+    plain = pidns("run", "--cpus", "1", "--virtualize", "--", "sh", "-c", script)
+    assert plain.stdout.split()[:2] == [str(host), str(host + 1)]
+    half = pidns(
+        "run", "--cpus", "1.5", "--virtualize", "--cpus-from-quota", "--", "sh", "-c", script
+    )
+    assert half.stdout.split()[0] == "2"  # ceil(quota / period)
+
+
 def test_pids_max_is_enforced() -> None:
     result = pidns("run", "--pids-max", "3", "--", "sh", "-c", "sleep 5 & sleep 5 & wait")
     assert result.returncode != 0
@@ -151,6 +234,57 @@ def test_uptime_sysinfo_and_btime_count_from_the_namespace() -> None:
     with open("/proc/stat") as f:
         host_btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
     assert int(btime.split()[1]) - host_btime >= host_uptime - 20
+
+
+PS_TIMES = (
+    "cat /proc/self/timens_offsets; echo ---; cut -d' ' -f22 /proc/1/stat; echo ---; "
+    "TZ=UTC ps -eo etimes=,lstart=,comm=; echo ---; date +%s"
+)
+
+
+def _ps_times(out: str) -> tuple[str, int, list[tuple[int, float, str]]]:
+    """(timens_offsets, pid 1's start ticks, [(etimes, lstart in Unix time, comm)])."""
+    offsets, start, ps, _ = out.split("---\n")
+    rows = []
+    for line in ps.splitlines():
+        words = line.split()
+        started = calendar.timegm(time.strptime(" ".join(words[1:6]), "%a %b %d %H:%M:%S %Y"))
+        rows.append((int(words[0]), float(started), words[6]))
+    return offsets, int(start), rows
+
+
+def _check_times(rows: list[tuple[int, float, str]], since: float, what: str) -> None:
+    for etimes, started, comm in rows:
+        assert 0 <= etimes < 60, (what, comm, etimes)  # a wrapped one is ~441077233 days
+        assert since - 2 <= started <= time.time() + 2, (what, comm, started)
+
+
+@pytest.mark.fuse
+def test_start_times_inside_follow_the_time_namespace() -> None:
+    """ps inside `run --virtualize`, and inside `exec` into it through each backend: start times,
+    uptime and the clocks agree (elapsed times small, not wrapped; start dates now), and the
+    FUSE view's start times are the kernel's for a reader in the time namespace."""
+    since = time.time()
+    result = pidns("run", "--virtualize", "--", "sh", "-c", PS_TIMES)
+    assert result.returncode == 0, result.stderr
+    offsets, _, rows = _ps_times(result.stdout)
+    assert int(offsets.split("boottime")[1].split()[0]) < 0  # a time namespace, born near 0
+    _check_times(rows, since, "run")
+    with background("--virtualize", "--", "sleep", "60") as bg:
+        init = bg.started["inits"][-1]
+        with open(f"/proc/{init}/timens_offsets") as f:
+            init_offsets = f.read()
+        starts = set()
+        for backend in (["kernel"], ["fuse"], ["fuse", "--virtualize"], ["kernel", "--virtualize"]):
+            what = " ".join(backend)
+            inside = pidns("exec", "--ns", f"@{init}", "--backend", *backend, "--", "sh", "-c",
+                           PS_TIMES)  # fmt: skip
+            assert inside.returncode == 0, inside.stderr
+            got_offsets, start, rows = _ps_times(inside.stdout)
+            assert got_offsets == init_offsets, what  # exec joined the namespace's time namespace
+            _check_times(rows, since, what)
+            starts.add(start)
+    assert len(starts) == 1, starts  # pid 1's start: the FUSE view's is the kernel's
 
 
 @pytest.mark.fuse
@@ -201,6 +335,61 @@ def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
     assert [d for d in dirs if os.path.exists(d)] == []
 
 
+def _janitor_of(launcher: int) -> int:
+    """The janitor a launcher forked: a copy of it (same command line) in a session of its own,
+    in the launcher's PID namespace (the namespace's init is a copy too)."""
+
+    def cmdline_and_sid(pid: int) -> tuple[bytes, int]:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read() + os.readlink(f"/proc/{pid}/ns/pid").encode()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return cmdline, int(f.read().rsplit(b")", 1)[1].split()[3])
+
+    cmdline, sid = cmdline_and_sid(launcher)
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == launcher:
+            continue
+        try:
+            other, other_sid = cmdline_and_sid(int(name))
+        except (OSError, IndexError):
+            continue
+        if other == cmdline and other_sid != sid:
+            return int(name)
+    raise AssertionError(f"no janitor of {launcher}")
+
+
+def test_a_later_run_sweeps_what_a_killed_janitor_left() -> None:
+    """SIGKILL of the launcher and of its janitor leaves the cgroup once the namespace ends;
+    the next run removes it (once old enough that no launcher can still be filling it)."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [*PIDNS, "run", "--status-json", f"/dev/fd/{write}", "--memory", "64M", "--",
+         "sleep", "60"],
+        pass_fds=(write,),
+    )  # fmt: skip
+    os.close(write)
+    with os.fdopen(read) as status:
+        init = json.loads(status.readline())["inits"][0]
+        dirs = made_by(proc.pid)
+        assert dirs
+        janitor = _janitor_of(proc.pid)
+        os.kill(janitor, signal.SIGKILL)
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 15
+    while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the init dies with its parent (die-with-parent)
+    time.sleep(0.5)
+    left = [d for d in dirs if os.path.exists(d)]
+    assert left, "nothing was left to sweep"
+    old = time.time() - 3600
+    for d in left:
+        os.utime(d, (old, old))
+    result = pidns("run", "--memory", "64M", "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert [d for d in dirs if os.path.exists(d)] == []
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -213,6 +402,10 @@ def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
         (["--cpuset", "99"], "CPU 99 is not available"),
         (["--cpuset", "1-0"], "--cpuset 1-0"),
         (["--pids-max", "0"], "--pids-max 0"),
+        (["--memory-swap", "96M"], "needs --memory"),
+        (["--memory", "64M", "--memory-swap", "32M"], "less than --memory"),
+        (["--memory", "64M", "--memory-swap", "lots"], "--memory-swap lots: not a size"),
+        (["--cpus", "1", "--cpus-from-quota"], "--cpus-from-quota needs --virtualize"),
     ],
 )
 def test_bad_limits(args: list[str], named: str) -> None:
@@ -242,6 +435,26 @@ def test_sandbox_limits_its_processes() -> None:
     assert float(uptime.split()[0]) < 10
     for d in dirs.values():
         assert not os.path.exists(d)
+
+
+@pytest.mark.fuse
+def test_sandbox_memory_swap_and_cpus_from_quota() -> None:
+    import pidns as api
+    from pidns.errors import UsageError
+
+    with api.Sandbox(
+        memory="64M", memory_swap="96M", cpus=1, virtualize=True, cpus_from_quota=True
+    ) as sb:
+        dirs = sb.cgroup
+        memsw = Path(dirs["memory"], "memory.memsw.limit_in_bytes").read_text().strip()
+        p = sb.spawn(["grep", "-c", "^processor", "/proc/cpuinfo"], stdout=subprocess.PIPE)
+        out, _ = p.communicate(timeout=30)
+    assert memsw == str(96 << 20)
+    assert out.strip() == b"1"
+    with pytest.raises(UsageError, match="less than --memory"):
+        api.Sandbox(memory="64M", memory_swap="32M")
+    with pytest.raises(UsageError, match="needs virtualize"):
+        api.Sandbox(cpus=1, cpus_from_quota=True)
 
 
 # -- rootless ----------------------------------------------------------------------------------

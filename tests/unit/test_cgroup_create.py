@@ -5,6 +5,8 @@ limits, and the btime a time namespace's reader sees."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,38 @@ def test_v2_leaves_enabled_controllers_alone_and_writes_only_what_was_asked(
     d = app / "pidns-t"
     assert (app / "cgroup.subtree_control").read_text() == "memory pids\n"
     assert sorted(p.name for p in d.iterdir()) == ["memory.max"]
+
+
+def test_v2_swap_limit_is_the_swap_alone_and_the_view_shows_it(tmp_path: Path) -> None:
+    """--memory 64M --memory-swap 96M: memory.swap.max takes the 32M of swap (v2's limit is
+    swap alone); the meminfo and swaps renderers show those 32M from the made directory."""
+    from pidns.cgroups.memory import memory
+    from pidns.view.files.meminfo import render_meminfo, render_swaps
+    from tests.unit.test_resource_render import HOST_MEMINFO
+
+    system, app = v2_tree(tmp_path)
+    limits = parse_limits(memory="64M", memory_swap="96M", system=system)
+    create(limits, system=system, own=OWN_V2, name="pidns-t", janitor=False)
+    d = app / "pidns-t"
+    assert (app / "cgroup.subtree_control").read_text() == "+memory"
+    assert (d / "memory.max").read_text() == str(64 << 20)
+    assert (d / "memory.swap.max").read_text() == str(32 << 20)
+    (d / "memory.current").write_text("4194304\n")  # what the kernel would add
+    (d / "memory.swap.current").write_text("0\n")
+    (d / "memory.stat").write_text("file 0\n")
+    cg = system.of_text(OWN_V2.replace(b"leaf.scope", b"pidns-t"))
+    shown = render_meminfo(HOST_MEMINFO, memory(cg))
+    assert b"MemTotal:          65536 kB\n" in shown
+    assert b"SwapTotal:         32768 kB\n" in shown and b"SwapFree:          32768 kB\n" in shown
+    swaps = render_swaps(b"Filename\tType\tSize\tUsed\tPriority\n", HOST_MEMINFO, memory(cg))
+    assert swaps.splitlines()[1].split() == [b"none", b"virtual", b"32768", b"0", b"0"]
+
+
+def test_v2_swap_equal_to_memory_is_no_swap(tmp_path: Path) -> None:
+    system, app = v2_tree(tmp_path)
+    limits = parse_limits(memory="64M", memory_swap="64M", system=system)
+    create(limits, system=system, own=OWN_V2, name="pidns-t", janitor=False)
+    assert (app / "pidns-t" / "memory.swap.max").read_text() == "0"
 
 
 def test_v2_at_the_root_is_a_child_of_the_root(tmp_path: Path) -> None:
@@ -132,6 +166,45 @@ def test_v1_one_directory_per_hierarchy_next_to_the_launchers(tmp_path: Path) ->
     assert (Path(paths["pids"]) / "pids.max").read_text() == "10"
 
 
+def test_v1_memsw_is_memory_plus_swap_written_after_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = v1_tree(tmp_path)
+    order: list[str] = []
+    real_write = cgroup._write
+
+    def record(path: str, text: str) -> None:
+        order.append(Path(path).name)
+        real_write(path, text)
+
+    monkeypatch.setattr(cgroup, "_write", record)
+    limits = Limits(memory=64 << 20, memory_swap=96 << 20)
+    made = create(limits, system=system, own=OWN_V1, name="pidns-t", janitor=False)
+    mem = Path(made.paths()["memory"])
+    assert (mem / "memory.memsw.limit_in_bytes").read_text() == str(96 << 20)
+    # the kernel refuses a memsw limit below the memory limit: memory first
+    assert order.index("memory.limit_in_bytes") < order.index("memory.memsw.limit_in_bytes")
+
+
+def test_v1_without_swap_accounting_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = v1_tree(tmp_path)
+    real_write = cgroup._write
+
+    def no_memsw(path: str, text: str) -> None:
+        if "memsw" in path:  # cgroupfs: EACCES for a file it does not have
+            raise PermissionError(13, "Permission denied", path)
+        real_write(path, text)
+
+    monkeypatch.setattr(cgroup, "_write", no_memsw)
+    monkeypatch.setattr(cgroup, "remove_dirs", _rmtree_all)
+    limits = Limits(memory=64 << 20, memory_swap=96 << 20)
+    with pytest.raises(LaunchFailed, match=r"cannot limit swap: .* no memory\.memsw\.limit_in_"):
+        create(limits, system=system, own=OWN_V1, janitor=False)
+    assert list(tmp_path.glob("**/pidns-*")) == []
+
+
 def test_v1_cpuset_without_a_limit_copies_the_parents(tmp_path: Path) -> None:
     system = v1_tree(tmp_path)
     made = create(Limits(memory=8 << 20), system=system, own=OWN_V1, janitor=False)
@@ -162,6 +235,26 @@ def _rmtree_all(paths: list[str], timeout: float) -> list[str]:
     for path in paths:  # fixture directories hold regular files; a cgroup's rmdir takes them
         shutil.rmtree(path)
     return []
+
+
+def test_sweep_removes_what_gone_launchers_left(tmp_path: Path) -> None:
+    gone = 4194305  # above any pid_max: never a live pid
+    old = time.time() - 3600
+    left = tmp_path / f"pidns-{gone}-abcdef"
+    recent = tmp_path / f"pidns-{gone}-123456"  # a launcher elsewhere may be filling it
+    live = tmp_path / f"pidns-{os.getpid()}-abcdef"
+    busy = tmp_path / f"pidns-{gone}-b00b00"  # rmdir refused (a cgroup with tasks: EBUSY)
+    others = [tmp_path / "pidns-t", tmp_path / "leaf.scope", tmp_path / f"pidns-{gone}"]
+    for d in (left, recent, live, busy, *others):
+        d.mkdir()
+    (busy / "cgroup.procs").write_text("42\n")
+    for d in (left, live, busy, *others):
+        os.utime(d, (old, old))
+    assert cgroup.sweep(str(tmp_path)) == [str(left)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        d.name for d in (recent, live, busy, *others)
+    )
+    assert cgroup.sweep(str(tmp_path / "missing")) == []
 
 
 def test_remove_dirs_innermost_first(tmp_path: Path) -> None:
@@ -196,6 +289,9 @@ def test_sizes(text: str, size: int) -> None:
         ({"cpuset": "3-1"}, "not a CPU list"),
         ({"pids_max": "0"}, "--pids-max 0"),
         ({"pids_max": "1.5"}, "--pids-max 1.5"),
+        ({"memory_swap": "96M"}, "--memory-swap 96M: needs --memory"),
+        ({"memory": "64M", "memory_swap": "63M"}, "--memory-swap 63M: less than --memory"),
+        ({"memory": "64M", "memory_swap": "x"}, "--memory-swap x: not a size"),
     ],
 )
 def test_bad_limits(kwargs: dict[str, str], named: str) -> None:

@@ -6,9 +6,11 @@ import pytest
 
 from pidns.view.files.children import render_children
 from pidns.view.files.ids import TaskIds, task_ids
+from pidns.view.files.procstat import boottime_offset_ns
 from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import render_stat, translate_stat
+from pidns.view.files.stat import render_stat, shift_start_time, translate_stat
 from pidns.view.files.status import render_status, translate_status
+from pidns.view.files.uptime import shift_uptime
 from pidns.view.files.userids import ReaderIds, parse_id_map, render_user_ids
 
 STATUS = (
@@ -97,3 +99,27 @@ def test_user_ids_through_several_ranges_keep_the_kernels_spacing() -> None:
         b"Groups:\t24 100 5000 ", b"Groups:\t65533 0 65533 "
     )
     assert render_user_ids(b"Name:\tx\n", ids) == b"Name:\tx\n"  # no ids: as it was
+
+
+def test_start_time_in_the_readers_time_namespace() -> None:
+    """Field 22 moved by the reader's CLOCK_BOOTTIME offset in u64 nanoseconds, as the kernel
+    adds it: whole seconds exactly; a task older than the clock's zero wraps."""
+    second = 1_000_000_000
+    out = shift_start_time(STAT, -1 * second, 100)
+    assert out.split()[22] == b"23"  # 123 ticks less 100 (comm holds a space: field N is [N])
+    assert out.replace(b" 23 ", b" 123 ") == STAT and out.endswith(b"\n")
+    assert shift_start_time(STAT, 0, 100) is STAT
+    wrapped = shift_start_time(STAT, -2 * second, 100)
+    assert int(wrapped.split()[22]) == ((123 * 10_000_000 - 2 * second) % (1 << 64)) // 10_000_000
+    assert shift_start_time(STAT, 15_000_000, 100).split()[22] == b"124"  # 1.5 ticks: floor
+    with pytest.raises(ValueError):
+        shift_start_time(b"1 (x) S 0\n", second, 100)
+
+
+def test_offsets_and_uptime_of_a_reader_in_a_time_namespace() -> None:
+    offsets = b"monotonic      -2819         0\nboottime       -2819 500000000\n"
+    assert boottime_offset_ns(offsets) == -2819 * 10**9 + 5 * 10**8
+    assert boottime_offset_ns(b"") == 0
+    assert shift_uptime(b"3000.25 5000.00\n", -2819 * 10**9) == b"181.25 5000.00\n"
+    assert shift_uptime(b"3000.25 5000.00\n", -2818 * 10**9 - 5 * 10**8) == b"181.75 5000.00\n"
+    assert shift_uptime(b"10.00 1.00\n", 0) == b"10.00 1.00\n"

@@ -62,12 +62,16 @@ class Instance:
 class Registry:
     def __init__(self) -> None:
         self.generations: dict[int, int] = {}
+        self.boottime_ns = 0  # the reader's clock ahead of the daemon's
 
     def reader_map(self, tid: int, instance: object) -> PidMap | None:
         return None  # the reader is in the daemon's namespace
 
     def reader_ids(self, tid: int) -> None:
         return None
+
+    def reader_boottime_ns(self, tid: int) -> int:
+        return self.boottime_ns
 
 
 def _task(directory: Path, status: bytes, stat: bytes) -> None:
@@ -125,6 +129,23 @@ def test_status_and_stat_are_rendered_in_the_namespace_s_numbers(tree: tuple[Vie
     assert stat[0] == b"5" and stat[3] == b"1"
     assert task.lookup("sched", ROOT).content(ROOT).startswith(b"sleep (5, #threads")
     task.release()
+
+
+def test_a_reader_in_a_time_namespace_gets_its_clock(tree: tuple[View, Path]) -> None:
+    """§14b: start time and uptime in the reader's CLOCK_BOOTTIME (500 s behind the daemon's)."""
+    view, _ = tree
+    task = nodes.Root(view).lookup("5", ROOT)
+    host_start = int(task.lookup("stat", ROOT).content(ROOT).split()[21])
+    cast(Any, view.registry).boottime_ns = -500 * 1_000_000_000
+    try:
+        stat = task.lookup("stat", ROOT).content(ROOT).split()
+        assert int(stat[21]) == host_start - 500 * os.sysconf("SC_CLK_TCK")
+        assert nodes.Root(view).lookup("uptime", ROOT).content(ROOT) == b"500.00 2000.00\n"
+        virtual = nodes.Root(_with(view, virtualize=True))
+        assert virtual.lookup("uptime", ROOT).content(ROOT) == b"500.00 2000.00\n"
+    finally:
+        cast(Any, view.registry).boottime_ns = 0
+        task.release()
 
 
 def test_children_exists_only_under_task(tree: tuple[View, Path]) -> None:
@@ -198,7 +219,10 @@ def test_top_level_files_follow_the_table(tree: tuple[View, Path]) -> None:
     loadavg = root.lookup("loadavg", ROOT)
     assert isinstance(loadavg, nodes.Special)
     assert loadavg.content(ROOT) == HOST_LOADAVG  # the reader's namespace is the daemon's
-    assert isinstance(root.lookup("uptime", ROOT), nodes.Pass)  # only rendered with virtualize
+    # without virtualize, uptime is the host's moved by the reader's time namespace (§14b)
+    uptime = root.lookup("uptime", ROOT)
+    assert isinstance(uptime, nodes.Special)
+    assert isinstance(root.lookup("meminfo", ROOT), nodes.Pass)  # only rendered with virtualize
     virtual = nodes.Root(_with(view, virtualize=True))
     assert virtual.lookup("uptime", ROOT).content(ROOT) == b"12.00 34.00\n"
     assert virtual.lookup("loadavg", ROOT).content(ROOT).split()[3] == b"1/2"

@@ -18,6 +18,7 @@ OPTION = st.one_of(
             "--die-with-parent",
             "--no-die-with-parent",
             "--virtualize",
+            "--cpus-from-quota",
         ]
     ).map(lambda f: [f]),
     st.tuples(
@@ -29,6 +30,7 @@ OPTION = st.one_of(
                 "--name",
                 "--status-json",
                 "--memory",
+                "--memory-swap",
                 "--cpus",
                 "--cpuset",
                 "--pids-max",

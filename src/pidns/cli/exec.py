@@ -41,6 +41,7 @@ def command(
 ) -> int:
     """Run CMD inside namespace NS (setns + fork), in a private mount namespace where /proc is
     NS's own proc tree: ps, top, pstree or a psutil script inside show NS as NS sees itself.
+    CMD also joins the time namespace of NS's init when it has its own (pidns run --virtualize).
     """
     if not argv:
         raise click.UsageError("no command given: pidns exec --ns NS -- CMD [ARGS]...")

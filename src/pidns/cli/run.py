@@ -69,6 +69,12 @@ from pidns.cli.options import backend_option
     help="Memory limit of a cgroup made for the namespaces (bytes, or K/M/G/T: 64M).",
 )
 @click.option(
+    "--memory-swap",
+    metavar="SIZE",
+    help="Memory plus swap limit (needs --memory, at least it; equal: no swap). "
+    "Without it, swap is not limited.",
+)
+@click.option(
     "--cpus",
     metavar="N",
     help="CPU time limit, in CPUs (CFS quota/period: 0.5 is half a CPU).",
@@ -81,6 +87,12 @@ from pidns.cli.options import backend_option
     help="The command's /proc shows its cgroup (meminfo, cpuinfo, stat, uptime, loadavg, swaps, "
     "diskstats, pressure/*), and a time namespace makes uptime, sysinfo and CLOCK_BOOTTIME count "
     "from the namespace's birth. Makes a cgroup even without limits.",
+)
+@click.option(
+    "--cpus-from-quota",
+    is_flag=True,
+    help="With --virtualize: cpuinfo and stat show as many CPUs as the --cpus quota lets run "
+    "at once (rounded up, at most the cpuset's).",
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def command(**options: Any) -> int:

@@ -15,10 +15,17 @@ _FLAGS = {
     "--die-with-parent": ("die_with_parent", True),
     "--no-die-with-parent": ("die_with_parent", False),
     "--virtualize": ("virtualize", True),
+    "--cpus-from-quota": ("cpus_from_quota", True),
 }
 _VALUES = ("--nest", "--forward-to", "--kill-timeout", "--name", "--status-json")
 # Read as given; runtime/cgroup.py (imported only when one is given) checks them.
-_LIMITS = {"--memory": "memory", "--cpus": "cpus", "--cpuset": "cpuset", "--pids-max": "pids_max"}
+_LIMITS = {
+    "--memory": "memory",
+    "--memory-swap": "memory_swap",
+    "--cpus": "cpus",
+    "--cpuset": "cpuset",
+    "--pids-max": "pids_max",
+}
 
 
 def defaults() -> dict[str, object]:
@@ -34,10 +41,12 @@ def defaults() -> dict[str, object]:
         "view": None,  # --view is read by click only: mounting a view dwarfs click's cost
         "view_backend": "auto",
         "memory": None,
+        "memory_swap": None,
         "cpus": None,
         "cpuset": None,
         "pids_max": None,
         "virtualize": False,
+        "cpus_from_quota": False,
     }
 
 
@@ -121,6 +130,8 @@ def execute(
     cpuset: str | None = None,
     pids_max: str | None = None,
     virtualize: bool = False,
+    memory_swap: str | None = None,
+    cpus_from_quota: bool = False,
 ) -> int:
     """Run the command with options already read (by click, or by the fast path in main)."""
     from pidns.runtime.run import run
@@ -146,4 +157,6 @@ def execute(
         cpuset=cpuset,
         pids_max=pids_max,
         virtualize=virtualize,
+        memory_swap=memory_swap,
+        cpus_from_quota=cpus_from_quota,
     )

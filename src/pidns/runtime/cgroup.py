@@ -1,6 +1,6 @@
 """Making (and removing) the cgroup of a `pidns run`: the one module that writes cgroup files.
 
-`pidns run --memory/--cpus/--cpuset/--pids-max/--virtualize` puts the namespaces it makes in a
+`pidns run --memory/--memory-swap/--cpus/--cpuset/--pids-max/--virtualize` puts the namespaces it makes in a
 cgroup of their own: one directory per hierarchy, made next to the launcher's own cgroup, with
 the limits asked for written before anything runs in it. The first level's init moves itself in
 (writing 0 to cgroup.procs files opened here, before any user namespace, so the kernel checks the
@@ -19,7 +19,9 @@ delegated v2 subtree (systemd's Delegate=yes: user@UID.service and what runs und
 
 Removed after the run: by the launcher once the namespace is gone, and, should the launcher die
 first (SIGKILL), by a small janitor process forked here that waits for every holder of a pipe to
-go, then for the cgroup to empty, then removes it.
+go, then for the cgroup to empty, then removes it. The janitor can be killed too (the OOM killer,
+a scope stopped with everything in it): each run also sweeps the directories it makes its own
+beside, removing the empty `pidns-PID-…` ones left by launchers that are gone.
 """
 
 from __future__ import annotations
@@ -39,19 +41,27 @@ MIN_QUOTA_US = 1_000  # the kernel's smallest cfs quota
 MIN_MEMORY = 4 << 20  # below this the namespace's init and the command cannot even start
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # The v2 controllers each limit needs enabled in the parent's subtree_control.
-_V2_NEEDS = {"memory": "memory", "cpus": "cpu", "cpuset": "cpuset", "pids_max": "pids"}
-_V1_NEEDS = {"memory": "memory", "cpus": "cpu", "cpuset": "cpuset", "pids_max": "pids"}
+_V2_NEEDS = {
+    "memory": "memory",
+    "memory_swap": "memory",
+    "cpus": "cpu",
+    "cpuset": "cpuset",
+    "pids_max": "pids",
+}
+_V1_NEEDS = _V2_NEEDS
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     memory: int | None = None  # bytes
+    # memory + swap, bytes (docker's and podman's --memory-swap); never without memory
+    memory_swap: int | None = None
     cpus: float | None = None  # CPUs' worth of time per period (CFS quota / period)
     cpuset: tuple[int, ...] | None = None
     pids_max: int | None = None
 
     def any(self) -> bool:
-        return any(v is not None for v in (self.memory, self.cpus, self.cpuset, self.pids_max))
+        return any(getattr(self, name) is not None for name in _V2_NEEDS)
 
     def asked(self) -> list[str]:
         return [name for name in _V2_NEEDS if getattr(self, name) is not None]
@@ -118,19 +128,37 @@ def parse_pids_max(text: str | int) -> int:
     return int(raw)
 
 
+def parse_memory_swap(text: str, memory: int | None) -> int:
+    """--memory-swap: memory + swap, at least --memory (equal: no swap), only with it."""
+    if memory is None:
+        raise UsageError(
+            f"--memory-swap {text}: needs --memory (the total of memory and swap is above it)"
+        )
+    total = parse_size(text, "--memory-swap")
+    if total < memory:
+        raise UsageError(
+            f"--memory-swap {text}: less than --memory (it is memory + swap: "
+            "equal to --memory for no swap)"
+        )
+    return total
+
+
 def parse_limits(
     memory: str | None = None,
     cpus: str | float | None = None,
     cpuset: str | None = None,
     pids_max: str | int | None = None,
     system: System | None = None,
+    memory_swap: str | None = None,
 ) -> Limits:
     """The limits as given on the command line; UsageError (exit 2) for any nonsense."""
     available = None
     if cpuset is not None:
         available = _available_cpus(system or System())
+    mem = None if memory is None else parse_size(memory)
     return Limits(
-        None if memory is None else parse_size(memory),
+        mem,
+        None if memory_swap is None else parse_memory_swap(memory_swap, mem),
         None if cpus is None else parse_cpus(cpus),
         None if cpuset is None else parse_cpuset(cpuset, available),
         None if pids_max is None else parse_pids_max(pids_max),
@@ -225,6 +253,7 @@ def create(
     try:
         refused: LaunchFailed | None = None
         for target in _targets(system, own, limits):
+            sweep(target.parent)
             refused = _make(cg, target, name) or refused
         if not cg.dirs:
             raise refused or LaunchFailed(
@@ -355,6 +384,8 @@ def _write_limits(path: str, target: _Target, limits: Limits) -> None:
             _write(f"{path}/cpuset.cpus", format_cpu_list(limits.cpuset))
     if limits.memory is not None and "memory" in controllers:
         _write(f"{path}/{'memory.max' if v2 else 'memory.limit_in_bytes'}", str(limits.memory))
+        if limits.memory_swap is not None:
+            _write_swap(path, v2, limits.memory, limits.memory_swap)
     if limits.cpus is not None and "cpu" in controllers:
         quota = round(limits.cpus * CFS_PERIOD_US)
         if v2:
@@ -364,6 +395,21 @@ def _write_limits(path: str, target: _Target, limits: Limits) -> None:
             _write(f"{path}/cpu.cfs_quota_us", str(quota))
     if limits.pids_max is not None and "pids" in controllers:
         _write(f"{path}/pids.max", str(limits.pids_max))
+
+
+def _write_swap(path: str, v2: bool, memory: int, total: int) -> None:
+    """v1's memsw limit is memory + swap (written after memory: the kernel keeps memsw at
+    least memory); v2's memory.swap.max is the swap alone."""
+    name = "memory.swap.max" if v2 else "memory.memsw.limit_in_bytes"
+    try:
+        _write(f"{path}/{name}", str(total - memory if v2 else total))
+    except OSError:
+        if not os.path.exists(f"{path}/{name}"):
+            raise LaunchFailed(
+                f"cannot limit swap: {path} has no {name} (the kernel does not account swap "
+                "for cgroups: swapaccount=0, or built without it)"
+            ) from None
+        raise
 
 
 def _effective(d: str, what: str) -> str:
@@ -421,6 +467,42 @@ def remove_dirs(paths: list[str], timeout: float) -> list[str]:
             return left
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+SWEEP_AGE = 60.0  # seconds: older than any launcher takes from mkdir to its init joining
+
+
+def sweep(parent: str, now: float | None = None) -> list[str]:
+    """Remove the directories `pidns-PID-HEX` in parent whose launcher PID is gone, older than
+    SWEEP_AGE (a launcher in another PID namespace has numbers of its own; none takes that long
+    to fill its cgroup); the kernel refuses any still holding a task (EBUSY), and those not ours
+    (EACCES): both are left. The paths removed."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    now = time.time() if now is None else now
+    for entry in names:
+        parts = entry.split("-")
+        if len(parts) != 3 or parts[0] != "pidns" or not parts[1].isdigit():
+            continue
+        path = f"{parent}/{entry}"
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # its launcher (or a task with its pid) lives: not ours to judge
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            if now - os.stat(path).st_mtime < SWEEP_AGE:
+                continue
+            os.rmdir(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def _start_janitor(paths: list[str]) -> int:

@@ -51,6 +51,7 @@ class Target:
         ignored: frozenset[int] = frozenset(),
         cgroup_fds: tuple[int, ...] = (),
         proc_overlays: tuple[str, tuple[str, ...]] | None = None,
+        timens_fd: int = -1,
     ) -> None:
         self.pidfd = pidfd
         self.nstypes = nstypes
@@ -61,6 +62,9 @@ class Target:
         self.cgroup_fds = cgroup_fds  # cgroup.procs files the joiner moves into (a Sandbox's)
         # (a view's directory, names): files of the view bound over the fresh procfs (hybrid)
         self.proc_overlays = proc_overlays
+        # the time namespace of the namespace's init, joined after the PID namespace (a
+        # `pidns run --virtualize` has one: its clocks, start times and uptime count from 0)
+        self.timens_fd = timens_fd
 
     def open_root(self) -> int:
         """An fd of the root of the member whose mount namespace is joined, or -1."""
@@ -76,6 +80,8 @@ class Target:
         if self.userns_fd >= 0:
             syscalls.setns(self.userns_fd, syscalls.CLONE_NEWUSER)
         syscalls.setns(self.pidns_fd, syscalls.CLONE_NEWPID)
+        if self.timens_fd >= 0:
+            syscalls.setns(self.timens_fd, syscalls.CLONE_NEWTIME)
 
     @property
     def mounts_proc(self) -> bool:

@@ -45,12 +45,14 @@ def exec_in(
         backend = "fuse"
     snap = snapshot(proc)
     try:
-        ns_fd = open_namespace(snap, resolve(designator, snap))
+        ns = resolve(designator, snap)
+        ns_fd = open_namespace(snap, ns)
     except UsageError:
         raise  # a designator naming nothing: bad usage (2)
     except PidnsError as err:  # refused or gone: joining failed before the command (125)
         raise LaunchFailed(str(err)) from None
     userns_fd = -1
+    timens_fd = -1
     view: _ProcView | VirtualFiles | None = None
     overlays = None
     try:
@@ -69,6 +71,7 @@ def exec_in(
                 raise LaunchFailed(f"--virtualize: {err}") from None
             overlays = (view.path, tuple(present("/proc")))
         userns_fd = _userns_to_join(ns_fd)
+        timens_fd = _timens_to_join(proc, ns.init, os.fstat(ns_fd).st_ino)
         try:
             forwarder: Forwarder | None = Forwarder(FORWARDED)
         except ValueError:  # not the main thread
@@ -80,6 +83,7 @@ def exec_in(
                 proc_source=view.path if isinstance(view, _ProcView) else None,
                 ignored=forwarder.ignored if forwarder is not None else frozenset(),
                 proc_overlays=overlays,
+                timens_fd=timens_fd,
             )
             joined = spawn(argv, target)
             try:
@@ -95,6 +99,8 @@ def exec_in(
         os.close(ns_fd)
         if userns_fd >= 0:
             os.close(userns_fd)
+        if timens_fd >= 0:
+            os.close(timens_fd)
         if view is not None:
             view.close()
     return 128 - code if code < 0 else code
@@ -132,6 +138,28 @@ class _ProcView:
 def _send(fd: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         pidfd.send_signal(fd, sig)
+
+
+def _timens_to_join(proc: str, init: int | None, ns_ino: int) -> int:
+    """The time namespace of the namespace's init when it is not ours (`pidns run
+    --virtualize` makes one), or -1: the command joins it as it joins the PID namespace, so its
+    clocks, /proc/uptime and the tasks' start times are the namespace's, not the host's."""
+    if init is None:
+        return -1
+    try:
+        fd = nsfs.open_ns(f"{proc}/{init}/ns/time")
+    except OSError:  # no time namespaces (before 5.6), or the init is gone: nothing to join
+        return -1
+    try:
+        same = os.fstat(fd).st_ino == os.stat("/proc/self/ns/time").st_ino
+        # the init's pid still names a task of the namespace (not a reused pid)
+        ours = os.stat(f"{proc}/{init}/ns/pid").st_ino == ns_ino
+    except OSError:
+        same, ours = True, False
+    if same or not ours:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _userns_to_join(ns_fd: int) -> int:

@@ -40,6 +40,8 @@ def run(
     cpuset: str | None = None,
     pids_max: str | int | None = None,
     virtualize: bool = False,
+    memory_swap: str | None = None,
+    cpus_from_quota: bool = False,
 ) -> int:
     """Run argv in `nest` new nested PID namespaces and return its exit status (128+N when
     killed by signal N). Raises a PidnsError when the command could not be started
@@ -48,20 +50,27 @@ def run(
     namespace's proc tree is mounted there (see `pidns mount`) before the command starts and
     unmounted after; it also goes when the namespace's init dies.
 
-    memory ("64M"), cpus (0.5), cpuset ("0-1"), pids_max: the namespaces get a cgroup of their
-    own with those limits (runtime/cgroup.py), removed after. virtualize: that cgroup even
-    without limits, the command's /proc shows it (meminfo, cpuinfo, stat, uptime, … from a FUSE
-    view, bound over the kernel's procfs), and the levels live in a new time namespace (uptime,
-    sysinfo(2), CLOCK_BOOTTIME, btime count from its birth)."""
+    memory ("64M"), memory_swap (memory + swap, "96M"), cpus (0.5), cpuset ("0-1"), pids_max:
+    the namespaces get a cgroup of their own with those limits (runtime/cgroup.py), removed
+    after. virtualize: that cgroup even without limits, the command's /proc shows it (meminfo,
+    cpuinfo, stat, uptime, … from a FUSE view, bound over the kernel's procfs), and the levels
+    live in a new time namespace (uptime, sysinfo(2), CLOCK_BOOTTIME, btime count from its
+    birth); cpus_from_quota (with virtualize): cpuinfo and stat show as many CPUs as the CFS
+    quota lets run at once."""
     if forward_to not in ("child", "group"):
         from pidns.errors import UsageError
 
         raise UsageError(f"forward_to must be 'child' or 'group', not {forward_to!r}")
+    if cpus_from_quota and not virtualize:
+        from pidns.errors import UsageError
+
+        raise UsageError("--cpus-from-quota needs --virtualize")
     limits = None
-    if virtualize or any(v is not None for v in (memory, cpus, cpuset, pids_max)):
+    if virtualize or any(v is not None for v in (memory, memory_swap, cpus, cpuset, pids_max)):
         from pidns.runtime.cgroup import parse_limits
 
-        limits = parse_limits(memory, cpus, cpuset, pids_max)  # nonsense: UsageError, before all
+        # nonsense: UsageError, before anything is made
+        limits = parse_limits(memory, cpus, cpuset, pids_max, memory_swap=memory_swap)
     spec = Spec(
         tuple(argv),
         nest=nest,
@@ -124,7 +133,7 @@ def run(
                 raise
         if virtualize:
             try:
-                virtualize_proc(launched, spec)
+                virtualize_proc(launched, spec, cpus_from_quota)
             except BaseException:
                 launched.kill()
                 launched.wait()
@@ -170,17 +179,17 @@ def run(
             _reclaim_terminal()
 
 
-def virtualize_proc(launched: Launched, spec: Spec) -> None:
+def virtualize_proc(launched: Launched, spec: Spec, cpus_from_quota: bool = False) -> None:
     """--virtualize: the virtualised files of a FUSE view of the innermost namespace, attached
     over the /proc of its mount namespace (which the command shares) before the command starts;
-    the kernel's procfs serves the rest."""
+    the kernel's procfs serves the rest. cpus_from_quota: the view's option of that name."""
     from pidns.errors import LaunchFailed, PidnsError, UsageError
     from pidns.view.api import VirtualFiles
     from pidns.view.hybrid import attach_into, present
 
     inner = launched.inits[-1]
     try:
-        files = VirtualFiles(f"@{inner}")
+        files = VirtualFiles(f"@{inner}", cpus_from_quota)
     except PidnsError as err:
         if isinstance(err, (UsageError, LaunchFailed)):
             raise

@@ -20,6 +20,7 @@ from pidns.kernel import nsfs, pidfd
 from pidns.procfs.parse import stat_start_time
 from pidns.procfs.reader import read_at
 from pidns.view import rules
+from pidns.view.files.procstat import boottime_offset_ns
 from pidns.view.files.userids import ReaderIds, parse_id_map
 from pidns.view.nsmap import NsMap
 from pidns.view.options import ViewOptions
@@ -108,6 +109,10 @@ class View:
         """How the requester's user namespace numbers users; None when it is the daemon's."""
         return self.registry.reader_ids(req.tid)
 
+    def reader_boottime_ns(self, req: Requester) -> int:
+        """How far the requester's CLOCK_BOOTTIME runs ahead of the daemon's (ns)."""
+        return self.registry.reader_boottime_ns(req.tid)
+
 
 class Registry:
     """Every instance and view the daemon serves."""
@@ -122,6 +127,11 @@ class Registry:
         self.overflow_ids = (_overflow("uid"), _overflow("gid"))
         self._ids = itertools.count(1)
         self._readers: dict[int, NsMap] = {}  # requesters' namespaces, by inode
+        self.own_timens = _readlink(f"/proc/{os.getpid()}/ns/time")
+        self.own_boottime_ns = _boottime_ns(os.getpid())
+        # requesters' time namespaces, by link text: an fd pinning each (so its inode number
+        # names no other while kept), and its boottime offset
+        self._clocks: dict[str, tuple[int, int]] = {}
         # When nothing reports forks (no proc connector), the leaders' listing is never reused.
         self.fork_events = False
 
@@ -155,6 +165,8 @@ class Registry:
         if not view.instance.views:
             view.instance.die()
             self.instances.pop(view.instance.id, None)
+        if not self.views:
+            self._drop_clocks()  # nothing left to read: pin no reader's time namespace
 
     def reader_map(self, tid: int, instance: Instance | None) -> NsMap | None:
         """The pid map of the requester tid's namespace; None when it is the daemon's."""
@@ -182,6 +194,35 @@ class Registry:
                 self._readers.clear()
             self._readers[ino] = cached
         return cached
+
+    def reader_boottime_ns(self, tid: int) -> int:
+        """How far the requester tid's CLOCK_BOOTTIME runs ahead of the daemon's, in nanoseconds
+        (docs/kernel-proc.md §14b); 0 when it is the daemon's clock or cannot be read. A time
+        namespace's offsets are fixed once a task is in it, so they are kept by namespace."""
+        if not tid:
+            return 0
+        link = _readlink(f"/proc/{tid}/ns/time")
+        if link is None or link == self.own_timens:
+            return 0
+        cached = self._clocks.get(link)
+        if cached is None:
+            try:
+                fd = nsfs.open_ns(f"/proc/{tid}/ns/time")
+            except OSError:
+                return 0
+            offset = _boottime_ns(tid)
+            if _readlink(f"/proc/{tid}/ns/time") != link or f":[{os.fstat(fd).st_ino}]" not in link:
+                os.close(fd)  # the tid changed namespace, or is another task's now
+                return 0
+            if len(self._clocks) > 64:
+                self._drop_clocks()
+            cached = self._clocks[link] = (fd, offset)
+        return cached[1] - self.own_boottime_ns
+
+    def _drop_clocks(self) -> None:
+        for fd, _ in self._clocks.values():
+            os.close(fd)
+        self._clocks.clear()
 
     def reader_ids(self, tid: int) -> ReaderIds | None:
         """The id maps of the user namespace of the requester `tid`; None when that namespace is
@@ -238,9 +279,25 @@ class Registry:
             instance.die()
         for reader in self._readers.values():
             reader.release()
+        self._drop_clocks()
         self.instances.clear()
         self.views.clear()
         os.close(self.proc_fd)
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _boottime_ns(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/timens_offsets", "rb") as f:
+            return boottime_offset_ns(f.read())
+    except OSError:  # no time namespaces: every clock is the host's
+        return 0
 
 
 def _overflow(kind: str) -> int:

@@ -25,11 +25,11 @@ from pidns.view.files.ids import task_ids
 from pidns.view.files.loadavg import render_loadavg, render_virtual_loadavg
 from pidns.view.files.locks import render_locks
 from pidns.view.files.meminfo import render_meminfo, render_swaps
-from pidns.view.files.procstat import boottime_offset, render_proc_stat, shift_btime
+from pidns.view.files.procstat import render_proc_stat, shift_btime
 from pidns.view.files.sched import render_sched
-from pidns.view.files.stat import stat_running, translate_stat
+from pidns.view.files.stat import shift_start_time, stat_running, translate_stat
 from pidns.view.files.status import status_running, translate_status
-from pidns.view.files.uptime import render_uptime
+from pidns.view.files.uptime import render_uptime, shift_uptime
 from pidns.view.files.userids import render_user_ids
 from pidns.view.instances import View
 from pidns.view.resources import Subject
@@ -80,6 +80,9 @@ def _stat(task: Task, req: Requester) -> bytes:
         exists,
         permitted,
     )
+    # the start time in the reader's CLOCK_BOOTTIME (§14b): a reader in a time namespace
+    # (`pidns run --virtualize`, and `pidns exec` into it) counts from that namespace's zero
+    stat = shift_start_time(stat, task.view.reader_boottime_ns(req), _CLK_TCK)
     return stat_running(stat) if req.tid == task.host_pid else stat
 
 
@@ -115,8 +118,15 @@ def _loadavg(view: View, host: bytes, req: Requester) -> bytes:
 
 
 def _uptime(view: View, host: bytes, req: Requester) -> bytes:
+    """--virtualize: the namespace's age (LXCFS's rule), or, for a reader in a time namespace,
+    that namespace's CLOCK_BOOTTIME, which the reader's start times and sysinfo(2) count in:
+    then ps's elapsed times (uptime less start time) stay right."""
     subject = view.instance.subject(view.options)
-    return view.instance.uptime(host) if subject is None else _resource_uptime(subject, host)
+    offset = view.reader_boottime_ns(req)
+    if subject is None:
+        return shift_uptime(host, offset) if offset else view.instance.uptime(host)
+    age = float(shift_uptime(host, offset).split()[0]) if offset else None
+    return _resource_uptime(subject, host, age)
 
 
 def _ns_last_pid(view: View, host: bytes, req: Requester) -> bytes:
@@ -162,8 +172,9 @@ def _diskstats(subject: Subject, host: bytes) -> bytes:
     return render_diskstats(host, subject.disk_io())
 
 
-def _resource_uptime(subject: Subject, host: bytes) -> bytes:
-    age = subject.age()
+def _resource_uptime(subject: Subject, host: bytes, age: float | None = None) -> bytes:
+    if age is None:
+        age = subject.age()
     if age is None:
         return host
     time = subject.cpu_time()
@@ -207,22 +218,22 @@ def _virtualized(name: str) -> TopRenderer:
         return top
 
     def stat(view: View, host: bytes, req: Requester) -> bytes:
-        # btime as the reader's time namespace has it (a `pidns run --virtualize` is born
-        # in one): the kernel's per-task start times it reads are counted in that clock
-        return shift_btime(top(view, host, req), reader_boottime_offset(req))
+        return _reader_stat(view, top(view, host, req), req)
 
     return stat
 
 
-def reader_boottime_offset(req: Requester) -> int:
-    """The CLOCK_BOOTTIME offset of the requester's time namespace (0: the host's, or unknown)."""
-    if req.tid <= 0:
-        return 0
-    try:
-        with open(f"/proc/{req.tid}/timens_offsets", "rb") as f:
-            return boottime_offset(f.read())
-    except OSError:
-        return 0
+def _reader_stat(view: View, stat: bytes, req: Requester) -> bytes:
+    # btime as the reader's time namespace has it (§14b; a `pidns run --virtualize` is born in
+    # one): the per-task start times it reads are counted in that clock
+    return shift_btime(stat, view.reader_boottime_ns(req) // 1_000_000_000)
+
+
+def _reader_uptime(view: View, host: bytes, req: Requester) -> bytes:
+    return shift_uptime(host, view.reader_boottime_ns(req))
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 TOP_FILES: dict[str, TopRenderer] = {
@@ -235,6 +246,9 @@ TOP_FILES: dict[str, TopRenderer] = {
 }
 # rendered only with --virtualize (loadavg's counts too)
 VIRTUALIZED = frozenset(RESOURCE_FILES)
+# Without --virtualize, the files of those whose clock is the reader's (§14b): the host's,
+# moved by the reader's time namespace offset
+READER_CLOCK: dict[str, TopRenderer] = {"stat": _reader_stat, "uptime": _reader_uptime}
 
 
 def overlaid_files() -> tuple[str, ...]:
@@ -246,5 +260,5 @@ def overlaid_files() -> tuple[str, ...]:
 def top_renderer(rel: str, virtualize: bool) -> TopRenderer | None:
     """The renderer of the top-level file rel, None when the view passes it through."""
     if rel in VIRTUALIZED and not virtualize:
-        return None
+        return READER_CLOCK.get(rel)
     return TOP_FILES.get(rel)

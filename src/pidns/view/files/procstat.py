@@ -84,13 +84,18 @@ def render_proc_stat(
 
 
 def boottime_offset(timens_offsets: bytes) -> int:
-    """Seconds a time namespace adds to CLOCK_BOOTTIME (/proc/PID/timens_offsets); 0 when the
-    file says nothing (no time namespace, or a kernel without them)."""
+    """Whole seconds a time namespace adds to CLOCK_BOOTTIME (/proc/PID/timens_offsets); 0 when
+    the file says nothing (no time namespace, or a kernel without them)."""
+    return boottime_offset_ns(timens_offsets) // 1_000_000_000
+
+
+def boottime_offset_ns(timens_offsets: bytes) -> int:
+    """The same offset in nanoseconds ("boottime SECONDS NANOSECONDS")."""
     for line in timens_offsets.splitlines():
         words = line.split()
         if len(words) == 3 and words[0] == b"boottime":
             try:
-                return int(words[1])
+                return int(words[1]) * 1_000_000_000 + int(words[2])
             except ValueError:
                 return 0
     return 0

@@ -1,9 +1,10 @@
-"""/proc/PID/stat as the namespace sees it (docs/kernel-proc.md §9, §25).
+"""/proc/PID/stat as the namespace sees it (docs/kernel-proc.md §9, §14b, §25).
 
 Fields 1 (pid), 4 (ppid), 5 (pgrp), 6 (session) in the namespace's numbers, 0 when invisible; field 8
 (tpgid) stays -1 without a controlling tty and is 0 when the foreground group is invisible. For a
 reader without ptrace-read access the kernel hides the address fields; the daemon reads them with its
-own rights, so they are masked here the same way.
+own rights, so they are masked here the same way. Field 22 (starttime) is in the reader's time
+namespace's CLOCK_BOOTTIME; the daemon reads it in its own, so it is moved by the reader's offset.
 """
 
 from __future__ import annotations
@@ -89,6 +90,31 @@ def translate_stat(
         tpgid = to_ns(host_tpgid)
     head = b"%d " % ns_pid + host_stat[host_stat.find(b"(") : close_at + 1]
     return b"%s %s %d %d %d %s %d %s" % (head, rest[0], ppid, pgrp, sid, rest[4], tpgid, rest[6])
+
+
+_START_TIME = 22
+_U64 = 1 << 64
+
+
+def shift_start_time(stat: bytes, offset_ns: int, hz: int) -> bytes:
+    """stat as a reader whose CLOCK_BOOTTIME runs offset_ns ahead of the host's reads it: the
+    kernel adds its time namespace's offset to the task's start (u64 nanoseconds, wrapping for a
+    task older than that clock's zero) before turning it into ticks (fs/proc/array.c). The host's
+    ticks lose the start's fraction of a tick: exact when the offset is whole ticks (pidns run
+    writes whole seconds), else at most one tick early."""
+    if not offset_ns:
+        return stat
+    close_at = stat.rfind(b")")
+    if close_at < 0:
+        raise ValueError("stat has no (comm)")
+    fields = stat[close_at + 2 :].split(b" ")
+    at = _START_TIME - 3
+    if len(fields) <= at:
+        raise ValueError("stat is too short")
+    tick_ns = 1_000_000_000 // hz
+    start_ns = (int(fields[at]) * tick_ns + offset_ns) % _U64
+    fields[at] = b"%d" % (start_ns // tick_ns)
+    return stat[: close_at + 2] + b" ".join(fields)
 
 
 def stat_running(stat: bytes) -> bytes:
