@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -315,7 +316,8 @@ def test_cgroup_removed_after_a_failure() -> None:
     assert made_by(proc.pid) == []
 
 
-def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
+def _limited_sleeper() -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """`pidns run --memory 64M -- sleep 60`, once started: the launcher and its status line."""
     read, write = os.pipe()
     proc = subprocess.Popen(
         [*PIDNS, "run", "--status-json", f"/dev/fd/{write}", "--memory", "64M", "--",
@@ -324,11 +326,15 @@ def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
     )  # fmt: skip
     os.close(write)
     with os.fdopen(read) as status:
-        assert status.readline()
-        dirs = made_by(proc.pid)
-        assert dirs
-        proc.kill()
-        proc.wait(10)
+        return proc, json.loads(status.readline())
+
+
+def test_cgroup_removed_after_sigkill_of_the_launcher() -> None:
+    proc, _ = _limited_sleeper()
+    dirs = made_by(proc.pid)
+    assert dirs
+    proc.kill()
+    proc.wait(10)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(os.path.exists(d) for d in dirs):
         time.sleep(0.1)
@@ -361,21 +367,14 @@ def _janitor_of(launcher: int) -> int:
 def test_a_later_run_sweeps_what_a_killed_janitor_left() -> None:
     """SIGKILL of the launcher and of its janitor leaves the cgroup once the namespace ends;
     the next run removes it (once old enough that no launcher can still be filling it)."""
-    read, write = os.pipe()
-    proc = subprocess.Popen(
-        [*PIDNS, "run", "--status-json", f"/dev/fd/{write}", "--memory", "64M", "--",
-         "sleep", "60"],
-        pass_fds=(write,),
-    )  # fmt: skip
-    os.close(write)
-    with os.fdopen(read) as status:
-        init = json.loads(status.readline())["inits"][0]
-        dirs = made_by(proc.pid)
-        assert dirs
-        janitor = _janitor_of(proc.pid)
-        os.kill(janitor, signal.SIGKILL)
-        proc.kill()
-        proc.wait(10)
+    proc, started = _limited_sleeper()
+    init = started["inits"][0]
+    dirs = made_by(proc.pid)
+    assert dirs
+    janitor = _janitor_of(proc.pid)
+    os.kill(janitor, signal.SIGKILL)
+    proc.kill()
+    proc.wait(10)
     deadline = time.monotonic() + 15
     while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
         time.sleep(0.05)  # the init dies with its parent (die-with-parent)

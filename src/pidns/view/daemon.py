@@ -294,35 +294,24 @@ class Daemon(Listener):
         )
 
     def _connection(
-        self, fuse_fd: int, bridge: Bridge, name: str, adopted: Negotiated | None = None
+        self,
+        fuse_fd: int,
+        bridge: Bridge,
+        name: str,
+        adopted: Negotiated | None = None,
+        passthrough: bool = True,
     ) -> Connection:
-        """A view's connection: a new one, or one a dead daemon had negotiated (`adopted`)."""
+        """A view's or tree's connection: a new one, or one a dead daemon had negotiated
+        (`adopted`). `pidns lxcfs` trees go without passthrough: their files are small and few."""
         return Connection(
             fuse_fd,
             bridge,
             self.notifier,
             watchdog=self.watchdog,
             request_timeout=self.request_timeout,
-            passthrough=self.passthrough,
+            passthrough=self.passthrough and passthrough,
             on_end=self._session_ended,
             name=name,
-            adopted=adopted,
-            on_init=self._initialized,
-            resend=self.resend,
-        )
-
-    def _lxcfs_connection(
-        self, fuse_fd: int, bridge: Bridge, tree_id: str, adopted: Negotiated | None = None
-    ) -> Connection:
-        """A `pidns lxcfs` tree's connection (no passthrough: its files are small and few)."""
-        return Connection(
-            fuse_fd,
-            bridge,
-            self.notifier,
-            watchdog=self.watchdog,
-            request_timeout=self.request_timeout,
-            on_end=self._session_ended,
-            name=tree_id,
             adopted=adopted,
             on_init=self._initialized,
             resend=self.resend,
@@ -339,7 +328,7 @@ class Daemon(Listener):
             bridge = Bridge(root)
             lost = bridge.table.restore(TableFile(table_fd, created=False))
             negotiated = Negotiated.from_wire(meta["init"])
-            session = self._lxcfs_connection(fuse_fd, bridge, entry.key, negotiated)
+            session = self._connection(fuse_fd, bridge, entry.key, negotiated, passthrough=False)
             self.sessions[entry.key] = session
             self.held_meta[entry.key] = meta
             self.lxcfs_trees[entry.key] = str(meta.get("mountpoint", ""))
@@ -457,7 +446,7 @@ class Daemon(Listener):
             table = TableFile.create()
             bridge.table.keep_in(table)
             held = [os.dup(fuse_fd), os.dup(table.fd)]
-            session = self._lxcfs_connection(fuse_fd, bridge, tree_id)
+            session = self._connection(fuse_fd, bridge, tree_id, passthrough=False)
             mountpoint = str(message.get("mountpoint", ""))
             self.lxcfs_trees[tree_id] = mountpoint
             meta = {
