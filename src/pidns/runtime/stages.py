@@ -1,6 +1,7 @@
 """What each forked process of a launch does. Everything here runs in a child and never returns.
 
-  helper (level 0)   stays in the caller's namespaces: unshare PID [+USER], fork, wait
+  helper (level 0)   stays in the caller's namespaces: unshare PID [+USER, TIME], fork, wait
+                     (only when the launcher cannot fork level 1 itself: see launcher.py)
   level i >= 1       pid 1 of level i: own mount namespace, fresh /proc, then the next level
                      (unshare PID + fork) or the command, then the init loop
   command            own process group, the caller's signal mask, exec
@@ -89,10 +90,19 @@ class Chain:
         except BaseException as err:
             self._fail(0, err)
 
+    def first_level(self, parent_fd: int) -> NoReturn:
+        """Level 1 forked by the launcher itself (no helper); parent_fd: the launcher's pidfd
+        with --die-with-parent, else -1."""
+        try:
+            self._enter_child()
+        except BaseException as err:
+            self._fail(1, err)
+        self.level(1, parent_fd)
+
     def level(self, level: int, parent_fd: int) -> NoReturn:
         try:
             if parent_fd >= 0:
-                # The helper outside may have died before the line above could take effect.
+                # The process outside may have died before the line above could take effect.
                 syscalls.set_pdeathsig(signal.SIGKILL)
                 if pidfd.exited(parent_fd):
                     os._exit(125)
