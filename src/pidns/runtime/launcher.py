@@ -8,8 +8,9 @@ does. For --nest 2 (host pids from the caller's view):
               and /proc of L1)        and /proc of L2)
 
 When the caller may create the PID namespace itself and set its own pid_for_children back
-after forking (root, no user or time namespace asked for), it forks L1's init directly. Else a
-helper does it, staying in the caller's namespaces: it unshares USER/TIME/PID, forks, waits:
+after forking (root, no user or time namespace asked for, the levels die with it), it forks
+L1's init directly. Else a helper does it, staying in the caller's namespaces: it unshares
+USER/TIME/PID, forks, waits:
 
     caller ── helper ── init of L1 ── ...
 
@@ -214,8 +215,8 @@ def _own_pid_for_children(spec: Spec) -> int:
     """An fd of this thread's pid_for_children namespace when it may fork L1's init itself
     (create a PID namespace, then set pid_for_children back: setns to it is tried here), or -1:
     then a helper is forked, which also makes any user or time namespace."""
-    if spec.uses_userns(os.geteuid()) or spec.timens:
-        return -1
+    if spec.uses_userns(os.geteuid()) or spec.timens or not spec.die_with_parent:
+        return -1  # (a helper outliving the caller is the init's parent, and reaps it)
     try:
         fd = os.open("/proc/thread-self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -231,7 +232,7 @@ def _own_pid_for_children(spec: Spec) -> int:
 def _fork_first_level(chain: Chain, own: int) -> int:
     """Fork L1's init into a new PID namespace; this thread's pid_for_children is `own` again
     after. The caller has blocked the signals the init waits for."""
-    parent_fd = pidfd.open_pid(os.getpid()) if chain.spec.die_with_parent else -1
+    parent_fd = pidfd.open_pid(os.getpid())  # the init dies with the caller
     try:
         try:
             syscalls.unshare(syscalls.CLONE_NEWPID)

@@ -91,8 +91,7 @@ class Chain:
             self._fail(0, err)
 
     def first_level(self, parent_fd: int) -> NoReturn:
-        """Level 1 forked by the launcher itself (no helper); parent_fd: the launcher's pidfd
-        with --die-with-parent, else -1."""
+        """Level 1 forked by the launcher itself (no helper); parent_fd: the launcher's pidfd."""
         try:
             self._enter_child()
         except BaseException as err:
