@@ -72,7 +72,7 @@ class Launched:
         self.helper = helper  # the caller's child: the helper, or L1's init without one
         self.inits = inits  # pid 1 of each level (the command itself, last, with --no-init)
         self.namespaces = namespaces
-        self.command = command
+        self.command = command  # its host pid: None when spawned at the start (see Spec)
         # pidfds: the helper; the outermost init (signals go there); the innermost pid 1
         self.helper_fd, self.outer_fd, self.inner_fd = fds
         self._reader = reader
@@ -186,7 +186,7 @@ def launch(spec: Spec) -> Launched:
                 os.close(fd)
     reader = report.Reader(err_r)
     try:
-        forked = spec.init and spec.argv is not None
+        forked = spec.init and spec.argv is not None and not chain.spawns_command
         children, failure = _collect(reader, spec.nest + int(forked), first)
     except BaseException:
         os.kill(pid, signal.SIGKILL)
