@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from pidns.ids import HostPid, NsId, NsPid, TaskId
 
@@ -198,7 +199,7 @@ class Snapshot:
         """Every task ns can see, numbered as ns sees them, ordered by that number."""
         members = self.subtree(ns)
         found = [v for t in self.all_tasks(threads) if (v := self.view(t, ns, members)) is not None]
-        found.sort(key=lambda v: v.pid)
+        found.sort(key=_by_pid)
         return found
 
     def find(self, pid: int, ns: PidNamespace) -> Task | None:
@@ -216,6 +217,9 @@ class Snapshot:
         """The number dst gives the task src numbers `pid`; None when either cannot see it."""
         task = self.find(pid, src)
         return None if task is None else self.pid_in(task, dst)
+
+
+_by_pid = attrgetter("pid")
 
 
 def count_tasks(snapshot: Snapshot, tasks: Iterable[Task]) -> None:

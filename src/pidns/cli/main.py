@@ -1,6 +1,7 @@
-"""Entry point. Loading click costs more than the whole Python start-up, so the two paths that
-are measured against `python -c pass` avoid it: `pidns --help` is printed from a static table and
-well-formed `pidns run` options are read by a small parser. Everything else goes through click."""
+"""Entry point. Loading click costs more than the whole Python start-up, so the paths that are
+measured against other programs avoid it: `pidns --help` is printed from a static table, and
+well-formed `pidns run` and `pidns ps --json` options are read by small parsers. Everything else
+goes through click."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
             if argv is None:
                 _end_process(code)
             return code
+    if args[0] == "ps":
+        code = _fast_ps(args[1:])
+        if code is not None:
+            return code
     from pidns.cli.app import run
 
     return run(args)
@@ -37,6 +42,27 @@ def _fast_run(args: list[str]) -> int | None:
         from pidns.cli.failure import exit_status
 
         return exit_status(err)
+
+
+def _fast_ps(args: list[str]) -> int | None:
+    from pidns.cli.ps_show import DEFAULT_COLUMNS, parse_fast, show
+
+    options = parse_fast(args)
+    if options is None:
+        return None
+    try:
+        show(
+            tree=False,
+            cols=DEFAULT_COLUMNS.split(","),
+            container_filter=None,
+            as_json=True,
+            **options,
+        )
+    except (Exception, KeyboardInterrupt) as err:
+        from pidns.cli.failure import exit_status
+
+        return exit_status(err)
+    return 0
 
 
 def _end_process(code: int) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from pidns.model import PidNamespace, Snapshot
+from pidns.cli.ps_show import namespace_for, own_namespace
+
+__all__ = ["namespace_for", "own_namespace"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,22 +53,3 @@ no_containers_option = click.option(
     is_flag=True,
     help="Do not name namespaces after their containers (no cgroup or state file is read).",
 )
-
-
-def own_namespace(snap: Snapshot) -> PidNamespace:
-    """The caller's own PID namespace, or the tree's root when the caller is not in it."""
-    try:
-        ns = snap.by_ino(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        ns = None
-    if ns is None and snap.root is not None:
-        ns = snap.namespaces[snap.root]
-    if ns is None:
-        raise click.ClickException(f"no namespace is visible through {snap.proc}")
-    return ns
-
-
-def namespace_for(snap: Snapshot, designator: str | None) -> PidNamespace:
-    from pidns.designators import resolve
-
-    return own_namespace(snap) if designator is None else resolve(designator, snap)

@@ -1,4 +1,5 @@
-"""unshare, setns, mount, umount2 and prctl through libc (Python 3.11's os module lacks them).
+"""unshare, setns, mount, umount2 and prctl through libc (Python 3.11's os module lacks them),
+and posix_spawn with every attribute as given (os.posix_spawn can't reset glibc's own signals).
 
 Thin wrappers: each raises OSError with the kernel's errno and does nothing else.
 
@@ -14,6 +15,7 @@ import os
 
 TYPE_CHECKING = False  # typing costs pidns run an import
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from typing import Any
 
 CLONE_NEWTIME = 0x00000080
@@ -55,6 +57,10 @@ class _CharP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_char_p
     _type_ = "z"
 
 
+class _VoidP(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_void_p
+    _type_ = "P"
+
+
 class _Function(_ctypes.CFuncPtr):
     """A libc function returning int, with errno saved for get_errno (use_errno=True)."""
 
@@ -87,6 +93,22 @@ OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = 0o2000000
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+POSIX_SPAWN_SETPGROUP = 0x02
+POSIX_SPAWN_SETSIGDEF = 0x04
+POSIX_SPAWN_SETSIGMASK = 0x08
+_SIGSET_WORDS = 16  # sigset_t: 1024 bits
+
+
+class _SigSet(_ctypes.Array):  # type: ignore[type-arg]  # c_ulong * 16
+    _type_ = _ULong
+    _length_ = _SIGSET_WORDS
+
+
+class _SpawnAttr(_ctypes.Array):  # type: ignore[type-arg]  # posix_spawnattr_t (336 bytes), and more
+    _type_ = _ULong
+    _length_ = 64
 
 
 def _check(result: int, what: str) -> None:
@@ -144,3 +166,43 @@ def set_pdeathsig(sig: int) -> None:
 def set_child_subreaper(on: bool = True) -> None:
     """Adopt orphaned descendants instead of letting them go to the namespace's init."""
     _check(_prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _sigset(signals: Iterable[int]) -> _SigSet:
+    """Bits set directly: sigaddset (and so os.posix_spawn) refuses glibc's own signals."""
+    words = [0] * _SIGSET_WORDS
+    for sig in signals:
+        words[(sig - 1) // 64] |= 1 << ((sig - 1) % 64)
+    return _SigSet(*words)
+
+
+def spawn(
+    path: str,
+    argv: Sequence[str],
+    *,
+    pgroup: int,
+    sigmask: Iterable[int],
+    sigdefault: Iterable[int],
+) -> int:
+    """posix_spawn(path, argv) with this process's environ, in process group `pgroup` (0: its
+    own), with signal mask `sigmask` and `sigdefault` reset to SIG_DFL; its pid. glibc (with
+    CLONE_VM, CLONE_VFORK) copies none of this process's memory. OSError: exec's errno."""
+    program = _Program()
+    attr = _SpawnAttr()
+    _check(-1 if _bind("posix_spawnattr_init", _VoidP)(attr) else 0, "posix_spawnattr_init")
+    set_flags = _bind("posix_spawnattr_setflags", _VoidP, _Int)  # a short, passed as an int
+    set_flags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+    _bind("posix_spawnattr_setpgroup", _VoidP, _Int)(attr, pgroup)
+    _bind("posix_spawnattr_setsigmask", _VoidP, _VoidP)(attr, _sigset(sigmask))
+    _bind("posix_spawnattr_setsigdefault", _VoidP, _VoidP)(attr, _sigset(sigdefault))
+    args = [os.fsencode(a) for a in argv]
+    c_argv = (_CharP * (len(args) + 1))(*args, None)
+    # os.environ writes through to the C environ, which execv would also pass on
+    environ = _VoidP.in_dll(program, "environ").value  # type: ignore[arg-type]
+    pid = _Int()
+    code = _bind("posix_spawn", _VoidP, _CharP, _VoidP, _VoidP, _VoidP, _VoidP)(
+        _ctypes.byref(pid), os.fsencode(path), None, attr, c_argv, environ
+    )
+    if code:
+        raise OSError(code, os.strerror(code), path)
+    return int(pid.value)

@@ -128,6 +128,11 @@ class Stat:
 
 def parse_stat(data: bytes) -> Stat:
     """Parse /proc/PID/stat. The comm may hold spaces and ')', so split at the *last* ')'."""
+    return Stat(*stat_fields(data))
+
+
+def stat_fields(data: bytes) -> tuple[int, str, str, int, int, int, int, int, int, int]:
+    """parse_stat's fields as a tuple, in Stat's order (no object per task for the reader)."""
     open_at = data.find(b"(")
     close_at = data.rfind(b")")
     if open_at < 0 or close_at < open_at:
@@ -135,17 +140,17 @@ def parse_stat(data: bytes) -> Stat:
     rest = data[close_at + 2 :].split()
     # rest[0] is field 3 (state); field N is rest[N - 3].
     try:
-        return Stat(
-            pid=int(data[:open_at]),
-            comm=data[open_at + 1 : close_at].decode(errors="surrogateescape"),
-            state=rest[0].decode(),
-            ppid=int(rest[1]),
-            pgrp=int(rest[2]),
-            session=int(rest[3]),
-            tty_nr=int(rest[4]),
-            tpgid=int(rest[5]),
-            num_threads=int(rest[17]),
-            start_time=int(rest[19]),
+        return (
+            int(data[:open_at]),
+            data[open_at + 1 : close_at].decode(errors="surrogateescape"),
+            rest[0].decode(),
+            int(rest[1]),
+            int(rest[2]),
+            int(rest[3]),
+            int(rest[4]),
+            int(rest[5]),
+            int(rest[17]),
+            int(rest[19]),
         )
     except IndexError:
         raise ValueError("stat is truncated") from None
@@ -179,7 +184,8 @@ def parse_cmdline(data: bytes) -> list[str]:
         return []
     if data.endswith(b"\0"):
         data = data[:-1]
-    return [arg.decode(errors="surrogateescape") for arg in data.split(b"\0")]
+    # One decode, then the split: NUL is never part of an escaped or multi-byte sequence.
+    return data.decode(errors="surrogateescape").split("\0")
 
 
 def parse_ns_link(target: str) -> int:

@@ -14,7 +14,13 @@ import threading
 from pidns.errors import UsageError
 from pidns.ids import HostPid
 from pidns.model import Task
-from pidns.procfs.parse import parse_cmdline, parse_ns_link, parse_stat, parse_status
+from pidns.procfs.parse import (
+    parse_cmdline,
+    parse_ns_link,
+    parse_stat,
+    parse_status,
+    stat_fields,
+)
 
 _GONE = (errno.ENOENT, errno.ESRCH)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -31,6 +37,20 @@ def read_at(dir_fd: int, name: str) -> bytes:
     fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     try:
         return read_all(fd, short_read_ends=True)
+    finally:
+        os.close(fd)
+
+
+def read_short_at(dir_fd: int, name: str, buffer: tuple[tuple[bytearray], memoryview]) -> bytes:
+    """read_at through `buffer` (this thread's, from _buffer()), for the files of a task that
+    are almost always shorter than a chunk: one open, one read, one close."""
+    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        n = os.readv(fd, buffer[0])
+        data = buffer[1][:n].tobytes()
+        if n < CHUNK:
+            return data
+        return data + read_all(fd, short_read_ends=True)
     finally:
         os.close(fd)
 
@@ -102,6 +122,7 @@ class ProcReader:
         except OSError as err:
             raise UsageError(f"{path}: cannot read it as a proc tree ({err.strerror})") from None
         self.root_ino: int | None = None  # the namespace owning this tree, once a link told it
+        self._links: dict[str, int] = {}  # ns/pid link text -> inode, parsed once each
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -211,50 +232,57 @@ class ProcReader:
 
     def _read_brief(self, dir_fd: int, ns_ino: int, tgid: int) -> Task:
         """A task of the tree's own namespace (level 0) from `stat` and its directory's owner.
-        `tgid` is the leader's pid, for a thread."""
+        `tgid` is the leader's pid, for a thread. (Most tasks are read here: kept lean.)"""
+        buffer = _buffer()
         try:
             owner = os.fstat(dir_fd)
-            stat = parse_stat(read_at(dir_fd, "stat"))
-            cmdline = parse_cmdline(read_at(dir_fd, "cmdline"))
+            pid, comm, state, ppid, pgrp, session, tty_nr, tpgid, num_threads, start_time = (
+                stat_fields(read_short_at(dir_fd, "stat", buffer))
+            )
+            cmdline = parse_cmdline(read_short_at(dir_fd, "cmdline", buffer))
         except OSError as err:
             if err.errno in _GONE:
                 raise Vanished from None
             raise
         except ValueError:  # a file cut short as the task died
             raise Vanished from None
-        pid = stat.pid
+        tgid = tgid or pid
         return Task(
             host_pid=HostPid(pid),
-            tgid=HostPid(tgid or pid),
-            ppid=HostPid(stat.ppid),
+            tgid=HostPid(tgid),
+            ppid=HostPid(ppid),
             tracer_pid=None,
-            nstgid=(tgid or pid,),
+            nstgid=(tgid,),
             nspid=(pid,),
-            nspgid=(stat.pgrp,),
-            nssid=(stat.session,),
+            nspgid=(pgrp,),
+            nssid=(session,),
             uids=None,
             gids=None,
             euid=owner.st_uid,
             egid=owner.st_gid,
-            state=stat.state,
-            comm=stat.comm,
+            state=state,
+            comm=comm,
             cmdline=cmdline,
-            start_time=stat.start_time,
-            tty_nr=stat.tty_nr,
-            tpgid=stat.tpgid,
-            num_threads=stat.num_threads,
+            start_time=start_time,
+            tty_nr=tty_nr,
+            tpgid=tpgid,
+            num_threads=num_threads,
             ns_ino=ns_ino,
         )
 
     def _ns_ino(self, dir_fd: int) -> int | None:
         try:
-            return parse_ns_link(os.readlink("ns/pid", dir_fd=dir_fd))
+            link = os.readlink("ns/pid", dir_fd=dir_fd)
         except OSError as err:
             if err.errno in _GONE:
                 raise Vanished from None
             if err.errno == errno.EACCES:
                 return None
             raise
+        ino = self._links.get(link)
+        if ino is None:
+            ino = self._links[link] = parse_ns_link(link)
+        return ino
 
     def _threads(self, dir_fd: int, leader: Task) -> list[Task]:
         """The group's other threads (a thread that exits meanwhile is skipped)."""

@@ -5,7 +5,7 @@ cgroup of their own: one directory per hierarchy, made next to the launcher's ow
 the limits asked for written before anything runs in it. The first level's init moves itself in
 (writing 0 to cgroup.procs files opened here, before any user namespace, so the kernel checks the
 launcher's rights) before it forks anything, so every process of the namespaces is inside; the
-launcher itself and the helper that waits for the init stay outside.
+launcher itself (and the helper that waits for the init, when there is one) stay outside.
 
 Where: cgroup v1 (one hierarchy per controller, or a few together) gets `<own cgroup>/<name>`
 in each hierarchy of memory, cpu, cpuacct, cpuset, pids and blkio (the ones not asked for only

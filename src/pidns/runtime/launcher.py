@@ -1,11 +1,18 @@
 """Create nested PID namespaces and start a command in the innermost one.
 
-fork → unshare → fork → mount proc → init, once per level; see stages.py for what each forked
-process does. For --nest 2 (host pids from the caller's view):
+unshare → fork → mount proc → init, once per level; see stages.py for what each forked process
+does. For --nest 2 (host pids from the caller's view):
 
-    caller ── helper ── init of L1 ── init of L2 ── command
-              (caller's   (pid 1, own mount ns    (pid 1, own mount ns
-              namespaces)  and /proc of L1)        and /proc of L2)
+    caller ── init of L1 ── init of L2 ── command
+              (pid 1, own mount ns    (pid 1, own mount ns
+              and /proc of L1)        and /proc of L2)
+
+When the caller may create the PID namespace itself and set its own pid_for_children back
+after forking (root, no user or time namespace asked for, the levels die with it), it forks
+L1's init directly. Else a helper does it, staying in the caller's namespaces: it unshares
+USER/TIME/PID, forks, waits:
+
+    caller ── helper ── init of L1 ── ...
 
 The caller's own namespaces never change. Stages report over a pipe; a failure comes back as a
 pidns error (LaunchFailed, 125; NotExecutable, 126; CommandNotFound, 127).
@@ -17,7 +24,7 @@ import errno
 import os
 
 from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable, UsageError
-from pidns.kernel import nsfs, pidfd
+from pidns.kernel import nsfs, pidfd, syscalls
 from pidns.runtime import report
 from pidns.runtime.init import WAITED, exit_code
 from pidns.runtime.spec import MAX_NEST, Spec
@@ -62,10 +69,10 @@ class Launched:
         go_w: int,
     ) -> None:
         self.spec = spec
-        self.helper = helper
+        self.helper = helper  # the caller's child: the helper, or L1's init without one
         self.inits = inits  # pid 1 of each level (the command itself, last, with --no-init)
         self.namespaces = namespaces
-        self.command = command
+        self.command = command  # its host pid: None when spawned at the start (see Spec)
         # pidfds: the helper; the outermost init (signals go there); the innermost pid 1
         self.helper_fd, self.outer_fd, self.inner_fd = fds
         self._reader = reader
@@ -94,6 +101,8 @@ class Launched:
         if self._outcome is None:
             _, status = os.waitpid(self.helper, 0)
             sig = 0
+            if self.helper == self.inits[0] and self.spec.waits_for_command(0):
+                sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0  # --no-init's child
             for record in report.read_all(self._status_r):
                 if record.kind == "exit":
                     sig = int(record.fields[1])
@@ -155,24 +164,36 @@ def launch(spec: Spec) -> Launched:
         parent_ends=tuple(fd for fd in (err_r, status_r, go_w) if fd >= 0),
     )
     launcher = os.getpid()
+    first: dict[int, int] = {}  # what the stages report, known here without a helper
+    own = -1
     try:
-        pid = os.fork()
-        if pid == 0:
-            chain.helper(launcher)
+        own = _own_pid_for_children(spec)
+        if own >= 0:
+            pid = _fork_first_level(chain, own)
+            first[0] = pid
+        else:
+            pid = os.fork()
+            if pid == 0:
+                chain.helper(launcher)
+    except BaseException:
+        for fd in (err_r, status_r, go_w):
+            os.close(fd)
+        raise
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for fd in (err_w, status_w, go_r):
+        for fd in (err_w, status_w, go_r, own):
             if fd >= 0:
                 os.close(fd)
     reader = report.Reader(err_r)
     try:
-        children, failure = _collect(reader, spec)
+        forked = spec.init and spec.argv is not None and not chain.spawns_command
+        children, failure = _collect(reader, spec.nest + int(forked), first)
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
     if failure is not None or children is None:
-        os.kill(pid, signal.SIGKILL)  # the helper's death takes the levels below with it
+        os.kill(pid, signal.SIGKILL)  # its death takes the levels below with it
         os.waitpid(pid, 0)
         for fd in (err_r, status_r, go_w):
             if fd >= 0:
@@ -190,12 +211,57 @@ def launch(spec: Spec) -> Launched:
         raise LaunchFailed(f"the new namespace vanished while starting: {err.strerror}") from None
 
 
+def _own_pid_for_children(spec: Spec) -> int:
+    """An fd of this thread's pid_for_children namespace when it may fork L1's init itself
+    (create a PID namespace, then set pid_for_children back: setns to it is tried here), or -1:
+    then a helper is forked, which also makes any user or time namespace."""
+    if spec.uses_userns(os.geteuid()) or spec.timens or not spec.die_with_parent:
+        return -1  # (a helper outliving the caller is the init's parent, and reaps it)
+    try:
+        fd = os.open("/proc/thread-self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        syscalls.setns(fd, syscalls.CLONE_NEWPID)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def _fork_first_level(chain: Chain, own: int) -> int:
+    """Fork L1's init into a new PID namespace; this thread's pid_for_children is `own` again
+    after. The caller has blocked the signals the init waits for."""
+    parent_fd = pidfd.open_pid(os.getpid())  # the init dies with the caller
+    try:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        except OSError as err:
+            raise _failure(report.Record("error", ("0", "pidns", str(err.errno), ""))) from None
+        try:
+            pid = os.fork()
+        except OSError as err:
+            syscalls.setns(own, syscalls.CLONE_NEWPID)
+            raise LaunchFailed(f"forking failed: {err.strerror}") from None
+        if pid == 0:
+            chain.first_level(parent_fd)
+        try:
+            syscalls.setns(own, syscalls.CLONE_NEWPID)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+    finally:
+        if parent_fd >= 0:
+            os.close(parent_fd)
+    return pid
+
+
 def _collect(
-    reader: report.Reader, spec: Spec
+    reader: report.Reader, expected: int, children: dict[int, int]
 ) -> tuple[dict[int, int] | None, report.Record | None]:
-    """Read records until every stage has reported (None: the pipe closed first)."""
-    expected = spec.nest + (1 if spec.init and spec.argv is not None else 0)
-    children: dict[int, int] = {}
+    """Read records until every stage has reported `expected` children (None: the pipe
+    closed first)."""
     ready = False
     while not (ready and len(children) == expected):
         record = reader.next()

@@ -80,6 +80,7 @@ def run(
         kill_timeout=kill_timeout,
         die_with_parent=die_with_parent,
         timens=virtualize,
+        command_pid=status_json is not None,
     )
     reservation = None
     if name is not None:

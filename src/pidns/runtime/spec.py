@@ -11,6 +11,7 @@ class Spec:
     __slots__ = (
         "argv",
         "cgroup_fds",
+        "command_pid",
         "die_with_parent",
         "ignored",
         "init",
@@ -34,6 +35,7 @@ class Spec:
         ignored: frozenset[int] = frozenset(),
         cgroup_fds: tuple[int, ...] = (),
         timens: bool = False,
+        command_pid: bool = False,
     ) -> None:
         self.argv = argv  # None: no command; the namespace idles until killed (Sandbox)
         self.nest = nest
@@ -48,6 +50,9 @@ class Spec:
         # cgroup.procs files (runtime/cgroup.py) the first level's init moves itself into
         self.cgroup_fds = cgroup_fds
         self.timens = timens  # the levels live in a time namespace born with them
+        # Launched.command must be the command's host pid (for --status-json); else it may be
+        # None, which lets the innermost init spawn the command instead of forking it.
+        self.command_pid = command_pid
 
     def uses_userns(self, euid: int) -> bool:
         return euid != 0 if self.user is None else self.user

@@ -1,6 +1,7 @@
 """What each forked process of a launch does. Everything here runs in a child and never returns.
 
-  helper (level 0)   stays in the caller's namespaces: unshare PID [+USER], fork, wait
+  helper (level 0)   stays in the caller's namespaces: unshare PID [+USER, TIME], fork, wait
+                     (only when the launcher cannot fork level 1 itself: see launcher.py)
   level i >= 1       pid 1 of level i: own mount namespace, fresh /proc, then the next level
                      (unshare PID + fork) or the command, then the init loop
   command            own process group, the caller's signal mask, exec
@@ -22,6 +23,7 @@ from pidns.runtime.userns import map_to_root
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
     import signal
+    from collections.abc import Iterable
     from typing import NoReturn
 
     from pidns.runtime.spec import Spec
@@ -55,6 +57,13 @@ class Chain:
         self.status_w = status_w
         self.go_r = go_r  # the command waits on it for Launched.start()
         self.parent_ends = parent_ends  # the launcher's ends of the pipes: closed in each child
+        # The innermost init starts the command once Launched.start() says so, with posix_spawn
+        # (no copy of this process's memory). It is forked instead, to wait for the start
+        # itself, when it must take the terminal first (tcsetpgrp, which posix_spawn can't do)
+        # or the launcher must learn its host pid (translated while it can't have ended).
+        self.spawns_command = (
+            spec.init and spec.argv is not None and not foreground and not spec.command_pid
+        )
         self.step = "start"
 
     def helper(self, launcher: int) -> NoReturn:
@@ -89,10 +98,18 @@ class Chain:
         except BaseException as err:
             self._fail(0, err)
 
+    def first_level(self, parent_fd: int) -> NoReturn:
+        """Level 1 forked by the launcher itself (no helper); parent_fd: the launcher's pidfd."""
+        try:
+            self._enter_child()
+        except BaseException as err:
+            self._fail(1, err)
+        self.level(1, parent_fd)
+
     def level(self, level: int, parent_fd: int) -> NoReturn:
         try:
             if parent_fd >= 0:
-                # The helper outside may have died before the line above could take effect.
+                # The process outside may have died before the line above could take effect.
                 syscalls.set_pdeathsig(signal.SIGKILL)
                 if pidfd.exited(parent_fd):
                     os._exit(125)
@@ -125,6 +142,14 @@ class Chain:
                 self._serve(level, None, to_group=False)
             if not spec.init:
                 self.command(level)
+            if self.spawns_command:
+                report.send(self.err_w, "ready", level)
+                if self.go_r >= 0 and os.read(self.go_r, 1) != b"g":
+                    os._exit(125)  # the launcher gave up before the start
+                self.step = "exec"
+                pid = self._spawn()
+                self._forked(level, None)
+                self._serve(level, pid, to_group=spec.to_group)
             self.step = "fork"
             pid = os.fork()
             if pid == 0:
@@ -134,7 +159,22 @@ class Chain:
             self._forked(level, None)
             self._serve(level, pid, to_group=spec.to_group)
         except BaseException as err:
+            if self.step == "exec":  # _spawn
+                self._fail(level, err, _exec_failure(getattr(err, "errno", None)))
             self._fail(level, err)
+
+    def _spawn(self) -> int:
+        """Start the command as command() would have exec'd it: own process group, the
+        caller's signal mask, the signals the caller ignored ignored, the others at default."""
+        argv = self.spec.argv
+        assert argv is not None
+        ignored = self.spec.ignored
+        for sig in ignored:  # they are blocked here: taken by sigwaitinfo all the same
+            signal.signal(sig, signal.SIG_IGN)
+        defaults: list[int] = [sig for sig in FORWARDED if sig not in ignored]
+        defaults += (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores these two
+        defaults += range(32, signal.SIGRTMIN)  # and glibc's spawn, its own (SIGCANCEL, ...)
+        return _spawnvp(argv, self.mask, defaults)
 
     def command(self, level: int) -> NoReturn:
         argv = self.spec.argv
@@ -162,8 +202,7 @@ class Chain:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
             _execvp(argv)
         except BaseException as err:
-            code = getattr(err, "errno", None)
-            self._fail(level, err, 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126)
+            self._fail(level, err, _exec_failure(getattr(err, "errno", None)))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -230,6 +269,35 @@ def _set_comm(name: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _exec_failure(code: int | None) -> int:
+    return 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126
+
+
+def _spawnvp(argv: tuple[str, ...], mask: Iterable[int], defaults: Iterable[int]) -> int:
+    """syscalls.spawn with _execvp's search: a candidate stat says is not there (or is behind
+    a directory we may not search) is skipped without trying it, as _execvp would skip it."""
+    if "/" in argv[0]:
+        return syscalls.spawn(argv[0], argv, pgroup=0, sigmask=mask, sigdefault=defaults)
+    denied: OSError | None = None
+    path = os.environ.get("PATH")
+    for directory in (os.defpath if path is None else path).split(os.pathsep):
+        path = os.path.join(directory, argv[0])
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                continue
+        try:
+            return syscalls.spawn(path, argv, pgroup=0, sigmask=mask, sigdefault=defaults)
+        except OSError as err:
+            missing = err.errno in (errno.ENOENT, errno.ENOTDIR) or (
+                err.errno == errno.EACCES and not os.path.exists(path)
+            )
+            if not missing and denied is None:
+                denied = err
+    raise denied or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
 
 
 def _execvp(argv: tuple[str, ...]) -> NoReturn:
