@@ -53,7 +53,8 @@ def run(
     memory ("64M"), memory_swap (memory + swap, "96M"), cpus (0.5), cpuset ("0-1"), pids_max:
     the namespaces get a cgroup of their own with those limits (runtime/cgroup.py), removed
     after. virtualize: that cgroup even without limits, the command's /proc shows it (meminfo,
-    cpuinfo, stat, uptime, … from a FUSE view, bound over the kernel's procfs), and the levels
+    cpuinfo, stat, uptime, … from a FUSE view, bound over the kernel's procfs), so does
+    /sys/devices/system/cpu/online (os.cpu_count(), get_nprocs), and the levels
     live in a new time namespace (uptime, sysinfo(2), CLOCK_BOOTTIME, btime count from its
     birth); cpus_from_quota (with virtualize): cpuinfo and stat show as many CPUs as the CFS
     quota lets run at once."""
