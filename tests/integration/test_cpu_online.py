@@ -149,3 +149,13 @@ def test_exec_into_a_podman_container_shows_its_cpuset(
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert counts(out.stdout) == ([1, 1, 1], "0")
+
+
+def test_the_file_survives_a_daemon_restart(untouched: None) -> None:
+    """The view's sysfs directory is found again by the daemon that takes the view over."""
+    with background("--cpuset", "1", "--virtualize", "--", "sleep", "60") as run:
+        online = Path(f"/proc/{run.started['host_pid']}/root{ONLINE}")
+        assert online.read_text() == "1\n"
+        out = pidns("daemon", "restart")
+        assert out.returncode == 0, out.stderr
+        assert online.read_text() == "1\n"
