@@ -159,3 +159,68 @@ def test_the_file_survives_a_daemon_restart(untouched: None) -> None:
         out = pidns("daemon", "restart")
         assert out.returncode == 0, out.stderr
         assert online.read_text() == "1\n"
+
+
+def test_rootless_run_and_exec_bind_it_too(tmp_path: Path, device_for_users: None) -> None:
+    """As nobody, in a v2 subtree delegated as systemd lays one out: the run and an exec into
+    it (both backends) get the bind. This machine's v2 hierarchy has no cpuset controller and
+    nobody may not write the v1 ones, so the file shows the host's CPUs here."""
+    import shlex
+    import shutil
+    import tempfile
+
+    from tests.differential.harness import descendants
+    from tests.users import AS_NOBODY, NOBODY, installed_for_users
+
+    unified = "/sys/fs/cgroup/unified"
+    if not os.path.isdir(unified):
+        pytest.skip("no v2 hierarchy mounted at /sys/fs/cgroup/unified")
+    home = Path(tempfile.mkdtemp(prefix="pidns-online-"))
+    os.chown(home, NOBODY, NOBODY)
+    deleg = Path(unified, f"pidns-test-online-{os.getpid()}")
+    leaf = deleg / "leaf"
+    leaf.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "PIDNS_"))}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PIDNS_STATE_DIR=f"{home}/state")
+    cli = [*AS_NOBODY, installed_for_users().python, "-m", "pidns.cli.main"]
+    proc = None
+    try:
+        for path in (deleg, leaf):
+            for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+                os.chown(path / name if name else path, NOBODY, NOBODY)
+        run = shlex.join(
+            [*cli, "run", "--virtualize", "--", "sh", "-c",
+             f"grep -c ' {ONLINE} ' /proc/self/mountinfo; exec sleep 30"]
+        )  # fmt: skip
+        proc = subprocess.Popen(
+            ["sh", "-c", f"echo $$ > {leaf}/cgroup.procs; exec {run}"],
+            stdout=subprocess.PIPE, text=True, env=env, cwd="/",
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "1"  # the run's command has it bound
+        ours = os.stat("/proc/self/ns/pid").st_ino
+        member = next(
+            pid
+            for pid in descendants(proc.pid)
+            if os.path.exists(f"/proc/{pid}") and os.stat(f"/proc/{pid}/ns/pid").st_ino != ours
+        )
+        for backend in ("fuse", "kernel"):
+            out = subprocess.run(
+                [*cli, "exec", "--ns", f"@{member}", "--backend", backend, "--virtualize", "--",
+                 "sh", "-c", f"grep -c ' {ONLINE} ' /proc/self/mountinfo; cat {ONLINE}"],
+                capture_output=True, text=True, timeout=60, env=env, cwd="/",
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.split() == ["1", HOST_ONLINE.strip()], backend
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+        for _ in range(100):
+            try:
+                for d in sorted(deleg.glob("**/"), reverse=True):
+                    d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+        shutil.rmtree(home, ignore_errors=True)
