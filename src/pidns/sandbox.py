@@ -98,7 +98,7 @@ class Sandbox:
     memory ("64M" or bytes), memory_swap (memory + swap, at least memory), cpus, cpuset
     ("0-1"), pids_max: a cgroup of the sandbox's own with those limits, removed at close;
     virtualize: that cgroup even without limits, /proc inside shows it (meminfo, cpuinfo, stat,
-    uptime, …) and a time namespace born with the sandbox makes uptime, sysinfo(2) and
+    uptime, …), so does /sys/devices/system/cpu/online (os.cpu_count()), and a time namespace born with the sandbox makes uptime, sysinfo(2) and
     CLOCK_BOOTTIME count from its birth (as `pidns run`); cpus_from_quota (with virtualize): as
     many CPUs as the cpus quota lets run at once.
     """

@@ -7,6 +7,7 @@ launcher. Rootless: the clear error without delegation, and a run inside a deleg
 from __future__ import annotations
 
 import calendar
+import contextlib
 import glob
 import json
 import os
@@ -520,6 +521,80 @@ def test_rootless_in_a_delegated_v2_subtree(nobody_home: Path, device_for_users:
             try:
                 leaf.rmdir()
                 deleg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+@pytest.mark.fuse
+@pytest.mark.parametrize("killed", [False, True], ids=["ends", "launcher-killed"])
+def test_rootless_in_a_delegated_scope_under_a_root_owned_slice(
+    nobody_home: Path, device_for_users: None, killed: bool
+) -> None:
+    """As `systemd-run --user --scope -p Delegate=yes` makes one: the scope, where the launcher
+    starts, is the user's; the slice above it is root's. The launcher moves into a leaf of its
+    own under the scope and the run's cgroup goes beside that leaf (this hybrid machine's v2
+    hierarchy has no controllers to enable, but the moves are the kernel's). After the run the
+    launcher is back in the scope, and the leaf goes once what it started there has ended;
+    after SIGKILL of the launcher its janitor removes both."""
+    unified = "/sys/fs/cgroup/unified"
+    if not os.path.isdir(unified):
+        pytest.skip("no v2 hierarchy mounted at /sys/fs/cgroup/unified")
+    slice_ = Path(unified, f"pidns-test-slice-{os.getpid()}")
+    scope = slice_ / "run.scope"
+    scope.mkdir(parents=True)
+    try:
+        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+            os.chown(scope / name if name else scope, NOBODY, NOBODY)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "PIDNS_"))}
+        home = nobody_home
+        env.update(HOME=str(home), XDG_RUNTIME_DIR=str(home), PIDNS_STATE_DIR=f"{home}/state")
+        command = shlex.join(
+            [*AS_NOBODY, installed_for_users().python, "-m", "pidns.cli.main", "run",
+             "--virtualize", "--", "sh", "-c", "grep ^0:: /proc/self/cgroup; sleep 2"]
+        )  # fmt: skip
+        proc = subprocess.Popen(
+            ["sh", "-c", f"echo $$ > {scope}/cgroup.procs; exec {command}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/",
+        )  # fmt: skip
+        leaf = scope / f"pidns-{proc.pid}"
+        deadline = time.monotonic() + 20
+        seen = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            leaves = list(scope.glob(f"pidns-{proc.pid}-*.launcher"))
+            if leaves:
+                leaf = leaves[0]
+                with contextlib.suppress(OSError):  # removed meanwhile, once the run is over
+                    seen = seen or str(proc.pid) in (leaf / "cgroup.procs").read_text().split()
+            if seen and killed:
+                proc.kill()
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+        assert seen, "the launcher was never in a leaf of its own"
+        run_dir = leaf.name.removesuffix(".launcher")
+        if killed:
+            assert proc.returncode == -signal.SIGKILL
+        else:
+            assert proc.returncode == 0, err
+            assert out.strip() == f"0::/{slice_.name}/{scope.name}/{run_dir}"
+        deadline = time.monotonic() + 20  # the view daemon the launcher started lingers a while
+
+        def busy() -> bool:  # the leaf, or the janitor that removes it, still there
+            dirs = any(p.is_dir() for p in scope.iterdir())
+            return dirs or bool((scope / "cgroup.procs").read_text())
+
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p.name for p in scope.iterdir() if p.is_dir()] == []
+        assert (scope / "cgroup.procs").read_text() == ""
+        assert not list(slice_.glob("pidns-*"))  # nothing beside the scope, where it may not go
+    finally:
+        for _ in range(100):
+            try:
+                for d in sorted(scope.glob("*/"), reverse=True):
+                    d.rmdir()
+                scope.rmdir()
+                slice_.rmdir()
                 break
             except OSError:
                 time.sleep(0.1)

@@ -120,6 +120,94 @@ def test_v2_not_ours_is_a_clear_refusal(tmp_path: Path, monkeypatch: pytest.Monk
     assert "delegate a cgroup v2 subtree" in message and "\n" not in message
 
 
+def _only_the_scope_is_ours(
+    monkeypatch: pytest.MonkeyPatch, app: Path, controllers: str = "cpuset cpu io memory pids"
+) -> Path:
+    """As systemd delegates a scope under a root-owned slice: the scope (the launcher's cgroup)
+    is the user's, its parent is not (this test runs as root, who may write anything)."""
+    scope = app / "leaf.scope"
+    (scope / "cgroup.controllers").write_text(controllers + "\n")
+    (scope / "cgroup.subtree_control").write_text("")
+    (scope / "cgroup.procs").write_text("")
+    real = cgroup._may_write
+    monkeypatch.setattr(cgroup, "_may_write", lambda path: real(path) and path != str(app))
+    return scope
+
+
+def test_v2_delegated_scope_under_a_root_owned_slice_moves_the_launcher_to_a_leaf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, app = v2_tree(tmp_path)
+    scope = _only_the_scope_is_ours(monkeypatch, app)
+    made = create(ALL, system=system, own=OWN_V2, name="pidns-t", janitor=False)
+    d, leaf = scope / "pidns-t", scope / "pidns-t.launcher"
+    assert [m.path for m in made.dirs] == [str(d)]
+    assert (leaf / "cgroup.procs").read_text() == "0"  # this process moved itself in
+    assert (scope / "cgroup.subtree_control").read_text() == "+cpu +cpuset +memory +pids"
+    assert not (app / "cgroup.subtree_control").read_text()  # the slice is not touched
+    assert (d / "memory.max").read_text() == str(64 << 20)
+    assert made.leaf is not None and made.leaf.path == str(leaf)
+    assert made.leaf.enabled == {"cpu", "cpuset", "memory", "pids"}
+
+    monkeypatch.setattr(cgroup, "remove_dirs", _rmtree_all)
+    made.remove()
+    # the run's directory and the leaf gone, what was enabled disabled, the launcher back
+    assert sorted(p.name for p in scope.iterdir() if p.is_dir()) == []
+    assert (scope / "cgroup.subtree_control").read_text() == "-cpu -cpuset -memory -pids"
+    assert (scope / "cgroup.procs").read_text() == "0"
+
+
+def test_v2_leaf_leaves_controllers_enabled_before_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, app = v2_tree(tmp_path)
+    scope = _only_the_scope_is_ours(monkeypatch, app)
+    (scope / "cgroup.subtree_control").write_text("pids\n")
+    made = create(Limits(pids_max=5, memory=8 << 20), system=system, own=OWN_V2, janitor=False)
+    assert made.leaf is not None and made.leaf.enabled == {"memory"}
+    assert (scope / "cgroup.subtree_control").read_text() == "+memory"
+
+
+def test_v2_leaf_in_a_scope_with_other_processes_says_so_and_undoes_the_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, app = v2_tree(tmp_path)
+    scope = _only_the_scope_is_ours(monkeypatch, app, "memory")
+    real_write = cgroup._write
+
+    def busy(path: str, text: str) -> None:
+        if path.endswith("cgroup.subtree_control") and text.startswith("+"):
+            raise OSError(16, "Device or resource busy", path)  # the kernel: tasks are in it
+        real_write(path, text)
+
+    monkeypatch.setattr(cgroup, "_write", busy)
+    monkeypatch.setattr(cgroup, "remove_dirs", _rmtree_all)
+    with pytest.raises(LaunchFailed) as caught:
+        create(Limits(memory=8 << 20), system=system, own=OWN_V2, janitor=False)
+    message = str(caught.value)
+    assert f"{scope} holds other processes than pidns" in message and "\n" not in message
+    assert "systemd-run --user --scope -p Delegate=yes" in message
+    assert [p.name for p in scope.iterdir() if p.is_dir()] == []  # the leaf is gone
+    assert (scope / "cgroup.procs").read_text() == "0"  # and the launcher back
+
+
+def test_v2_neither_the_scope_nor_its_parent_ours_is_the_clear_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, app = v2_tree(tmp_path)
+    monkeypatch.setattr(cgroup, "_may_write", lambda path: False)
+
+    def refuse(path: str, mode: int = 0o777) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("pidns.runtime.cgroup.os.mkdir", refuse)
+    with pytest.raises(LaunchFailed) as caught:
+        create(Limits(memory=8 << 20), system=system, own=OWN_V2, janitor=False)
+    message = str(caught.value)
+    assert message.startswith(f"cannot create a cgroup: {app}/pidns-")  # beside, as before
+    assert "Permission denied" in message and "delegate a cgroup v2 subtree" in message
+
+
 def test_v2_accounting_only_without_limits(tmp_path: Path) -> None:
     """--virtualize alone: a directory, nothing enabled, nothing written."""
     system, app = v2_tree(tmp_path)

@@ -241,3 +241,38 @@ def test_the_root_lists_fixed_names_self_then_pids(tree: tuple[View, Path]) -> N
         "5",
     ]
     assert names.index("self") < names.index("5")
+
+
+def test_the_sysfs_files_hide_under_a_name_the_root_never_lists(tree: tuple[View, Path]) -> None:
+    view, _ = tree
+    hidden = ".pidns-sys-0123456789abcdef"
+    virtual = View(
+        view.id,
+        view.instance,
+        ViewOptions(virtualize=True),
+        view.registry,
+        "",
+        view.proc_fd,
+        sys_name=hidden,
+    )
+    root = nodes.Root(virtual)
+    listed = [name for _c, name, _n in root.listing(ROOT)]
+    assert hidden not in listed
+    plain = nodes.Root(_with(view, virtualize=True))  # the same view without the name
+    assert listed == [name for _c, name, _n in plain.listing(ROOT)]
+    for other, name in ((root, hidden[:-1] + "0"), (plain, hidden)):
+        with pytest.raises(OSError) as err:  # any other name, or another view: the host's
+            other.lookup(name, ROOT)
+        assert err.value.errno == errno.ENOENT
+    node = root.lookup(hidden, ROOT)
+    for name in ("devices", "system", "cpu"):
+        assert isinstance(node, nodes.SysDir)
+        assert [n for _c, n, _node in node.listing(ROOT)] == [name]
+        with pytest.raises(Absent):
+            node.lookup("kernel", ROOT)
+        node = node.lookup(name, ROOT)
+    assert [n for _c, n, _node in node.listing(ROOT)] == ["online"]
+    online = node.lookup("online", ROOT)
+    assert isinstance(online, nodes.SysFile)
+    # the fixture's instance has no cgroup (subject None): the host's file
+    assert online.content(ROOT) == Path("/sys/devices/system/cpu/online").read_bytes()

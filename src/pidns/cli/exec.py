@@ -23,7 +23,8 @@ from pidns.cli.options import backend_option, proc_option
     "--virtualize",
     is_flag=True,
     help="/proc's resource files (meminfo, cpuinfo, stat, uptime, loadavg, swaps, diskstats, "
-    "pressure/*) show NS's cgroup, so free, top, nproc-from-/proc readers see its limits.",
+    "pressure/*) and /sys/devices/system/cpu/online show NS's cgroup, so free, top, "
+    "os.cpu_count() and readers of /proc see its limits.",
 )
 @click.option(
     "--cpus-from-quota",

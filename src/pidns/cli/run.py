@@ -85,14 +85,15 @@ from pidns.cli.options import backend_option
     "--virtualize",
     is_flag=True,
     help="The command's /proc shows its cgroup (meminfo, cpuinfo, stat, uptime, loadavg, swaps, "
-    "diskstats, pressure/*), and a time namespace makes uptime, sysinfo and CLOCK_BOOTTIME count "
-    "from the namespace's birth. Makes a cgroup even without limits.",
+    "diskstats, pressure/*), and so does /sys/devices/system/cpu/online (os.cpu_count, "
+    "get_nprocs); a time namespace makes uptime, sysinfo and CLOCK_BOOTTIME count from the "
+    "namespace's birth. Makes a cgroup even without limits.",
 )
 @click.option(
     "--cpus-from-quota",
     is_flag=True,
-    help="With --virtualize: cpuinfo and stat show as many CPUs as the --cpus quota lets run "
-    "at once (rounded up, at most the cpuset's).",
+    help="With --virtualize: cpuinfo, stat and cpu/online show as many CPUs as the --cpus "
+    "quota lets run at once (rounded up, at most the cpuset's).",
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 def command(**options: Any) -> int:

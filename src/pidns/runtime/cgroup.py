@@ -16,6 +16,13 @@ controllers the limits need enabled in the parent's cgroup.subtree_control. On a
 machine (v1 controllers, a v2 hierarchy without any) the v2 directory still gives the
 namespace its own pressure files. Rootless works where the directories are the user's: a
 delegated v2 subtree (systemd's Delegate=yes: user@UID.service and what runs under it).
+When only the launcher's own v2 cgroup is the user's (a delegated scope directly under a
+root-owned slice: `systemd-run --user --scope -p Delegate=yes`), the launcher does what
+runc, podman and systemd do there: it moves itself into a leaf of its own under that cgroup
+(`<name>.launcher`), which can then enable controllers for its children, and the run's
+directory goes beside the leaf. After the run the controllers it enabled are disabled again
+and the launcher moves back; the janitor removes the leaf once it is empty (processes the
+launcher started meanwhile, such as the view daemon, are in it until they end).
 
 Removed after the run: by the launcher once the namespace is gone, and, should the launcher die
 first (SIGKILL), by a small janitor process forked here that waits for every holder of a pipe to
@@ -26,6 +33,7 @@ beside, removing the empty `pidns-PID-…` ones left by launchers that are gone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -189,12 +197,24 @@ class Made:
 
 
 @dataclass
+class Leaf:
+    """The leaf the launcher moved into, under its own v2 cgroup (see the module's docstring)."""
+
+    path: str
+    enabled: frozenset[str] = frozenset()  # controllers enabled for the run in the leaf's parent
+
+
+LEAF_SUFFIX = ".launcher"
+
+
+@dataclass
 class Cgroup:
     """The cgroup made for one run; `procs` are its cgroup.procs files, for the init to join."""
 
     limits: Limits
     dirs: list[Made] = field(default_factory=list)
     janitor_fd: int = -1  # write end of the janitor's pipe; -1 without a janitor
+    leaf: Leaf | None = None
 
     def open_procs(self) -> tuple[int, ...]:
         """cgroup.procs of every directory, opened now (the rights checked are the opener's)."""
@@ -222,15 +242,20 @@ class Cgroup:
         """Remove every directory (waiting up to timeout for the last tasks to be freed); the
         janitor is told it is done, or, if something is still inside, left to finish it."""
         left = remove_dirs([m.path for m in self.dirs], timeout)
+        out = self.leaf is not None and not left and leave_leaf(self.leaf)
         if self.janitor_fd >= 0:
             if not left:
                 try:  # noqa: SIM105
-                    os.write(self.janitor_fd, b"x")  # done: the janitor leaves at once
+                    # done (x: the janitor leaves at once; l: it removes the leaf once empty)
+                    os.write(self.janitor_fd, b"l" if out else b"x")
                 except OSError:
                     pass
             os.close(self.janitor_fd)
             self.janitor_fd = -1
+        elif out and self.leaf is not None:
+            remove_dirs([self.leaf.path], timeout)
         self.dirs = []
+        self.leaf = None
 
 
 def create(
@@ -261,9 +286,11 @@ def create(
                 "pids controller is mounted (see /proc/self/mountinfo)"
             )
         if janitor:
-            cg.janitor_fd = _start_janitor([m.path for m in cg.dirs])
+            cg.janitor_fd = _start_janitor([m.path for m in cg.dirs], cg.leaf)
     except BaseException:
         remove_dirs([m.path for m in cg.dirs], 0)
+        if cg.leaf is not None and leave_leaf(cg.leaf):
+            remove_dirs([cg.leaf.path], 1.0)
         raise
     return cg
 
@@ -275,6 +302,7 @@ class _Target:
     controllers: frozenset[str]  # what this hierarchy controls, of CONTROLLERS
     needed: bool  # a limit asked for lives here: failing to make it fails the run
     enable: frozenset[str] = frozenset()  # v2: controllers to enable in parent's subtree_control
+    leaf: bool = False  # v2: parent is the launcher's own cgroup; the launcher moves to a leaf
 
 
 def _targets(system: System, own: bytes, limits: Limits) -> list[_Target]:
@@ -303,8 +331,12 @@ def _targets(system: System, own: bytes, limits: Limits) -> list[_Target]:
             continue
         top = mount.mountpoint.rstrip("/") or "/"
         # the launcher is in `where`: a cgroup with controllers can't be its child (v2 has no
-        # processes in inner cgroups), so it goes beside it, unless `where` is the root
+        # processes in inner cgroups), so it goes beside it, unless `where` is the root, or
+        # only `where` is the user's: then the launcher leaves it for a leaf under it
         parent = where if where == top else os.path.dirname(where)
+        leaf = parent != where and not _may_write(parent) and _delegated(where)
+        if leaf:
+            parent = where
         available = _v2_available(parent, top)
         enable = frozenset(
             _V2_NEEDS[n] for n in limits.asked() if _V1_NEEDS[n] not in v1_controllers
@@ -321,9 +353,25 @@ def _targets(system: System, own: bytes, limits: Limits) -> list[_Target]:
         ) - frozenset(v1_controllers)
         if "cpu" in served:
             served |= {"cpuacct"}
-        out.append(_Target(parent, True, served, bool(enable), enable))
+        out.append(_Target(parent, True, served, bool(enable), enable, leaf))
         break
     return out
+
+
+def _may_write(path: str) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _delegated(path: str) -> bool:
+    """Whether the cgroup at path is delegated to this user as systemd delegates one: the
+    directory, its cgroup.procs and cgroup.subtree_control theirs to write."""
+    try:
+        owner = os.stat(path).st_uid
+    except OSError:
+        return False
+    return owner == os.geteuid() and all(
+        _may_write(p) for p in (path, f"{path}/cgroup.procs", f"{path}/cgroup.subtree_control")
+    )
 
 
 def _dir_of(mount: Mount, path: str | None) -> str | None:
@@ -345,12 +393,23 @@ def _make(cg: Cgroup, target: _Target, name: str) -> LaunchFailed | None:
     """Make one directory; the refusal, when it was only for accounting and so skipped."""
     path = f"{target.parent}/{name}"
     try:
+        if target.leaf:
+            cg.leaf = _enter_leaf(f"{path}{LEAF_SUFFIX}")
         if target.v2 and target.enable:
-            _enable(target.parent, target.enable)
+            enabled = _enable(target.parent, target.enable)
+            if cg.leaf is not None:
+                cg.leaf.enabled = enabled
         os.mkdir(path, 0o755)
     except OSError as err:
         if not target.needed and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return _cannot(path, err)  # accounting only: a hierarchy we may not write is skipped
+        if target.leaf and err.errno == errno.EBUSY:
+            raise LaunchFailed(
+                f"cannot create a cgroup: {target.parent} holds other processes than pidns "
+                "(cgroup v2 enables controllers only for a cgroup without processes): start "
+                "pidns in a scope of its own (systemd-run --user --scope -p Delegate=yes pidns "
+                "run …)"
+            ) from None
         raise _cannot(path, err) from None
     cg.dirs.append(Made(path, target.v2, target.controllers))
     try:
@@ -360,11 +419,43 @@ def _make(cg: Cgroup, target: _Target, name: str) -> LaunchFailed | None:
     return None
 
 
-def _enable(parent: str, controllers: frozenset[str]) -> None:
+def _enable(parent: str, controllers: frozenset[str]) -> frozenset[str]:
+    """Enable controllers for parent's children; those that were not enabled yet."""
     have = set((read_text(f"{parent}/cgroup.subtree_control") or "").split())
     wanted = sorted(controllers - have)
     if wanted:
         _write(f"{parent}/cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+    return frozenset(wanted)
+
+
+def _enter_leaf(path: str) -> Leaf:
+    """Make the leaf and move this process (all its threads) into it."""
+    os.mkdir(path, 0o755)
+    try:
+        _write(f"{path}/cgroup.procs", "0")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        raise
+    return Leaf(path)
+
+
+def leave_leaf(leaf: Leaf) -> bool:
+    """Undo _enter_leaf for this process: the controllers enabled for the run disabled again
+    when no other cgroup beside the leaf may use them, and back into the leaf's parent (which a
+    cgroup with controllers enabled for its children refuses). Whether it moved."""
+    parent, own = os.path.split(leaf.path)
+    try:
+        others = [n for n in os.listdir(parent) if n != own and os.path.isdir(f"{parent}/{n}")]
+        if leaf.enabled and not others:
+            _write(
+                f"{parent}/cgroup.subtree_control",
+                " ".join(f"-{c}" for c in sorted(leaf.enabled)),
+            )
+        _write(f"{parent}/cgroup.procs", "0")
+    except OSError:
+        return False
+    return True
 
 
 def _write_limits(path: str, target: _Target, limits: Limits) -> None:
@@ -505,9 +596,11 @@ def sweep(parent: str, now: float | None = None) -> list[str]:
     return removed
 
 
-def _start_janitor(paths: list[str]) -> int:
+def _start_janitor(paths: list[str], leaf: Leaf | None = None) -> int:
     """Fork a detached process that removes paths once the launcher and everything that
     inherited the pipe is gone (EOF) and the cgroup is empty; b"x" on the pipe: nothing to do.
+    With a leaf (where the janitor starts too), after the paths, or at once on b"l" (the
+    launcher left it), it leaves the leaf as the launcher would and removes it once empty.
     Returns the pipe's write end (close-on-exec: a command exec'd inside does not hold it)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -527,8 +620,10 @@ def _start_janitor(paths: list[str]) -> int:
                     break
                 except InterruptedError:
                     continue
-            if word != b"x":
+            if word not in (b"x", b"l"):
                 remove_dirs(paths, 30 * 24 * 3600.0)  # for as long as the namespace lives
+            if word != b"x" and leaf is not None and leave_leaf(leaf):
+                remove_dirs([leaf.path], 30 * 24 * 3600.0)
         finally:
             os._exit(0)
     os.close(read_end)

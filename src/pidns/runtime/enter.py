@@ -50,7 +50,7 @@ class Target:
         proc_source: str | None = None,
         ignored: frozenset[int] = frozenset(),
         cgroup_fds: tuple[int, ...] = (),
-        proc_overlays: tuple[str, tuple[str, ...]] | None = None,
+        overlays: tuple[tuple[str, str], ...] = (),
         timens_fd: int = -1,
     ) -> None:
         self.pidfd = pidfd
@@ -60,8 +60,9 @@ class Target:
         self.proc_source = proc_source  # a view of the namespace to bind at /proc, if not a procfs
         self.ignored = ignored  # signals the caller had ignored: the command gets them ignored
         self.cgroup_fds = cgroup_fds  # cgroup.procs files the joiner moves into (a Sandbox's)
-        # (a view's directory, names): files of the view bound over the fresh procfs (hybrid)
-        self.proc_overlays = proc_overlays
+        # (source, path): files of a --virtualize view bound over the fresh /proc's (the
+        # hybrid) and over /sys's, once /proc is mounted
+        self.overlays = overlays
         # the time namespace of the namespace's init, joined after the PID namespace (a
         # `pidns run --virtualize` has one: its clocks, start times and uptime count from 0)
         self.timens_fd = timens_fd
@@ -199,13 +200,9 @@ def _hook(
                         )
                     else:
                         syscalls.mount("proc", "/proc", "proc", PROC_FLAGS)
-                        if target.proc_overlays is not None:
-                            step = "binding the virtualised files over its /proc"
-                            source, names = target.proc_overlays
-                            for name in names:
-                                syscalls.mount(
-                                    f"{source}/{name}", f"/proc/{name}", None, syscalls.MS_BIND
-                                )
+                    for source, path in target.overlays:
+                        step = f"binding the virtualised {path}"
+                        syscalls.mount(source, path, None, syscalls.MS_BIND)
                 step = f"changing to {cwd}"
                 os.chdir(cwd)  # relative to the root entered above
                 # Our own number inside, told now: asked later, a short-lived command may

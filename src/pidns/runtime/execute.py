@@ -30,7 +30,8 @@ def exec_in(
     /proc inside is a procfs mounted from within the namespace (backend kernel, or auto: that
     works wherever joining does, on any kernel) or pidns's FUSE view of it (backend fuse).
     virtualize: the resource files show the namespace's cgroup (auto picks fuse; with kernel,
-    they are bound over the kernel's procfs from a FUSE view: the hybrid).
+    they are bound over the kernel's procfs from a FUSE view: the hybrid), and so does
+    /sys/devices/system/cpu/online, bound from that view in the command's mount namespace.
     """
     from pidns.designators import open_namespace, resolve
     from pidns.errors import LaunchFailed, PidnsError, UsageError
@@ -54,13 +55,17 @@ def exec_in(
     userns_fd = -1
     timens_fd = -1
     view: _ProcView | VirtualFiles | None = None
-    overlays = None
+    overlays: tuple[tuple[str, str], ...] = ()
     try:
         if backend == "fuse":
             view = _ProcView(ns_fd, virtualize, cpus_from_quota)
+            if virtualize:  # the view is /proc; its sysfs files go over /sys
+                from pidns.view.hybrid import sys_binds
+
+                overlays = tuple(sys_binds(view.handle.sys_dir))
         elif virtualize:  # the hybrid: the kernel's procfs, the virtualised files bound over it
             from pidns.view.api import VirtualFiles, check_own_cgroup
-            from pidns.view.hybrid import present
+            from pidns.view.hybrid import command_binds
 
             check_own_cgroup(ns_fd, designator, os.fstat(ns_fd).st_ino)
             try:
@@ -69,7 +74,7 @@ def exec_in(
                 if isinstance(err, UsageError):
                     raise
                 raise LaunchFailed(f"--virtualize: {err}") from None
-            overlays = (view.path, tuple(present("/proc")))
+            overlays = tuple(command_binds(view.path, view.sys_dir))
         userns_fd = _userns_to_join(ns_fd)
         timens_fd = _timens_to_join(proc, ns.init, os.fstat(ns_fd).st_ino)
         try:
@@ -82,7 +87,7 @@ def exec_in(
                 userns_fd=userns_fd,
                 proc_source=view.path if isinstance(view, _ProcView) else None,
                 ignored=forwarder.ignored if forwarder is not None else frozenset(),
-                proc_overlays=overlays,
+                overlays=overlays,
                 timens_fd=timens_fd,
             )
             joined = spawn(argv, target)

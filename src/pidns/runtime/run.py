@@ -53,7 +53,8 @@ def run(
     memory ("64M"), memory_swap (memory + swap, "96M"), cpus (0.5), cpuset ("0-1"), pids_max:
     the namespaces get a cgroup of their own with those limits (runtime/cgroup.py), removed
     after. virtualize: that cgroup even without limits, the command's /proc shows it (meminfo,
-    cpuinfo, stat, uptime, … from a FUSE view, bound over the kernel's procfs), and the levels
+    cpuinfo, stat, uptime, … from a FUSE view, bound over the kernel's procfs), so does
+    /sys/devices/system/cpu/online (os.cpu_count(), get_nprocs), and the levels
     live in a new time namespace (uptime, sysinfo(2), CLOCK_BOOTTIME, btime count from its
     birth); cpus_from_quota (with virtualize): cpuinfo and stat show as many CPUs as the CFS
     quota lets run at once."""
@@ -182,11 +183,12 @@ def run(
 
 def virtualize_proc(launched: Launched, spec: Spec, cpus_from_quota: bool = False) -> None:
     """--virtualize: the virtualised files of a FUSE view of the innermost namespace, attached
-    over the /proc of its mount namespace (which the command shares) before the command starts;
-    the kernel's procfs serves the rest. cpus_from_quota: the view's option of that name."""
+    over the /proc of its mount namespace (which the command shares) before the command starts,
+    and its sysfs files over /sys there; the kernel serves the rest. cpus_from_quota: the
+    view's option of that name."""
     from pidns.errors import LaunchFailed, PidnsError, UsageError
     from pidns.view.api import VirtualFiles
-    from pidns.view.hybrid import attach_into, present
+    from pidns.view.hybrid import attach_into, command_binds
 
     inner = launched.inits[-1]
     try:
@@ -197,7 +199,7 @@ def virtualize_proc(launched: Launched, spec: Spec, cpus_from_quota: bool = Fals
         raise LaunchFailed(f"--virtualize: {err}") from None
     try:
         userns_of = launched.inits[0] if spec.uses_userns(os.geteuid()) else None
-        attach_into(inner, userns_of, files.path, present("/proc"))
+        attach_into(inner, userns_of, command_binds(files.path, files.sys_dir))
     finally:
         files.close()
 

@@ -46,6 +46,9 @@ class ViewHandle:
     daemon_pid: int | None = None
     view_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # --virtualize (FUSE): the view's directory of the sysfs files it renders
+    # (devices/system/cpu/online), unlisted in its root; None for none
+    sys_dir: str | None = None
 
     def close(self) -> None:
         close_view(self.mountpoint)
@@ -254,8 +257,15 @@ def _open_fuse(fd: int, path: str, options: ViewOptions, auto_unmount: bool) -> 
     except OSError as err:
         fuse_mount.unmount_quietly(path)
         raise PidnsError(f"{path}: the view does not answer: {err.strerror}") from None
+    sys_name = str(reply.get("sys") or "")
     return ViewHandle(
-        path, "fuse", int(reply["ns"]), int(reply["pid"]), str(reply["view"]), options.to_wire()
+        path,
+        "fuse",
+        int(reply["ns"]),
+        int(reply["pid"]),
+        str(reply["view"]),
+        options.to_wire(),
+        sys_dir=os.path.join(path, sys_name) if sys_name else None,
     )
 
 
@@ -482,7 +492,8 @@ def restart_daemon(timeout: float = 30.0) -> tuple[dict[str, Any], dict[str, Any
 
 
 class VirtualFiles:
-    """A FUSE view of a namespace with --virtualize at a private temporary directory."""
+    """A FUSE view of a namespace with --virtualize at a private temporary directory: its
+    virtualised /proc files (`path`) and sysfs files (`sys_dir`) for binding elsewhere."""
 
     def __init__(self, ns: str | int, cpus_from_quota: bool = False) -> None:
         self.path = tempfile.mkdtemp(prefix="pidns-virtual-")
@@ -493,6 +504,7 @@ class VirtualFiles:
         except BaseException:
             os.rmdir(self.path)
             raise
+        self.sys_dir = self.handle.sys_dir
 
     def close(self) -> None:
         """Unmount the temporary view and its directory (binds made from it stay)."""

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -193,9 +194,11 @@ class Daemon(Listener):
                 mnt_fd = -1
             with self.lock:
                 held.append(os.dup(ns_fd))
+                # --virtualize: the sysfs files too, under a name only the client learns
+                sys_name = f".pidns-sys-{secrets.token_hex(8)}" if options.virtualize else ""
                 try:
                     view = self.registry.open_view(
-                        ns_fd, options, str(message.get("mountpoint", ""))
+                        ns_fd, options, str(message.get("mountpoint", "")), sys_name=sys_name
                     )
                 except PidnsError as err:
                     os.close(fuse_fd)
@@ -219,6 +222,7 @@ class Daemon(Listener):
                     "auto_unmount": bool(message.get("auto_unmount")),
                     "init": None,
                     "survives": False,
+                    "sys": sys_name,
                 }
                 self.held_meta[view.id] = meta
                 self._to_holder({"op": "put", "key": view.id, "meta": meta}, held)
@@ -230,6 +234,7 @@ class Daemon(Listener):
                     "ns": view.instance.id.ino,
                     "shared": len(view.instance.views) > 1,
                     "pid": os.getpid(),
+                    "sys": sys_name,
                 }
         finally:
             for fd in (mnt_fd, fuse_fd, *held):
@@ -351,7 +356,11 @@ class Daemon(Listener):
         options = ViewOptions.from_wire(meta.get("options") or {}, int(meta.get("owner", 0)))
         with self.lock:
             view = self.registry.open_view(
-                ns_fd, options, str(meta.get("mountpoint", "")), view_id=entry.key
+                ns_fd,
+                options,
+                str(meta.get("mountpoint", "")),
+                view_id=entry.key,
+                sys_name=str(meta.get("sys") or ""),
             )
             if view.instance.init_gone():  # died while no daemon watched
                 view.instance.die()

@@ -17,6 +17,11 @@ Three users, one mechanism each:
   detached mounts (open_tree(OPEN_TREE_CLONE)) and are attached in it with move_mount by a
   short-lived process (attach_into) that joins it; rootless, that process first joins the run's
   user namespace and copies our mount namespace, so that it may clone the view's files.
+
+A command's private mount namespace (exec, run, Sandbox; with either backend) also gets the
+view's sysfs files (served.SYS_FILES: /sys/devices/system/cpu/online, which glibc's get_nprocs,
+os.cpu_count() and sysconf(_SC_NPROCESSORS_ONLN) read) bound over the host's, as LXCFS setups
+bind its sys/devices/system/cpu/online; never in the caller's mount namespace (`pidns mount`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,30 @@ import os
 
 from pidns.errors import LaunchFailed
 from pidns.kernel import syscalls
-from pidns.view.served import overlaid_files
+from pidns.view.served import SYS_FILES, overlaid_files
 
 
 def present(proc_dir: str) -> list[str]:
     """The overlaid files this kernel's procfs at proc_dir has (pressure/* only with PSI)."""
     return [name for name in overlaid_files() if os.path.isfile(f"{proc_dir}/{name}")]
+
+
+def sys_binds(sys_dir: str | None) -> list[tuple[str, str]]:
+    """(source, target) of the view's sysfs files over the host's, for those this host has."""
+    if sys_dir is None:
+        return []
+    return [
+        (f"{sys_dir}/{rel}", f"/sys/{rel}") for rel in SYS_FILES if os.path.isfile(f"/sys/{rel}")
+    ]
+
+
+def command_binds(
+    view_dir: str, sys_dir: str | None, proc_dir: str = "/proc"
+) -> list[tuple[str, str]]:
+    """(source, target) of everything a command's /proc and /sys take from the view: the
+    overlaid files this procfs has, and the sysfs files."""
+    proc = [(f"{view_dir}/{name}", f"/proc/{name}") for name in present(proc_dir)]
+    return proc + sys_binds(sys_dir)
 
 
 def bind_over(view_dir: str, proc_dir: str, names: list[str]) -> None:
@@ -59,12 +82,12 @@ def unmount_hybrid(mountpoint: str) -> None:
     syscalls.umount2(mountpoint, 0)
 
 
-def attach_into(target: int, userns_of: int | None, view_dir: str, names: list[str]) -> None:
-    """Attach view_dir/NAME over /proc/NAME in the mount namespace of process `target` (it and
-    its descendants see them), from a forked process: it joins the user namespace of process
-    `userns_of` (None: ours) and copies our mount namespace (where the view is), clones each
-    file as a detached mount, joins target's mount namespace and attaches them there.
-    LaunchFailed with the step and the kernel's reason when it fails."""
+def attach_into(target: int, userns_of: int | None, binds: list[tuple[str, str]]) -> None:
+    """Attach each (source, path) of binds, source over path, in the mount namespace of process
+    `target` (it and its descendants see them), from a forked process: it joins the user
+    namespace of process `userns_of` (None: ours) and copies our mount namespace (where the
+    view is), clones each source as a detached mount, joins target's mount namespace and
+    attaches them there. LaunchFailed with the step and the kernel's reason when it fails."""
     mnt_fd = os.open(f"/proc/{target}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     user_fd = (
         -1
@@ -83,12 +106,12 @@ def attach_into(target: int, userns_of: int | None, view_dir: str, names: list[s
                     step = "copying the mount namespace"
                     syscalls.unshare(syscalls.CLONE_NEWNS)
                 step = "cloning the virtualised files"
-                fds = [syscalls.open_tree_clone(f"{view_dir}/{name}") for name in names]
+                fds = [syscalls.open_tree_clone(source) for source, _ in binds]
                 step = "joining the namespace's mount namespace"
                 syscalls.setns(mnt_fd, syscalls.CLONE_NEWNS)
-                for name, fd in zip(names, fds, strict=True):
-                    step = f"attaching /proc/{name}"
-                    syscalls.move_mount_fd(fd, f"/proc/{name}")
+                for (_, path), fd in zip(binds, fds, strict=True):
+                    step = f"attaching {path}"
+                    syscalls.move_mount_fd(fd, path)
                 os._exit(0)
             except BaseException as err:
                 reason = err.strerror if isinstance(err, OSError) else str(err)
@@ -105,6 +128,6 @@ def attach_into(target: int, userns_of: int | None, view_dir: str, names: list[s
                 os.close(fd)
     if status != 0:
         raise LaunchFailed(
-            f"--virtualize: mounting the virtualised /proc files failed: "
+            f"--virtualize: mounting the virtualised files failed: "
             f"{message or 'the helper process died'}"
         )

@@ -94,6 +94,9 @@ class View:
     registry: Registry
     mountpoint: str = ""
     proc_fd: int = field(default=-1)
+    # --virtualize: the name, unlisted and known only to the client, of the root's directory
+    # of the sysfs files the view renders (served.SYS_FILES); "" for none
+    sys_name: str = ""
 
     def generation(self, host_pid: int) -> int:
         return self.registry.generations.get(host_pid, 0)
@@ -136,10 +139,16 @@ class Registry:
         self.fork_events = False
 
     def open_view(
-        self, ns_fd: int, options: ViewOptions, mountpoint: str = "", view_id: str | None = None
+        self,
+        ns_fd: int,
+        options: ViewOptions,
+        mountpoint: str = "",
+        view_id: str | None = None,
+        sys_name: str = "",
     ) -> View:
         """A new view of the namespace of ns_fd (taken over), on the namespace's one instance;
-        view_id: the id a predecessor daemon gave it (a view taken over keeps its id)."""
+        view_id: the id a predecessor daemon gave it (a view taken over keeps its id);
+        sys_name: View.sys_name."""
         ns_id = nsfs.identity(ns_fd)
         instance = self.instances.get(ns_id)
         if instance is None or instance.dead:
@@ -152,7 +161,7 @@ class Registry:
             view_id = f"v{next(self._ids)}"
             while view_id in self.views:
                 view_id = f"v{next(self._ids)}"
-        view = View(view_id, instance, options, self, mountpoint, self.proc_fd)
+        view = View(view_id, instance, options, self, mountpoint, self.proc_fd, sys_name)
         instance.views[view.id] = view
         self.views[view.id] = view
         return view

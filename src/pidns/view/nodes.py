@@ -93,6 +93,8 @@ class Root(Node):
             return PidDir(view, pid, host, None)
         if name in (rules.SELF, rules.THREAD_SELF):
             return SelfLink(view, name == rules.THREAD_SELF)
+        if view.sys_name and name == view.sys_name:  # never listed: the root lists the kernel's
+            return SysDir(view, ())
         if view.options.subset_pid:
             raise fail(errno.ENOENT)
         return passthrough(view, None, name)
@@ -123,6 +125,67 @@ class SelfLink(Node):
         if target is None:
             raise fail(errno.ENOENT)
         return target.encode()
+
+
+# -- the sysfs files of --virtualize, under the root's unlisted View.sys_name -----------------
+
+
+class SysDir(Node):
+    """A directory on the way to a file of served.SYS_FILES (path: its components under /sys).
+    The client binds those files over /sys in a command's private mount namespace only; the
+    proc tree's listing stays the kernel's."""
+
+    __slots__ = ("key", "path", "view")
+
+    def __init__(self, view: View, path: tuple[str, ...]) -> None:
+        self.view = view
+        self.path = path
+        self.key = ("sys", view.id, path)
+
+    def attr(self, req: Requester) -> Attr:
+        return Attr(st.S_IFDIR | 0o555, 2, 0, 0)
+
+    def _names(self) -> list[str]:
+        depth = len(self.path)
+        names = []
+        for rel in served.SYS_FILES:
+            parts = tuple(rel.split("/"))
+            if parts[:depth] == self.path and len(parts) > depth and parts[depth] not in names:
+                names.append(parts[depth])
+        return names
+
+    def lookup(self, name: str, req: Requester) -> Node:
+        if name not in self._names():
+            raise Absent()
+        path = (*self.path, name)
+        rel = "/".join(path)
+        return SysFile(self.view, rel) if rel in served.SYS_FILES else SysDir(self.view, path)
+
+    def listing(self, req: Requester) -> list[tuple[int, str, Node]]:
+        return [(i + 1, name, self.lookup(name, req)) for i, name in enumerate(self._names())]
+
+
+class SysFile(Node):
+    """/sys/REL rendered from the namespace's cgroup (the host's once the namespace is dead)."""
+
+    __slots__ = ("key", "rel", "view")
+
+    def __init__(self, view: View, rel: str) -> None:
+        self.view = view
+        self.rel = rel
+        self.key = ("sys", view.id, rel)
+
+    def attr(self, req: Requester) -> Attr:
+        try:
+            return Attr.of(os.stat(f"/sys/{self.rel}"))
+        except OSError:
+            return Attr(st.S_IFREG | 0o444, 1, 0, 0)
+
+    def content(self, req: Requester) -> bytes:
+        with open(f"/sys/{self.rel}", "rb") as f:
+            host = f.read()
+        subject = self.view.instance.subject(self.view.options)
+        return host if subject is None else served.SYS_FILES[self.rel](subject, host)
 
 
 # -- pid directories ---------------------------------------------------------------------------
