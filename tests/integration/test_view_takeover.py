@@ -361,6 +361,61 @@ def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
             second.wait()
 
 
+def test_a_task_that_exits_while_no_daemon_listens_goes_when_it_is_reaped(tmp_path: Path) -> None:
+    """The daemon is dead when a task the view shows exits, and its parent reaps it only after a
+    successor took over: the exit was never reported to any daemon, the successor found the zombie
+    (its start time and pid match) and restored its /N, yet once it is reaped /N must go from the
+    view, as from the kernel's proc tree, rather than stay listed with ESRCH inside."""
+    with private_daemon(tmp_path), namespace() as init:
+        view = tmp_path / "v"
+        _mount(init, view)
+        pid_file, fifo = tmp_path / "pid", tmp_path / "fifo"
+        os.mkfifo(fifo)
+        # the shell reaps its child only at `wait`, after a line comes through the fifo
+        script = f"sleep 1000 & echo $! > {pid_file}; read line < {fifo}; wait"
+        parent = subprocess.Popen(
+            ["nsenter", f"--target={init}", "--pid", "--", "sh", "-c", script]
+        )
+        try:
+            wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "no task")
+            ns_pid = pid_file.read_text().strip()
+            task = view / ns_pid
+            assert (task / "stat").read_text().split()[0] == ns_pid  # the view has its inodes
+            holder = _holder_pid()
+            os.kill(holder, signal.SIGSTOP)  # no successor until the task has exited
+            try:
+                old = daemon_pid()
+                os.kill(old, signal.SIGKILL)
+                subprocess.run(
+                    ["nsenter", f"--target={init}", "--pid", "--", "kill", "-KILL", ns_pid],
+                    check=True,
+                )
+                wait_for(lambda: _ns_state(init, ns_pid) == "Z", 10, "the task is no zombie")
+            finally:
+                os.kill(holder, signal.SIGCONT)
+            _wait_for_new_daemon(old)
+            assert task.exists()  # a zombie is listed, as by the kernel
+            with open(fifo, "w") as f:
+                f.write("go\n")  # the shell reaps it now
+            parent.wait(timeout=10)
+            wait_for(lambda: not task.exists(), 5, f"{task} stays after its task was reaped")
+            assert ns_pid not in os.listdir(view)
+        finally:
+            parent.kill()
+            parent.wait()
+
+
+def _ns_state(init: int, ns_pid: str) -> str:
+    """The state letter of the task the namespace of init numbers ns_pid ("" once reaped)."""
+    done = subprocess.run(
+        ["nsenter", f"--target={init}", "--pid", "--mount", "--", "cat", f"/proc/{ns_pid}/stat"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.rsplit(")", 1)[-1].split()[0] if done.returncode == 0 else ""
+
+
 def _ns_pids(init: int) -> set[str]:
     done = subprocess.run(
         ["nsenter", f"--target={init}", "--pid", "--mount", "--", "ls", "/proc"],

@@ -274,6 +274,9 @@ class Daemon(Listener):
                 log.exception("taking over view %s", entry.key)
                 holding.close_quietly(entry.fds)
                 self._to_holder({"op": "drop", "key": entry.key})
+        if taken:
+            # exits while no daemon listened: a zombie restored must still go when it is reaped
+            self.watcher.recheck()
         return taken
 
     def _bridge(self, view: View) -> Bridge:
