@@ -220,7 +220,8 @@ class Connection:
         with self.lock:  # the last thread closes the eventfd under it
             self._detaching = True
             if self._running == 0:
-                return False  # ended already
+                # ended already: handed over by an earlier call, or the connection is gone
+                return self._detached.is_set()
             os.eventfd_write(self._wake, 1)
         self._rouse.set()
         return self._detached.wait(timeout)
