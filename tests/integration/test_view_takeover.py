@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pidns.fuse.passthrough import WAIT_LIMIT
 from tests.soak.support import (
     daemon_figures,
     daemon_pid,
@@ -414,6 +415,63 @@ def _ns_state(init: int, ns_pid: str) -> str:
         check=False,
     )
     return done.stdout.rsplit(")", 1)[-1].split()[0] if done.returncode == 0 else ""
+
+
+# A daemon that dies (SIGKILL) in its first OPEN of an `environ`, after it counted that open's
+# backing file and before its answer: the kernel sends that OPEN again to the successor.
+_DIES_IN_AN_OPEN = """
+import os, signal, sys
+from pidns.fuse import bridge
+from pidns.view.daemon import main
+
+opened = bridge.Bridge._opened
+
+def dying(self, fh, data, nodeid, backing):
+    node = self.table.node(nodeid)
+    if backing is not None and getattr(node, "rel", "") == "environ":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return opened(self, fh, data, nodeid, backing)
+
+bridge.Bridge._opened = dying
+sys.exit(main())
+"""
+
+
+def test_an_open_the_dead_daemon_counted_but_never_answered_does_not_block_its_file(
+    tmp_path: Path,
+) -> None:
+    """The daemon counted a passthrough open (its backing file out) and died before answering:
+    the successor must not wait for a RELEASE of that open, which the kernel never got, before
+    it answers the same OPEN sent again (it would fail with EBUSY after 2 s, and so would every
+    later open of that file)."""
+    with private_daemon(tmp_path, start=False) as state_dir, namespace() as init:
+        first = subprocess.Popen(
+            [sys.executable, "-c", _DIES_IN_AN_OPEN],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
+            view = tmp_path / "v"
+            _mount(init, view)
+            expected = Path(f"/proc/{init}/environ").read_bytes()
+            for _ in range(2):  # the OPEN sent again, then a new one
+                started = time.monotonic()
+                try:
+                    data = (view / "1" / "environ").read_bytes()
+                except OSError as err:
+                    pytest.fail(f"{err!r} after {time.monotonic() - started:.1f} s")
+                assert data == expected
+                if first.poll() is None:
+                    pytest.skip("no passthrough here: the daemon had no backing file to count")
+                assert time.monotonic() - started < WAIT_LIMIT
+            assert first.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if first.poll() is None:
+                first.kill()
+            first.wait(10)
 
 
 def _ns_pids(init: int) -> set[str]:

@@ -447,10 +447,10 @@ class Connection:
         (it queues them ahead of the others); the counts a predecessor may have made for their
         answers are taken back. The first request not sent again ends that."""
         if unique & abi.UNIQUE_RESEND:
-            self.bridge.table.resent(unique & ~abi.UNIQUE_RESEND)
+            self.bridge.resent(unique & ~abi.UNIQUE_RESEND)
         else:
             self._restoring = False
-            self.bridge.table.precounted = {}
+            self.bridge.table.resent_done()
 
     def stats(self) -> dict[str, Any]:
         """Requests read so far by operation name, and what passthrough did."""
