@@ -120,12 +120,15 @@ def readers(
     """Walkers on every view, `find` on every view, and `ps -ef` inside the namespace of
     inside[0] with the view inside[1] bind-mounted at /proc of a mount namespace of its own.
     Yields the list their reports are added to when the block ends."""
-    stop = work / "stop"
+    # The `ps` loop stops last: it is a task of the namespace the finds walk (its python is pid 4
+    # there), and its own exit would race their walk of it and their check that it is gone.
+    stop, stop_ps = work / "stop", work / "stop-ps"
     init, view = inside
     commands = [[sys.executable, "-c", _WALKER, str(v), str(stop)] for v in views]
     commands += [[sys.executable, "-c", _LOOP, str(stop), "find", str(v)] for v in views]
     # ps runs in the namespace (its pid numbers, its `self`), the view at its /proc
-    in_container = f"mount --bind {view} /proc && exec {sys.executable} -c '{_LOOP}' {stop} ps -ef"
+    loop = f"exec {sys.executable} -c '{_LOOP}' {stop_ps} ps -ef"
+    in_container = f"mount --bind {view} /proc && {loop}"
     commands.append(
         [
             "nsenter",
@@ -150,6 +153,8 @@ def readers(
     finally:
         stop.touch()
         for name, proc in zip(names, procs, strict=True):
+            if proc is procs[-1]:
+                stop_ps.touch()
             try:
                 out, _ = proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
