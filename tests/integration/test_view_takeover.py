@@ -481,6 +481,29 @@ def test_an_open_the_dead_daemon_counted_but_never_answered_does_not_block_its_f
             first.wait(10)
 
 
+def test_a_restart_of_a_daemon_with_more_fds_than_select_takes(tmp_path: Path) -> None:
+    """A daemon past FD_SETSIZE (1024) open fds, here a passthrough slot for each file read
+    through its view, still hands over on `pidns daemon restart` (it once died in select())."""
+    script = "for i in $(seq 40); do sleep 1000 & done; wait"
+    with private_daemon(tmp_path), namespace(script) as init:
+        view = tmp_path / "v"
+        _mount(init, view)
+        old = daemon_pid()
+        for task in [n for n in os.listdir(view) if n.isdigit()]:
+            for name in os.listdir(view / task):
+                path = view / task / name
+                with contextlib.suppress(OSError):
+                    if path.is_file() and not path.is_symlink():
+                        path.read_bytes()
+        fds = len(os.listdir(f"/proc/{old}/fd"))
+        if fds <= 1024:
+            pytest.skip(f"the daemon has only {fds} fds (no passthrough here?)")
+        done = pidns("daemon", "restart")
+        assert done.returncode == 0, done.stderr
+        assert _wait_for_new_daemon(old) != old
+        assert "1" in os.listdir(view)
+
+
 def _ns_pids(init: int) -> set[str]:
     done = subprocess.run(
         ["nsenter", f"--target={init}", "--pid", "--mount", "--", "ls", "/proc"],

@@ -662,7 +662,10 @@ def _restart(daemon: Daemon, listener: socket.socket) -> bool:
         return False
     os.close(ready_w)
     try:
-        loaded = bool(select.select([ready_r], [], [], 30)[0]) and os.read(ready_r, 1) == b"1"
+        # poll, not select: a daemon with many views or passthrough slots has fds past FD_SETSIZE
+        poller = select.poll()
+        poller.register(ready_r, select.POLLIN)
+        loaded = bool(poller.poll(30_000)) and os.read(ready_r, 1) == b"1"
     finally:
         os.close(ready_r)
     if not loaded:
