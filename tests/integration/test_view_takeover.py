@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pidns.fuse.passthrough import WAIT_LIMIT
 from tests.soak.support import (
     daemon_figures,
     daemon_pid,
@@ -120,12 +121,15 @@ def readers(
     """Walkers on every view, `find` on every view, and `ps -ef` inside the namespace of
     inside[0] with the view inside[1] bind-mounted at /proc of a mount namespace of its own.
     Yields the list their reports are added to when the block ends."""
-    stop = work / "stop"
+    # The `ps` loop stops last: it is a task of the namespace the finds walk (its python is pid 4
+    # there), and its own exit would race their walk of it and their check that it is gone.
+    stop, stop_ps = work / "stop", work / "stop-ps"
     init, view = inside
     commands = [[sys.executable, "-c", _WALKER, str(v), str(stop)] for v in views]
     commands += [[sys.executable, "-c", _LOOP, str(stop), "find", str(v)] for v in views]
     # ps runs in the namespace (its pid numbers, its `self`), the view at its /proc
-    in_container = f"mount --bind {view} /proc && exec {sys.executable} -c '{_LOOP}' {stop} ps -ef"
+    loop = f"exec {sys.executable} -c '{_LOOP}' {stop_ps} ps -ef"
+    in_container = f"mount --bind {view} /proc && {loop}"
     commands.append(
         [
             "nsenter",
@@ -150,6 +154,8 @@ def readers(
     finally:
         stop.touch()
         for name, proc in zip(names, procs, strict=True):
+            if proc is procs[-1]:
+                stop_ps.touch()
             try:
                 out, _ = proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
@@ -276,18 +282,20 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
         _all_alive(views)
 
 
-# Open (issue: a daemon restart nobody notices). About one run in six, after a takeover, `find`
-# gets ESRCH for `/N/ns` of a live task: the successor restored that task's /N as gone. Runs that
-# do not hit it also miss the 2 s stall bound when the machine is loaded. Kept running and
-# reported (XPASS when it passes) until it is fixed; the other takeover tests below hold.
-@pytest.mark.xfail(reason="a live task's /N sometimes restored as gone after a SIGKILL takeover")
+# Open (issue: a daemon restart nobody notices). Two causes of their errors are fixed and have
+# tests of their own below (a task that exited while no daemon listened stayed in the view after
+# its reap, ESRCH inside; a passthrough open the dead daemon counted and never answered made its
+# file fail with EBUSY after 2 s), and a third was the readers' own stop (see readers). Still
+# seen: the 2 s stall bound is missed whenever the machine is loaded, and `ps` gives up ("fatal
+# library error, reap") now and then under load, which the churn soak counts on the kernel's
+# procfs too. Kept running and reported (XPASS when it passes) until these are settled.
+@pytest.mark.xfail(reason="the 2 s stall bound is missed under load; ps gives up under load")
 def test_readers_see_nothing_of_20_sigkills(tmp_path: Path) -> None:
     _replace_20_times(tmp_path, "kill")
 
 
-# Open: `ps` gives up once in a while ("fatal library error, reap"), with or without restarts
-# (the soak's known finding), and the same ESRCH as above; the 2 s bound under load.
-@pytest.mark.xfail(reason="the soak's known `ps` reap failure, and the restored-as-gone /N")
+# Open: as above, the 2 s bound and `ps` giving up, both under load.
+@pytest.mark.xfail(reason="the 2 s stall bound is missed under load; ps gives up under load")
 def test_readers_see_nothing_of_20_restarts(tmp_path: Path) -> None:
     _replace_20_times(tmp_path, "restart")
 
@@ -360,6 +368,141 @@ def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
             os.close(held)
             second.kill()
             second.wait()
+
+
+def test_a_task_that_exits_while_no_daemon_listens_goes_when_it_is_reaped(tmp_path: Path) -> None:
+    """The daemon is dead when a task the view shows exits, and its parent reaps it only after a
+    successor took over: the exit was never reported to any daemon, the successor found the zombie
+    (its start time and pid match) and restored its /N, yet once it is reaped /N must go from the
+    view, as from the kernel's proc tree, rather than stay listed with ESRCH inside."""
+    with private_daemon(tmp_path), namespace() as init:
+        view = tmp_path / "v"
+        _mount(init, view)
+        pid_file, fifo = tmp_path / "pid", tmp_path / "fifo"
+        os.mkfifo(fifo)
+        # the shell reaps its child only at `wait`, after a line comes through the fifo
+        script = f"sleep 1000 & echo $! > {pid_file}; read line < {fifo}; wait"
+        parent = subprocess.Popen(
+            ["nsenter", f"--target={init}", "--pid", "--", "sh", "-c", script]
+        )
+        try:
+            wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "no task")
+            ns_pid = pid_file.read_text().strip()
+            task = view / ns_pid
+            assert (task / "stat").read_text().split()[0] == ns_pid  # the view has its inodes
+            holder = _holder_pid()
+            os.kill(holder, signal.SIGSTOP)  # no successor until the task has exited
+            try:
+                old = daemon_pid()
+                os.kill(old, signal.SIGKILL)
+                subprocess.run(
+                    ["nsenter", f"--target={init}", "--pid", "--", "kill", "-KILL", ns_pid],
+                    check=True,
+                )
+                wait_for(lambda: _ns_state(init, ns_pid) == "Z", 10, "the task is no zombie")
+            finally:
+                os.kill(holder, signal.SIGCONT)
+            _wait_for_new_daemon(old)
+            assert task.exists()  # a zombie is listed, as by the kernel
+            with open(fifo, "w") as f:
+                f.write("go\n")  # the shell reaps it now
+            parent.wait(timeout=10)
+            wait_for(lambda: not task.exists(), 5, f"{task} stays after its task was reaped")
+            assert ns_pid not in os.listdir(view)
+        finally:
+            parent.kill()
+            parent.wait()
+
+
+def _ns_state(init: int, ns_pid: str) -> str:
+    """The state letter of the task the namespace of init numbers ns_pid ("" once reaped)."""
+    done = subprocess.run(
+        ["nsenter", f"--target={init}", "--pid", "--mount", "--", "cat", f"/proc/{ns_pid}/stat"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.rsplit(")", 1)[-1].split()[0] if done.returncode == 0 else ""
+
+
+# A daemon that dies (SIGKILL) in its first OPEN of an `environ`, after it counted that open's
+# backing file and before its answer: the kernel sends that OPEN again to the successor.
+_DIES_IN_AN_OPEN = """
+import os, signal, sys
+from pidns.fuse import bridge
+from pidns.view.daemon import main
+
+opened = bridge.Bridge._opened
+
+def dying(self, fh, data, nodeid, backing):
+    node = self.table.node(nodeid)
+    if backing is not None and getattr(node, "rel", "") == "environ":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return opened(self, fh, data, nodeid, backing)
+
+bridge.Bridge._opened = dying
+sys.exit(main())
+"""
+
+
+def test_an_open_the_dead_daemon_counted_but_never_answered_does_not_block_its_file(
+    tmp_path: Path,
+) -> None:
+    """The daemon counted a passthrough open (its backing file out) and died before answering:
+    the successor must not wait for a RELEASE of that open, which the kernel never got, before
+    it answers the same OPEN sent again (it would fail with EBUSY after 2 s, and so would every
+    later open of that file)."""
+    with private_daemon(tmp_path, start=False) as state_dir, namespace() as init:
+        first = subprocess.Popen(
+            [sys.executable, "-c", _DIES_IN_AN_OPEN],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
+            view = tmp_path / "v"
+            _mount(init, view)
+            expected = Path(f"/proc/{init}/environ").read_bytes()
+            for _ in range(2):  # the OPEN sent again, then a new one
+                started = time.monotonic()
+                try:
+                    data = (view / "1" / "environ").read_bytes()
+                except OSError as err:
+                    pytest.fail(f"{err!r} after {time.monotonic() - started:.1f} s")
+                assert data == expected
+                if first.poll() is None:
+                    pytest.skip("no passthrough here: the daemon had no backing file to count")
+                assert time.monotonic() - started < WAIT_LIMIT
+            assert first.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if first.poll() is None:
+                first.kill()
+            first.wait(10)
+
+
+def test_a_restart_of_a_daemon_with_more_fds_than_select_takes(tmp_path: Path) -> None:
+    """A daemon past FD_SETSIZE (1024) open fds, here a passthrough slot for each file read
+    through its view, still hands over on `pidns daemon restart` (it once died in select())."""
+    script = "for i in $(seq 40); do sleep 1000 & done; wait"
+    with private_daemon(tmp_path), namespace(script) as init:
+        view = tmp_path / "v"
+        _mount(init, view)
+        old = daemon_pid()
+        for task in [n for n in os.listdir(view) if n.isdigit()]:
+            for name in os.listdir(view / task):
+                path = view / task / name
+                with contextlib.suppress(OSError):
+                    if path.is_file() and not path.is_symlink():
+                        path.read_bytes()
+        fds = len(os.listdir(f"/proc/{old}/fd"))
+        if fds <= 1024:
+            pytest.skip(f"the daemon has only {fds} fds (no passthrough here?)")
+        done = pidns("daemon", "restart")
+        assert done.returncode == 0, done.stderr
+        assert _wait_for_new_daemon(old) != old
+        assert "1" in os.listdir(view)
 
 
 def _ns_pids(init: int) -> set[str]:

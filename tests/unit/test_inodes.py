@@ -194,3 +194,29 @@ def test_a_successor_minds_the_passthrough_opens_its_predecessor_left_out() -> N
         file.close()
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_successor_takes_back_counts_of_answers_sent_again_lookups_and_opens_apart() -> None:
+    """A predecessor counted a lookup (request 10) and a passthrough open (request 12) it never
+    answered: when the kernel sends each again, the successor takes back that one count, the
+    lookup's from the inode, the open's from the opens out (the RELEASE will never come)."""
+    first = InodeTable(Thing("root"), lambda owner: None)
+    file = TableFile.create()
+    try:
+        first.keep_in(file)
+        first.unique = 10
+        looked = commit(first, Thing("status"), name=b"status")
+        first.unique = 8
+        opened = commit(first, Thing("stat"), name=b"stat")
+        first.passed(opened, 7, 1)
+        first.opened(opened, 12)
+        successor = InodeTable(Thing("root"), lambda owner: None)
+        successor.restore(TableFile(os.dup(file.fd), created=False))
+        assert successor.foreign == {opened: (7, 1)}
+        assert successor.resent(8) == []  # counted a lookup once, later its open: nothing left
+        assert successor.counts[opened] == 1
+        assert successor.resent(12) == [opened]  # the caller releases that open
+        assert successor.counts[opened] == 1
+        assert successor.resent(10) == [] and looked not in successor.nodes
+    finally:
+        file.close()

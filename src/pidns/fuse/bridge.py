@@ -191,8 +191,11 @@ class Bridge:
         backings = self.backings
         if backings is None:
             return self._opened(fh, data, nodeid, None)
+        unique = abi.IN_HEADER.unpack_from(request)[2]
         backing = backings.open(nodeid, req.uid, data)
         if backing != BUSY:
+            if backing is not None:
+                self.table.opened(nodeid, unique)
             return self._opened(fh, data, nodeid, backing)
 
         def defer(answer: Callable[[Reply | OSError], None]) -> None:
@@ -200,6 +203,8 @@ class Bridge:
                 if backing == EXPIRED:
                     answer(fail(errno.EBUSY))
                 else:
+                    if backing is not None:
+                        self.table.opened(nodeid, unique)
                     answer(self._opened(fh, data, nodeid, backing))
 
             backings.wait(nodeid, req.uid, data, resume)
@@ -271,6 +276,14 @@ class Bridge:
             backings.adopt(self.table.foreign, file.backings)
         self.table.foreign = {}
         self.backings = backings
+
+    def resent(self, unique: int) -> None:
+        """Request `unique` comes again after a takeover: what the predecessor counted for its
+        answer, which the kernel never got, is taken back (lookups, and a passthrough open that
+        would otherwise wait for its RELEASE)."""
+        for ino in self.table.resent(unique):
+            if self.backings is not None:
+                self.backings.release_foreign(ino)
 
     def forget(self, ino: int, nlookup: int) -> None:
         if self.table.forget(ino, nlookup) and self.backings is not None:

@@ -136,11 +136,19 @@ class Holder:
         timeout = 0.5
         if self.next_start:
             timeout = max(0.0, min(timeout, self.next_start - now))
+        # poll, not select: with a few hundred views the holder's fds pass FD_SETSIZE
+        poller = select.poll()
+        by_fd: dict[int, socket.socket | int] = {}
+        for sock in socks:
+            fd = sock if isinstance(sock, int) else sock.fileno()
+            by_fd[fd] = sock
+            poller.register(fd, select.POLLIN)
         try:
-            ready, _, _ = select.select(socks, [], [], timeout)
+            events = poller.poll(int(timeout * 1000))
         except InterruptedError:
             return True
-        for sock in ready:
+        for fd, _mask in events:
+            sock = by_fd[fd]
             if sock is self.listener:
                 self._accept()
             elif isinstance(sock, int):

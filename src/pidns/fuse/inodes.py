@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Hashable
 
 from pidns.fuse.node import Attr, Lost, Node
-from pidns.fuse.tablefile import TableFile
+from pidns.fuse.tablefile import OPENED, TableFile
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,11 @@ class InodeTable:
         self.file: TableFile | None = None
         self.slot_of: dict[int, int] = {}
         self.unique = 0
-        # After a takeover: unique -> the inodes its (maybe undelivered) answer counted; inode ->
-        # (backing id, how many) of the passthrough opens the predecessor had out.
+        # After a takeover: unique -> the inodes its (maybe undelivered) answer counted, lookups
+        # and passthrough opens apart; inode -> (backing id, how many) of the passthrough opens
+        # the predecessor had out.
         self.precounted: dict[int, list[int]] = {}
+        self.preopened: dict[int, list[int]] = {}
         self.foreign: dict[int, tuple[int, int]] = {}
 
     def node(self, ino: int) -> Node | None:
@@ -194,6 +196,14 @@ class InodeTable:
             if slot is not None and self.file is not None:
                 self.file.passed(slot, backing, opens)
 
+    def opened(self, ino: int, unique: int) -> None:
+        """Request `unique` counted a passthrough open of ino (kept for a successor, after the
+        count itself: see resent)."""
+        with self.lock:
+            slot = self.slot_of.get(ino)
+            if slot is not None and self.file is not None:
+                self.file.opened(slot, unique)
+
     def registered(self, backing: int) -> None:
         """A backing id was registered with the connection (kept for a successor)."""
         with self.lock:
@@ -233,7 +243,9 @@ class InodeTable:
                 self.kept.add(id(node))
                 self.counts[ino] = rec.count
                 self.slot_of[ino] = rec.slot
-                if rec.last_unique:
+                if rec.last_unique & OPENED:
+                    self.preopened.setdefault(rec.last_unique & ~OPENED, []).append(ino)
+                elif rec.last_unique:
                     self.precounted.setdefault(rec.last_unique, []).append(ino)
                 if rec.passed:
                     self.foreign[ino] = (rec.backing, rec.passed)
@@ -245,12 +257,19 @@ class InodeTable:
                     self.on_owner(owner)
         return [entry for entry in lost if entry[1]]
 
-    def resent(self, unique: int) -> None:
+    def resent(self, unique: int) -> list[int]:
         """The kernel sends request `unique` again (UNIQUE_RESEND): a predecessor may have counted
-        its answer without delivering it. Take those counts back before it is answered anew."""
+        its answer without delivering it. Take those lookup counts back before it is answered
+        anew; the inodes of which it counted a passthrough open, for the caller to take back."""
         inos = self.precounted.pop(unique, None)
         for ino in inos or ():
             self.forget(ino, 1)
+        return self.preopened.pop(unique, [])
+
+    def resent_done(self) -> None:
+        """No request is sent again any more: nothing left to take back."""
+        self.precounted = {}
+        self.preopened = {}
 
     def clear(self) -> list[Node]:
         """Empty the table (the connection ended); the nodes it held, to release."""

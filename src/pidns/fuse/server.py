@@ -220,7 +220,8 @@ class Connection:
         with self.lock:  # the last thread closes the eventfd under it
             self._detaching = True
             if self._running == 0:
-                return False  # ended already
+                # ended already: handed over by an earlier call, or the connection is gone
+                return self._detached.is_set()
             os.eventfd_write(self._wake, 1)
         self._rouse.set()
         return self._detached.wait(timeout)
@@ -446,10 +447,10 @@ class Connection:
         (it queues them ahead of the others); the counts a predecessor may have made for their
         answers are taken back. The first request not sent again ends that."""
         if unique & abi.UNIQUE_RESEND:
-            self.bridge.table.resent(unique & ~abi.UNIQUE_RESEND)
+            self.bridge.resent(unique & ~abi.UNIQUE_RESEND)
         else:
             self._restoring = False
-            self.bridge.table.precounted = {}
+            self.bridge.table.resent_done()
 
     def stats(self) -> dict[str, Any]:
         """Requests read so far by operation name, and what passthrough did."""

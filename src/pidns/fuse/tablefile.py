@@ -15,6 +15,9 @@ cannot find such an inode again and answers for it as for one whose node is gone
 Why a last unique: an answer counted and then not delivered (the server died between the two) is
 sent again by the kernel after NOTIFY_RESEND, under the same unique with UNIQUE_RESEND set; the
 successor takes back the counts of that unique before answering it again, so counts stay exact.
+The same holds for a passthrough open counted out and never answered: its unique is kept with
+OPENED set (bit 0, which the kernel's uniques of requests never have), and the successor takes
+that open back too, else it would wait for a RELEASE that never comes.
 
 Why the passthrough opens: while an inode is open through a backing file the kernel fails (EIO)
 every further open of it that does not name that same backing file; a successor never saw those
@@ -43,6 +46,7 @@ _PASSED_AT = 40
 _BACKINGS_AT = 24  # in the header
 _NEXT = struct.Struct("=Q")
 _USED = struct.Struct("=I")
+OPENED = 1  # in a last unique: that request counted a passthrough open, not a lookup
 DIR = 1  # flags: a directory (its entry answers "..")
 LONG = 2  # the name was too long to keep
 INITIAL_SLOTS = 1024
@@ -121,6 +125,11 @@ class TableFile:
 
     def count(self, slot: int, count: int, unique: int) -> None:
         _COUNT.pack_into(self.map, FIRST + slot * SLOT_SIZE + _COUNT_AT, unique, count)
+
+    def opened(self, slot: int, unique: int) -> None:
+        """The last passthrough open counted for the slot's inode came with request `unique`
+        (written after its count: a server that dies in between leaves the count unmarked)."""
+        _NEXT.pack_into(self.map, FIRST + slot * SLOT_SIZE + _COUNT_AT, unique | OPENED)
 
     def passed(self, slot: int, backing: int, opens: int) -> None:
         """The passthrough opens of the slot's inode that are out now, and their backing id."""

@@ -289,6 +289,9 @@ class Daemon(Listener):
                 log.exception("taking over view %s", entry.key)
                 holding.close_quietly(entry.fds)
                 self._to_holder({"op": "drop", "key": entry.key})
+        if taken:
+            # exits while no daemon listened: a zombie restored must still go when it is reaped
+            self.watcher.recheck()
         return taken
 
     def _bridge(self, view: View) -> Bridge:
@@ -736,7 +739,10 @@ def _restart(daemon: Daemon, listener: socket.socket) -> bool:
         return False
     os.close(ready_w)
     try:
-        loaded = bool(select.select([ready_r], [], [], 30)[0]) and os.read(ready_r, 1) == b"1"
+        # poll, not select: a daemon with many views or passthrough slots has fds past FD_SETSIZE
+        poller = select.poll()
+        poller.register(ready_r, select.POLLIN)
+        loaded = bool(poller.poll(30_000)) and os.read(ready_r, 1) == b"1"
     finally:
         os.close(ready_r)
     if not loaded:

@@ -65,6 +65,7 @@ class Watcher:
         self.watched: dict[int, int] = {}  # pidfd mode: pidfd -> host pid of a shown task
         self._watched_pids: set[int] = set()
         self._requests: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._recheck_wanted = False
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._stop = False
         self.sock = None
@@ -102,6 +103,13 @@ class Watcher:
             return
         self._watched_pids.add(host_pid)
         self._requests.put(host_pid)
+        os.eventfd_write(self._wake, 1)
+
+    def recheck(self) -> None:
+        """Find the exits nothing reported among the tasks shown (see _recheck): after a takeover,
+        a task the views show may have exited while no daemon listened, its zombie restored as
+        alive. Any thread may call this."""
+        self._recheck_wanted = True
         os.eventfd_write(self._wake, 1)
 
     # -- the thread --------------------------------------------------------------------------------
@@ -153,6 +161,9 @@ class Watcher:
     def _drain(self, poller: select.poll) -> None:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self._wake)
+        if self._recheck_wanted:
+            self._recheck_wanted = False
+            self._recheck(poller)
         while True:
             try:
                 pid = self._requests.get_nowait()
