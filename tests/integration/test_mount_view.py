@@ -166,7 +166,13 @@ def test_virtualize_counts_running_threads_sampled_and_tasks_at_once(tmp_path: P
     loadavg's total follows an exit at once."""
     from pidns.view.resources import SAMPLE_SECONDS
 
-    spin = "import threading; [threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start() for _ in range(2)]"
+    # hashing a large buffer releases the GIL: both threads run at once (pure-Python loops
+    # would take turns, one of them asleep waiting for the GIL)
+    spin = (
+        "import hashlib, threading; data = bytes(20_000_000); "
+        "[threading.Thread(target=lambda: [hashlib.sha256(data) for _ in iter(int, 1)]).start()"
+        " for _ in range(2)]"
+    )
     script = f"python3 -c '{spin}' & sleep 1000 & wait"
     with (
         namespace(script) as ns,
