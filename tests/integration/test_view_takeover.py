@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from pidns.fuse.passthrough import WAIT_LIMIT
+from pidns.view.daemon import LINGER
 from tests.soak.support import (
     daemon_figures,
     daemon_pid,
@@ -561,6 +562,8 @@ def test_an_lxcfs_tree_survives_kills_and_restarts(tmp_path: Path) -> None:
         tree.mkdir()
         done = pidns("lxcfs", str(tree))
         assert done.returncode == 0, done.stderr
+        time.sleep(LINGER + 1)  # a tree is the daemon's work: it does not leave as if idle
+        assert (tree / "proc" / "meminfo").read_text().startswith("MemTotal:")
         stop = tmp_path / "stop"
         loop = [sys.executable, "-c", _LOOP, str(stop)]
         bind = f"mount --bind {tree}/proc/meminfo /proc/meminfo"

@@ -460,6 +460,7 @@ class Daemon(Listener):
             held = [os.dup(fuse_fd), os.dup(table.fd)]
             session = self._connection(fuse_fd, bridge, tree_id, passthrough=False)
             mountpoint = str(message.get("mountpoint", ""))
+            self.sessions[tree_id] = session
             self.lxcfs_trees[tree_id] = mountpoint
             meta = {
                 "kind": "lxcfs",
