@@ -20,7 +20,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import struct
@@ -195,7 +194,7 @@ class Daemon(Listener):
             with self.lock:
                 held.append(os.dup(ns_fd))
                 # --virtualize: the sysfs files too, under a name only the client learns
-                sys_name = f".pidns-sys-{secrets.token_hex(8)}" if options.virtualize else ""
+                sys_name = f".pidns-sys-{os.urandom(8).hex()}" if options.virtualize else ""
                 try:
                     view = self.registry.open_view(
                         ns_fd, options, str(message.get("mountpoint", "")), sys_name=sys_name
