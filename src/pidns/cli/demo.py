@@ -1,6 +1,7 @@
 """`pidns demo`: build a small nested namespace tree, show it with `ls`, `ps --tree` and host tools
 through the kernel's and pidns's own proc trees; then a real container (podman, when it is here)
-named by pidns, with a pid 1 that doesn't reap, and its memory limit as `free` sees it; clean up."""
+named by pidns, with a pid 1 that doesn't reap, its memory limit as `free` sees it and its CPUs as
+glibc counts them; clean up."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def command(nest: int) -> None:
     """Create NEST nested PID namespaces (rootless when not root) with a few processes in the
     innermost, show them as `pidns ls` and `pidns ps --tree` do, then kill them all. Then, as
     root with podman, a real container: named by `pidns ls`, entered by `podman:NAME`, its
-    memory limit shown by `free` through --virtualize; removed at the end."""
+    memory limit shown by `free` and its CPUs by sysfs through --virtualize; removed at the end."""
     import subprocess
 
     from pidns.cli.app import run as cli
@@ -130,8 +131,9 @@ def _container(step: str) -> None:
             tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
             subprocess.run([*PODMAN, "import", "-", image], stdin=tar.stdout, **quiet)  # type: ignore[call-overload]
             tar.wait()
+        limits = ["--memory", "64m", "--cpuset-cpus", "0"]
         subprocess.run(
-            [*PODMAN, "run", "-d", "--name", name, *RUN_FLAGS, "--memory", "64m", image, *PID1],
+            [*PODMAN, "run", "-d", "--name", name, *RUN_FLAGS, *limits, image, *PID1],
             **quiet,  # type: ignore[call-overload]
         )
         time.sleep(6)  # the zombie is older than a moment: its pid 1 doesn't reap
@@ -159,6 +161,11 @@ def _container(step: str) -> None:
         )
         virtual = ["exec", "--ns", f"podman:{name}", "--backend", "fuse", "--virtualize"]
         cli([*virtual, "--", "free", "-m"])
+        click.echo(
+            f"\n{step} pidns exec --ns podman:{name} --virtualize -- cat /sys/devices/system/cpu/online"
+            "   (its cpuset, CPU 0: what glibc, psutil and JVMs count)"
+        )
+        cli([*virtual, "--", "cat", "/sys/devices/system/cpu/online"])
     except subprocess.CalledProcessError as err:
         reason = (err.stderr or b"").decode(errors="replace").strip().splitlines()
         click.echo(f"(podman failed: {reason[-1] if reason else err})")
