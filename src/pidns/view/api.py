@@ -381,8 +381,9 @@ def ensure_daemon(timeout: float = 10.0) -> int:
     )
 
 
-def close_view(mountpoint: str) -> None:
-    """Unmount a view made by open_view (its daemon notices and drops the view)."""
+def close_view(mountpoint: str, lazy: bool = False) -> None:
+    """Unmount a view made by open_view (its daemon notices and drops the view); `lazy`: detach
+    it even while in use (it goes once unused)."""
     path = os.path.abspath(mountpoint)
     rec = state.lookup(path)
     if disconnected(path):
@@ -399,7 +400,7 @@ def close_view(mountpoint: str) -> None:
         if rec.get("backend") in FUSE_BACKENDS:
             from pidns.kernel import fuse_mount
 
-            fuse_mount.unmount(path)
+            fuse_mount.unmount(path, lazy=lazy)
         elif (rec.get("options") or {}).get("virtualize"):
             from pidns.view.hybrid import unmount_hybrid
 
@@ -507,10 +508,11 @@ class VirtualFiles:
         self.sys_dir = self.handle.sys_dir
 
     def close(self) -> None:
-        """Unmount the temporary view and its directory (binds made from it stay)."""
+        """Unmount the temporary view and its directory (binds made from it stay). Lazily: a
+        failed unmount (busy for a moment) would leave it mounted, the failure unseen."""
         try:
             with contextlib.suppress(PidnsError):
-                self.handle.close()
+                close_view(self.handle.mountpoint, lazy=True)
         finally:
             with contextlib.suppress(OSError):
                 os.rmdir(self.path)
