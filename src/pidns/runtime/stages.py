@@ -23,7 +23,7 @@ from pidns.runtime.userns import map_to_root
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
     import signal
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from typing import NoReturn
 
     from pidns.runtime.spec import Spec
@@ -275,15 +275,28 @@ def _exec_failure(code: int | None) -> int:
     return 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126
 
 
+def _search(argv: tuple[str, ...]) -> Iterator[str]:
+    """The paths a shell tries for argv[0], in order (os.get_exec_path() as it reads os.environ,
+    without the warnings import it costs each launch)."""
+    path = os.environ.get("PATH")
+    for directory in (os.defpath if path is None else path).split(os.pathsep):
+        yield os.path.join(directory, argv[0])
+
+
+def _missing(err: OSError, path: str) -> bool:
+    """Whether a failed start of path means "not there" (try the next), not a verdict on it."""
+    return err.errno in (errno.ENOENT, errno.ENOTDIR) or (
+        err.errno == errno.EACCES and not os.path.exists(path)
+    )
+
+
 def _spawnvp(argv: tuple[str, ...], mask: Iterable[int], defaults: Iterable[int]) -> int:
     """syscalls.spawn with _execvp's search: a candidate stat says is not there (or is behind
     a directory we may not search) is skipped without trying it, as _execvp would skip it."""
     if "/" in argv[0]:
         return syscalls.spawn(argv[0], argv, pgroup=0, sigmask=mask, sigdefault=defaults)
     denied: OSError | None = None
-    path = os.environ.get("PATH")
-    for directory in (os.defpath if path is None else path).split(os.pathsep):
-        path = os.path.join(directory, argv[0])
+    for path in _search(argv):
         try:
             os.stat(path)
         except OSError as err:
@@ -292,10 +305,7 @@ def _spawnvp(argv: tuple[str, ...], mask: Iterable[int], defaults: Iterable[int]
         try:
             return syscalls.spawn(path, argv, pgroup=0, sigmask=mask, sigdefault=defaults)
         except OSError as err:
-            missing = err.errno in (errno.ENOENT, errno.ENOTDIR) or (
-                err.errno == errno.EACCES and not os.path.exists(path)
-            )
-            if not missing and denied is None:
+            if not _missing(err, path) and denied is None:
                 denied = err
     raise denied or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
 
@@ -306,16 +316,10 @@ def _execvp(argv: tuple[str, ...]) -> NoReturn:
     if "/" in argv[0]:
         os.execv(argv[0], argv)
     denied: OSError | None = None
-    # os.get_exec_path() as it reads os.environ, without the warnings import it costs each launch
-    path = os.environ.get("PATH")
-    for directory in (os.defpath if path is None else path).split(os.pathsep):
-        path = os.path.join(directory, argv[0])
+    for path in _search(argv):
         try:
             os.execv(path, argv)
         except OSError as err:
-            missing = err.errno in (errno.ENOENT, errno.ENOTDIR) or (
-                err.errno == errno.EACCES and not os.path.exists(path)
-            )
-            if not missing and denied is None:
+            if not _missing(err, path) and denied is None:
                 denied = err
     raise denied or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
