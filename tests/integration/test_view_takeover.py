@@ -623,3 +623,21 @@ def _state_of(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "X"
+
+
+def test_a_holder_whose_state_directory_is_gone_gives_up_and_leaves(tmp_path: Path) -> None:
+    """The daemon dies and its state directory is removed (a home deleted, say): no successor
+    can start there, so after its tries the holder closes what it kept and leaves, instead of
+    keeping the connections for good."""
+    import shutil
+
+    with private_daemon(tmp_path) as state, namespace() as ns:
+        _mount(ns, tmp_path / "v")
+        holder = _holder_pid()
+        os.kill(holder, signal.SIGSTOP)  # no successor before the directory is gone
+        try:
+            os.kill(daemon_pid(), signal.SIGKILL)
+            shutil.rmtree(state)
+        finally:
+            os.kill(holder, signal.SIGCONT)
+        wait_for(lambda: _state_of(holder) in ("Z", "X"), 30, "the holder stays")

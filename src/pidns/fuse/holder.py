@@ -335,7 +335,14 @@ class Holder:
         self.next_start = 0.0
         if self.server is not None or self.child:
             return
-        log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            log = os.open(
+                self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as err:  # its directory is gone: no server can start there either
+            sys.stderr.write(f"pidns-holder: cannot start a server: {self.log_path}: {err}\n")
+            self._failed()
+            return
         try:
             # this interpreter (argv[0] still names it, and with it its environment): it may sit
             # where the user cannot reach it by path
