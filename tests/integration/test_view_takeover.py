@@ -312,19 +312,9 @@ def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
         _mount(init, view)
         ns_pid_file = tmp_path / "pid"
         # a task at a known pid inside: ns_last_pid makes the next one 500
-        spawn = "echo 499 > /proc/sys/kernel/ns_last_pid; (exec sleep 1000) & echo $! > {out}; wait"
-        first = subprocess.Popen(
-            [
-                "nsenter",
-                f"--target={init}",
-                "--pid",
-                "--mount",
-                "--",
-                "sh",
-                "-c",
-                spawn.format(out=ns_pid_file),
-            ]
-        )
+        spawn = f"echo 499 > /proc/sys/kernel/ns_last_pid; (exec sleep 1000) & echo $! > {ns_pid_file}; wait"
+        inside = ["nsenter", f"--target={init}", "--pid", "--mount", "--", "sh", "-c", spawn]
+        first = subprocess.Popen(inside)
         wait_for(lambda: ns_pid_file.exists() and ns_pid_file.read_text().strip(), 10, "no task")
         assert ns_pid_file.read_text().strip() == "500"
         held = os.open(view / "500", os.O_RDONLY | os.O_DIRECTORY)
@@ -342,18 +332,7 @@ def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
             first.wait(timeout=10)
             wait_for(lambda: "500" not in _ns_pids(init), 10, "the first task did not go")
             ns_pid_file.unlink()
-            second = subprocess.Popen(
-                [
-                    "nsenter",
-                    f"--target={init}",
-                    "--pid",
-                    "--mount",
-                    "--",
-                    "sh",
-                    "-c",
-                    spawn.format(out=ns_pid_file),
-                ]
-            )
+            second = subprocess.Popen(inside)
             wait_for(lambda: ns_pid_file.exists() and ns_pid_file.read_text().strip(), 10, "none")
             assert ns_pid_file.read_text().strip() == "500"
         finally:
