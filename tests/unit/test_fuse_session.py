@@ -410,3 +410,64 @@ def test_a_refused_backing_file_falls_back_to_direct_io_for_good() -> None:
     finally:
         theirs.close()
         notifier.stop()
+
+
+@pytest.fixture
+def single_thread() -> Iterator[tuple[Kernel, Connection, Dir]]:
+    """A connection with its request thread only (no standby): requests are read in turn."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.settimeout(10)
+    root = Dir(["a", "bb"])
+    notifier = Notifier()
+    session = Connection(os.dup(ours.fileno()), Bridge(root), notifier, name="t1")
+    ours.close()
+    session.start()
+    kernel = Kernel(theirs)
+    assert kernel.call(abi.INIT, 0, struct_init())[0] == 0
+    yield kernel, session, root
+    root.slow.set()
+    theirs.close()
+    notifier.stop()
+
+
+def _opened(kernel: Kernel, name: bytes) -> tuple[int, int]:
+    ino = kernel.lookup(abi.ROOT_ID, name)
+    error, payload = kernel.call(abi.OPEN, ino, abi.OPEN_IN.pack(os.O_RDONLY, 0))
+    assert error == 0
+    return ino, abi.OPEN_OUT.unpack(payload)[0]
+
+
+@pytest.mark.parametrize("same_inode", [False, True])
+def test_a_release_waits_behind_the_next_request_unless_that_one_is_about_its_inode(
+    single_thread: tuple[Kernel, Connection, Dir], same_inode: bool
+) -> None:
+    """Nobody waits for a RELEASE, but the reader's next OPEN is queued behind it: the server
+    answers that OPEN first, except when it opens the inode being released."""
+    kernel, session, root = single_thread
+    ino, fh = _opened(kernel, b"a")
+    other = ino if same_inode else kernel.lookup(abi.ROOT_ID, b"bb")
+    slow = kernel.lookup(abi.ROOT_ID, b"slow")
+    busy = kernel.send(abi.OPEN, slow, abi.OPEN_IN.pack(os.O_RDONLY, 0))  # holds the thread
+    release = kernel.send(abi.RELEASE, ino, abi.RELEASE_IN.pack(fh, 0, 0, 0))
+    opened = kernel.send(abi.OPEN, other, abi.OPEN_IN.pack(os.O_RDONLY, 0))
+    root.slow.set()
+    answers = [kernel.receive()[:2] for _ in range(3)]
+    assert answers[0] == (busy, 0)
+    expected = [(release, 0), (opened, 0)] if same_inode else [(opened, 0), (release, 0)]
+    assert answers[1:] == expected
+    assert fh not in session.bridge.files
+
+
+def test_releases_put_off_are_answered_before_a_forget_and_when_the_device_is_idle(
+    single_thread: tuple[Kernel, Connection, Dir],
+) -> None:
+    kernel, session, root = single_thread
+    files = [_opened(kernel, name) for name in (b"a", b"bb")]
+    for ino, fh in files:
+        kernel.send(abi.RELEASE, ino, abi.RELEASE_IN.pack(fh, 0, 0, 0))
+    kernel.send(abi.FORGET, files[0][0], abi.FORGET_IN.pack(1))
+    replies = {kernel.receive()[:2] for _ in files}
+    assert all(error == 0 for _, error in replies)
+    assert kernel.call(abi.GETATTR, abi.ROOT_ID, abi.GETATTR_IN.pack(0, 0, 0))[0] == 0  # in turn
+    assert not session.bridge.files
+    assert root.made[0].released == 1  # forgotten after its release
