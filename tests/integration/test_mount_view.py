@@ -234,8 +234,14 @@ def test_unprivileged_requester_per_hidepid(tmp_path: Path, hidepid: str) -> Non
         "$(readlink $d/cwd >/dev/null 2>&1 && echo cwd || echo nocwd); done; ls /proc/1/ 2>&1 | head -1"
     )
     with namespace() as ns, both(ns, tmp_path, hidepid=hidepid, allow_other=True):
-        # the namespace's own tasks, before any probe joins it (a probe's pids vary by run)
-        tasks = {int(n) for n in os.listdir(tmp_path / "kernel") if n.isdigit()}
+        # the namespace's own tasks, before any probe joins it (a probe's pids vary by run); its
+        # init forks the two sleeps after it is found in the namespace
+        deadline = time.monotonic() + 30
+        while True:
+            tasks = {int(n) for n in os.listdir(tmp_path / "kernel") if n.isdigit()}
+            if len(tasks) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         assert len(tasks) == 3
         fuse = inside(ns, tmp_path / "fuse", ["sh", "-c", script], user)
         kernel = inside(ns, tmp_path / "kernel", ["sh", "-c", script], user)
