@@ -220,3 +220,29 @@ def test_a_successor_takes_back_counts_of_answers_sent_again_lookups_and_opens_a
         assert successor.resent(10) == [] and looked not in successor.nodes
     finally:
         file.close()
+
+
+def test_a_successor_finds_again_inodes_of_names_up_to_the_kernels_limit() -> None:
+    """Names longer than a slot holds (nested: a directory and a file in it) are restored, not
+    lost: their users get what they got before the takeover, not ESTALE."""
+    long_dir, long_file = "d" * 41, "f" * 255
+    present = {long_dir, long_file, "1"}
+    first = InodeTable(Tree("root", present), lambda owner: None)
+    file = TableFile.create()
+    try:
+        first.keep_in(file)
+        with first.lock:
+            outer = first.commit(Tree(("root", long_dir), present), ROOT_ID, long_dir.encode(), DIR)
+            inner = first.commit(
+                Tree((("root", long_dir), long_file), present), outer, long_file.encode(), FILE
+            )
+            short = first.commit(Tree(("root", "1"), present), ROOT_ID, b"1", DIR)
+        successor = InodeTable(Tree("root", present), lambda owner: None)
+        assert successor.restore(TableFile(os.dup(file.fd), created=False)) == []
+        for ino in (outer, inner, short):
+            assert not isinstance(successor.node(ino), Lost)
+        node = successor.node(inner)
+        assert node is not None and node.key == (("root", long_dir), long_file)
+        assert successor.entry_of[outer] == (ROOT_ID, long_dir.encode())
+    finally:
+        file.close()

@@ -330,10 +330,11 @@ class Daemon(Listener):
 
         meta, fds = entry.meta, list(entry.fds)
         fuse_fd, table_fd = fds[:2]
+        table = TableFile(table_fd, created=False)  # refused (another version) before all else
         with self.lock:
             root = lxcfs.build(self.registry, entry.key, bool(meta.get("cpus_from_quota")))
             bridge = Bridge(root)
-            lost = bridge.table.restore(TableFile(table_fd, created=False))
+            lost = bridge.table.restore(table)
             negotiated = Negotiated.from_wire(meta["init"])
             session = self._connection(fuse_fd, bridge, entry.key, negotiated, passthrough=False)
             self.sessions[entry.key] = session
@@ -356,6 +357,9 @@ class Daemon(Listener):
         fuse_fd, table_fd, ns_fd = fds[:3]
         mnt_fd = fds[3] if len(fds) > 3 else -1
         options = ViewOptions.from_wire(meta.get("options") or {}, int(meta.get("owner", 0)))
+        # a table of another version is refused before the view is opened: a view opened then
+        # would stay registered, its ns_fd closed under it with the entry's fds
+        table = TableFile(table_fd, created=False)
         with self.lock:
             view = self.registry.open_view(
                 ns_fd,
@@ -367,7 +371,7 @@ class Daemon(Listener):
             if view.instance.init_gone():  # died while no daemon watched
                 view.instance.die()
             bridge = self._bridge(view)
-            lost = bridge.table.restore(TableFile(table_fd, created=False))
+            lost = bridge.table.restore(table)
             session = self._connection(fuse_fd, bridge, view.id, Negotiated.from_wire(meta["init"]))
             self.sessions[view.id] = session
             self.held_meta[view.id] = meta
