@@ -4,10 +4,13 @@ lookup racing with its owner's invalidation."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat as st
+import sys
 from collections.abc import Hashable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as s
 
@@ -15,6 +18,7 @@ from pidns.fuse.inodes import ROOT_ID, InodeTable
 from pidns.fuse.node import Attr, Lost, Node, Requester
 from pidns.fuse.passthrough import BUSY, Backings
 from pidns.fuse.tablefile import TableFile
+from pidns.kernel import fuse_abi as abi
 
 DIR = Attr(st.S_IFDIR | 0o555, 2, 0, 0)
 FILE = Attr(st.S_IFREG | 0o444, 1, 0, 0)
@@ -244,5 +248,35 @@ def test_a_successor_finds_again_inodes_of_names_up_to_the_kernels_limit() -> No
         node = successor.node(inner)
         assert node is not None and node.key == (("root", long_dir), long_file)
         assert successor.entry_of[outer] == (ROOT_ID, long_dir.encode())
+    finally:
+        file.close()
+
+
+def test_each_successor_unregisters_only_the_backing_ids_of_the_server_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel gives backing ids out in rising order: a successor closes those of its
+    predecessor, not again those of every server since the first (a loop that grew with every
+    takeover)."""
+    from pidns.fuse.bridge import Bridge
+
+    closed: list[int] = []
+    device = 1000  # no fd: every ioctl on it is seen here
+
+    def ioctl(fd: int, request: int, arg: bytearray, mutate: bool = True) -> int:
+        assert fd == device and request == abi.BACKING_CLOSE
+        closed.append(int.from_bytes(bytes(arg)[:4], sys.byteorder))
+        return 0
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)  # as passthrough.py calls it
+    file = TableFile.create()
+    try:
+        for highest in (5, 9):  # two takeovers; each server before registered up to `highest`
+            file.set_backings(highest)
+            bridge = Bridge(Thing("root"))
+            bridge.table.restore(TableFile(os.dup(file.fd), created=False))
+            bridge.use_backings(Backings(device))
+        assert closed == list(range(1, 10))
+        assert TableFile(os.dup(file.fd), created=False).closed == 9
     finally:
         file.close()

@@ -26,7 +26,7 @@ def successor(t: TableFile) -> TableFile:
 
 
 def kept(t: TableFile) -> Kept:
-    return {r.ino: (r.name, r.parent, r.identity, r.is_dir, r.count) for r in t.records()}
+    return {r.ino: (r.name, r.parent, r.identity, r.is_dir, r.lookups) for r in t.records()}
 
 
 def check_slots(t: TableFile) -> None:

@@ -273,7 +273,8 @@ class Bridge:
         backings.on_registered = self.table.registered
         file = self.table.file
         if file is not None and (self.table.foreign or file.backings):
-            backings.adopt(self.table.foreign, file.backings)
+            backings.adopt(self.table.foreign, file.backings, file.closed)
+            file.set_closed(file.backings)
         self.table.foreign = {}
         self.backings = backings
 

@@ -241,7 +241,7 @@ class InodeTable:
                 ino = rec.ino
                 self.nodes[ino] = node
                 self.kept.add(id(node))
-                self.counts[ino] = rec.count
+                self.counts[ino] = rec.lookups
                 self.slot_of[ino] = rec.slot
                 if rec.last_unique & OPENED:
                     self.preopened.setdefault(rec.last_unique & ~OPENED, []).append(ino)

@@ -112,14 +112,16 @@ class Backings:
         self.on_change: Callable[[int, int, int], None] = _unchanged
         self.on_registered: Callable[[int], None] = lambda backing: None
 
-    def adopt(self, foreign: dict[int, tuple[int, int]], highest: int) -> None:
+    def adopt(self, foreign: dict[int, tuple[int, int]], highest: int, closed: int = 0) -> None:
         """Take up a connection from a predecessor server: `foreign` maps each inode with
         passthrough opens out to (their backing id, how many). Until their RELEASEs come
         (release_foreign), new opens of such an inode wait as for any open with other bytes (the
         kernel fails an open that names another backing file, or none). Every backing id up to
-        `highest` is the predecessor's: unregistered now (open files keep theirs)."""
+        `highest` is the predecessor's: unregistered now (open files keep theirs), but for those
+        up to `closed`, which a server before it did (the kernel gives out ids in rising order,
+        so the range to close is only that of the last server, not of every one since the first)."""
         with self.lock:
-            for backing in range(1, highest + 1):
+            for backing in range(closed + 1, highest + 1):
                 with contextlib.suppress(OSError):
                     fcntl.ioctl(self.device, abi.BACKING_CLOSE, abi.backing_id(backing), True)
             for ino, (backing, opens) in foreign.items():

@@ -42,7 +42,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAGIC = b"PIDNSIT3"
 OLDER = b"PIDNSIT2"  # readable as is: the same slots, without pieces
@@ -52,6 +52,7 @@ HEADER = struct.Struct("=8sIIQ")  # magic, slot size, slots in use (high water),
 SLOT = struct.Struct("=QQQQIHHII")
 INLINE = 40  # the name's room in a slot
 SLOT_SIZE = SLOT.size + INLINE  # 88
+_WHOLE_SLOT = struct.Struct(f"{SLOT.format}{INLINE}s")  # a slot with its name's room
 NAME_MAX = 255  # the kernel's: a longer name is not kept
 _REFS_MAX = 3  # pieces of a name: HEAD + 3 * PIECE_ROOM >= NAME_MAX
 _REFS = struct.Struct(f"={_REFS_MAX}I")  # the slots of a split name's pieces, as many as it needs
@@ -64,6 +65,7 @@ _COUNT_AT = 24
 _PASSED = struct.Struct("=II")
 _PASSED_AT = 40
 _BACKINGS_AT = 24  # in the header
+_CLOSED_AT = 32  # in the header: the highest backing id a successor has unregistered (older: 0)
 _NEXT = struct.Struct("=Q")
 _USED = struct.Struct("=I")
 OPENED = 1  # in a last unique: that request counted a passthrough open, not a lookup
@@ -78,13 +80,12 @@ def _pieces(length: int) -> int:
     return max(0, -(-(length - HEAD) // PIECE_ROOM))
 
 
-@dataclass(slots=True, frozen=True)
-class Record:
+class Record(NamedTuple):  # a tuple: a successor makes one per inode the kernel knows
     ino: int
     parent: int
     name: bytes | None  # None: not kept (LONG)
     identity: int
-    count: int
+    lookups: int  # the kernel's count of it
     is_dir: bool
     last_unique: int
     slot: int
@@ -209,6 +210,14 @@ class TableFile:
         """The highest backing id registered with the connection so far."""
         return int(_NEXT.unpack_from(self.map, _BACKINGS_AT)[0])
 
+    @property
+    def closed(self) -> int:
+        """The highest backing id a successor has unregistered: those up to it are gone."""
+        return int(_NEXT.unpack_from(self.map, _CLOSED_AT)[0])
+
+    def set_closed(self, backing: int) -> None:
+        _NEXT.pack_into(self.map, _CLOSED_AT, backing)
+
     def set_backings(self, backing: int) -> None:
         if backing > self.backings:
             _NEXT.pack_into(self.map, _BACKINGS_AT, backing)
@@ -221,35 +230,37 @@ class TableFile:
             self.free.append(piece)
 
     def records(self) -> list[Record]:
-        out = []
-        for slot in range(self.used):
-            at = FIRST + slot * SLOT_SIZE
-            ino, parent, identity, unique, count, length, flags, backing, passed = SLOT.unpack_from(
-                self.map, at
-            )
-            if not ino or ino == PIECE:
-                continue
-            name: bytes | None
-            if flags & LONG:
-                name = None
-            elif flags & SPLIT:
-                name = self._split_name(slot, length)
-            else:
-                name = bytes(self.map[at + SLOT.size : at + SLOT.size + min(length, INLINE)])
-            out.append(
-                Record(
-                    ino,
-                    parent,
-                    name,
-                    identity,
-                    count,
-                    bool(flags & DIR),
-                    unique,
-                    slot,
-                    backing,
-                    passed,
+        """Every inode kept. One pass of struct's own loop over the slots: a successor reads
+        them all before it answers any request."""
+        out: list[Record] = []
+        append = out.append
+        area = memoryview(self.map)[FIRST : FIRST + self.used * SLOT_SIZE]
+        try:
+            for slot, fields in enumerate(_WHOLE_SLOT.iter_unpack(area)):
+                ino, parent, identity, unique, count, length, flags, backing, passed, raw = fields
+                if not ino or ino == PIECE:
+                    continue
+                name: bytes | None
+                if flags & (LONG | SPLIT):
+                    name = None if flags & LONG else self._split_name(slot, length)
+                else:
+                    name = raw[: min(length, INLINE)]
+                append(
+                    Record(
+                        ino,
+                        parent,
+                        name,
+                        identity,
+                        count,
+                        bool(flags & DIR),
+                        unique,
+                        slot,
+                        backing,
+                        passed,
+                    )
                 )
-            )
+        finally:
+            area.release()  # the map may be resized later: no export may outlive this
         return out
 
     def _split_name(self, slot: int, length: int) -> bytes | None:
