@@ -305,17 +305,19 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
 # Open (issue: a daemon restart nobody notices). Two causes of their errors are fixed and have
 # tests of their own below (a task that exited while no daemon listened stayed in the view after
 # its reap, ESRCH inside; a passthrough open the dead daemon counted and never answered made its
-# file fail with EBUSY after 2 s), and a third was the readers' own stop (see readers). Still
-# seen: the 2 s stall bound is missed whenever the machine is loaded, and `ps` gives up ("fatal
-# library error, reap") now and then under load, which the churn soak counts on the kernel's
-# procfs too. Kept running and reported (XPASS when it passes) until these are settled.
-@pytest.mark.xfail(reason="the 2 s stall bound is missed under load; ps gives up under load")
+# file fail with EBUSY after 2 s), and a third was the readers' own stop (see readers). Seen in
+# earlier runs under load: `ps` giving up ("fatal library error, reap"), which procps does only
+# when it can read no task at all (not even itself) or meets ENOMEM, never for tasks that vanish;
+# the test of a reader finding itself across kills (below) has not caught the view doing that,
+# and neither it nor a stall beyond the bound was seen in the last runs (loads 9-17). Kept as
+# expected failures (reported XPASS when they pass) until that cause is found.
+@pytest.mark.xfail(reason="ps gave up under load in earlier runs; cause not found")
 def test_readers_see_nothing_of_20_sigkills(tmp_path: Path) -> None:
     _replace_20_times(tmp_path, "kill")
 
 
-# Open: as above, the 2 s bound and `ps` giving up, both under load.
-@pytest.mark.xfail(reason="the 2 s stall bound is missed under load; ps gives up under load")
+# Open: as above.
+@pytest.mark.xfail(reason="ps gave up under load in earlier runs; cause not found")
 def test_readers_see_nothing_of_20_restarts(tmp_path: Path) -> None:
     _replace_20_times(tmp_path, "restart")
 
@@ -723,3 +725,67 @@ def test_a_table_of_another_version_ends_its_view_and_leaves_nothing_behind(
         assert [v["mountpoint"] for v in status["views"]] == [str(kept)], status
         assert list(status["survive"].values()) == [True], status
         assert "1" in os.listdir(kept) and (kept / "loadavg").read_bytes()
+
+
+# What `ps` needs of /proc not to give up ("fatal library error, reap"): procps ends a listing in
+# which it could read no task at all (and on ENOMEM), never for tasks that vanish. A reader in the
+# namespace always finds itself: so its own pid must stay listed and its own stat readable.
+_SELF_LOOP = """
+import errno, json, os, sys, time
+stop = sys.argv[1]
+me, errors, rounds = str(os.getpid()), [], 0
+print("ready", flush=True)
+while not os.path.exists(stop):
+    rounds += 1
+    try:
+        names = os.listdir("/proc")
+        if me not in names:
+            errors.append(f"{me} not listed: {sorted(n for n in names if n.isdigit())[:10]}")
+        for path in (f"/proc/{me}/stat", "/proc/self/stat", f"/proc/{me}/status"):
+            with open(path, "rb") as f:
+                if not f.read():
+                    errors.append(f"{path}: empty")
+        os.stat(f"/proc/{me}")
+    except OSError as err:
+        errors.append(repr(err))
+print(json.dumps({"rounds": rounds, "errors": errors[:20]}), flush=True)
+"""
+
+
+def test_a_reader_in_the_namespace_keeps_finding_itself_across_kills(tmp_path: Path) -> None:
+    """What `ps` needs of a view across SIGKILLs of its daemon: its own entry, listed and
+    readable, at every moment (a listing with no task readable is what makes ps give up)."""
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        stop = tmp_path / "stop"
+        proc = subprocess.Popen(
+            [
+                "nsenter",
+                f"--target={ns}",
+                "--pid",
+                "--",
+                "unshare",
+                "--mount",
+                "sh",
+                "-c",
+                f"mount --bind {shlex.quote(str(view))} /proc && exec {sys.executable} -c "
+                f"{shlex.quote(_SELF_LOOP)} {shlex.quote(str(stop))}",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            rng = random.Random(7)
+            for _ in range(10):
+                old = daemon_pid()
+                time.sleep(rng.uniform(0.05, 0.5))
+                os.kill(old, signal.SIGKILL)
+                _wait_for_new_daemon(old)
+            time.sleep(0.3)
+        finally:
+            stop.touch()
+            out, _ = proc.communicate(timeout=60)
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["rounds"] > 0 and report["errors"] == [], report
