@@ -11,12 +11,13 @@ import errno
 import os
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class Requester:
+class Requester(NamedTuple):
     """Who sent a request: tid as the connection numbers it (0 when unknown), fsuid, fsgid, and
-    supplementary groups when the filesystem needed them."""
+    supplementary groups when the filesystem needed them. A tuple: one is made per request, in
+    half the time of a frozen dataclass."""
 
     tid: int
     uid: int
