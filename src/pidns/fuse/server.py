@@ -22,7 +22,6 @@ import logging
 import os
 import queue
 import select
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +57,6 @@ WANTED = (
 # checks every 15 s and never allows less than that.
 REQUEST_TIMEOUT = 60
 _unpack_in = abi.IN_HEADER.unpack_from
-_unpack_op = struct.Struct("=IQQ").unpack_from  # opcode, unique, nodeid (at offset 4)
 _OPCODES = 64  # above every opcode the kernel sends
 SPIN = 0.0002  # s the request thread stays awake after an answer
 STUCK = 0.1  # s in one request before the standby thread answers the others
@@ -253,18 +251,12 @@ class Connection:
         poller.register(fd, select.POLLIN)
         poller.register(self._wake, select.POLLIN)
         handle = self._handle
-        released = _Released()
         until = 0.0
         try:
             while not self._detaching:
                 try:
                     buf = read(fd)
                 except BlockingIOError:
-                    if released:  # nothing else to answer: the RELEASEs put off
-                        if not self._answer_released(released.pop()):
-                            return
-                        until = clock() + SPIN
-                        continue
                     if clock() < until:
                         continue
                     poller.poll()
@@ -276,31 +268,17 @@ class Connection:
                     break  # ENODEV: unmounted (or the connection was aborted)
                 if not buf:
                     break  # end of file: not the FUSE device (a socket in tests), closed
-                if not self._restoring and released.put_off(buf):
-                    until = clock() + SPIN
-                    continue
-                while released.before(buf):
-                    if not self._answer_released(released.pop()):
-                        return
                 self.current = buf
                 if not handle(buf):
                     break
                 self.current = None
                 until = clock() + SPIN
-            while released and self._answer_released(released.pop()):
-                pass  # handing over, or ended: what was read is answered first
         finally:
             self._ending = True
             if self.watchdog is not None:
                 self.watchdog.remove(self)
             self._rouse.set()  # the standby thread ends too
             self._thread_done()
-
-    def _answer_released(self, buf: bytes) -> bool:
-        self.current = buf
-        alive = self._handle(buf)
-        self.current = None
-        return alive
 
     def _standby(self) -> None:
         """The second thread: asleep until the watchdog finds the request thread inside one
@@ -537,43 +515,6 @@ class Connection:
         except OSError as err:
             if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF, errno.ENOTDIR):
                 log.warning("%s: invalidation failed: %s", self.name, err)
-
-
-class _Released:
-    """RELEASEs read and not answered yet. Nobody waits for a RELEASE (the kernel sends it after
-    close(2) has returned), but it is queued ahead of the reader's next request: a reader that
-    closes one file and opens the next finds its OPEN behind the RELEASE of the file before. So
-    the request thread puts RELEASEs off until the device has nothing else to read, and answers
-    them then, one at a time. A request about the same inode, or one whose effect could depend on
-    them (a FORGET, an INTERRUPT, DESTROY), has them answered first; at most PUT_OFF wait (the
-    kernel sends no more than max_background, 12, of them unanswered)."""
-
-    __slots__ = ("_bufs",)
-    PUT_OFF = 8
-    _AFTER = frozenset((abi.LOOKUP, abi.GETATTR, abi.OPEN, abi.READ, abi.READLINK, abi.OPENDIR))
-
-    def __init__(self) -> None:
-        self._bufs: list[bytes] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._bufs)
-
-    def put_off(self, buf: bytes) -> bool:
-        """Keep buf for later if it is a RELEASE and there is room; whether it was kept."""
-        if _unpack_op(buf, 4)[0] != abi.RELEASE or len(self._bufs) >= self.PUT_OFF:
-            return False
-        self._bufs.append(buf)
-        return True
-
-    def before(self, buf: bytes) -> bool:
-        """Whether a RELEASE put off must be answered before the request buf."""
-        if not self._bufs:
-            return False
-        op, _unique, nodeid = _unpack_op(buf, 4)
-        return op not in self._AFTER or any(_unpack_op(b, 4)[2] == nodeid for b in self._bufs)
-
-    def pop(self) -> bytes:
-        return self._bufs.pop(0)
 
 
 class _Reader:
