@@ -76,6 +76,12 @@ KILL_SAMPLE = 1.0
 TAKEOVER_LIMIT = 30.0
 # The holder keeps what it kept (fds equal) and its RSS grows less than this over the run.
 HOLDER_RSS_SLACK_MB = 1.0
+# A mount namespace made anywhere on the machine while the views are mounted (an `unshare
+# --mount` of another test, a container) holds copies of them that the soak's unmount does not
+# reach (private propagation): their superblocks, and so their connections, live until the last
+# such namespace ends, and the daemon rightly serves them until then. Its leave is timed from
+# there; this long at most is waited for those copies to go.
+COPIES_LIMIT = 300.0
 
 
 def _host_forks() -> int:
@@ -83,6 +89,24 @@ def _host_forks() -> int:
         if line.startswith("processes "):
             return int(line.split()[1])
     return 0
+
+
+def _copies(base: Path) -> dict[str, str]:
+    """Mount namespaces where a mount under base is still mounted: each with a process of it."""
+    prefix = f" {base}/"
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            ns = os.readlink(entry / "ns" / "mnt")
+            if ns in seen:
+                continue
+            seen.add(ns)
+            if prefix in (entry / "mountinfo").read_text():
+                found[ns] = f"{entry.name}: {(entry / 'cmdline').read_bytes()[:120]!r}"
+    return found
 
 
 def _children(pid: int) -> list[int]:
@@ -521,7 +545,19 @@ def _soak(tmp_path: Path, kills: bool) -> None:
                 except Exception:  # busy a moment longer (a reader's mount namespace): detach
                     subprocess.run(["umount", "-l", handle.mountpoint], check=False)
 
-        # the daemon leaves once it serves no view
+        # the daemon leaves once it serves no view: once no mount namespace has one mounted
+        copies = _copies(tmp_path)
+        unmounted = time.monotonic()
+        wait_for(
+            lambda: not _copies(tmp_path),
+            COPIES_LIMIT,
+            f"the views stay mounted in mount namespaces of others: {_copies(tmp_path)}",
+        )
+        if copies:
+            print(
+                f"\nthe views' last copies (namespaces made while they were mounted) went "
+                f"{time.monotonic() - unmounted:.1f} s after the unmount: {copies}"
+            )
         wait_for(
             lambda: not Path(f"/proc/{daemon}").exists(),
             30,
