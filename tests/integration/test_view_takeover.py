@@ -789,3 +789,52 @@ def test_a_reader_in_the_namespace_keeps_finding_itself_across_kills(tmp_path: P
             out, _ = proc.communicate(timeout=60)
         report = json.loads(out.strip().splitlines()[-1])
         assert report["rounds"] > 0 and report["errors"] == [], report
+
+
+def _fds_by_kind(pid: int) -> dict[str, int]:
+    """A process's fds by what they are: "/dev/fuse", "pid" (a PID namespace's nsfs fd),
+    "inodes" (an inode table's memfd), "other"."""
+    kinds = {"/dev/fuse": 0, "pid": 0, "inodes": 0, "other": 0}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target == "/dev/fuse":
+                kinds["/dev/fuse"] += 1
+            elif target.startswith("pid:["):
+                kinds["pid"] += 1
+            elif target.startswith("/memfd:pidns-inodes"):
+                kinds["inodes"] += 1
+            else:
+                kinds["other"] += 1
+    return kinds
+
+
+def test_a_successor_holds_each_view_once_and_nothing_of_a_view_that_ended(tmp_path: Path) -> None:
+    """A successor serves each view on the fds the holder hands it, as many as its predecessor
+    had: none of the holder's own copies comes to it by inheritance when the holder starts it (a
+    copy it never knows of stays open for its life: a connection, an inode table, a namespace).
+    Once a view is unmounted, nothing of it is left in the successor."""
+    with private_daemon(tmp_path), namespace() as ns_a, namespace() as ns_b:
+        a, b = tmp_path / "a", tmp_path / "b"
+        _mount(ns_a, a)
+        _mount(ns_b, b)
+        first = daemon_pid()
+        before = _fds_by_kind(first)
+        assert before["/dev/fuse"] == 2, before
+        os.kill(first, signal.SIGKILL)
+        successor = _wait_for_new_daemon(first)
+        for view in (a, b):
+            assert "1" in os.listdir(view)
+        after = _fds_by_kind(successor)
+        assert {k: after[k] for k in ("/dev/fuse", "pid")} == {
+            k: before[k] for k in ("/dev/fuse", "pid")
+        }, (before, after)
+        assert after["inodes"] <= before["inodes"], (before, after)
+
+        assert pidns("umount", str(a)).returncode == 0
+        wait_for(
+            lambda: _fds_by_kind(successor)["/dev/fuse"] == 1, 10, str(_fds_by_kind(successor))
+        )
+        left = _fds_by_kind(successor)
+        assert left["pid"] == before["pid"] - 1, (before, left)
+        assert left["inodes"] <= before["inodes"] // 2, (before, left)

@@ -47,6 +47,7 @@ SUCCESSOR-ARGV runs under this same interpreter (its argv[0] should name it), wi
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import os
@@ -191,9 +192,7 @@ class Holder:
 
     def _readable(self, client: _Client) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(
-                client.sock, 65536, MAX_FDS, socket.MSG_CMSG_CLOEXEC
-            )
+            data, fds = recv_fds(client.sock, 65536, MAX_FDS)
         except OSError:
             data, fds = b"", []
         client.fds.extend(fds)
@@ -407,6 +406,21 @@ class Holder:
         for client in list(self.clients.values()):
             client.sock.close()
         self.clients.clear()
+
+
+def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """What socket.recv_fds gives, the fds close-on-exec. socket.recv_fds (3.11) drops the flags
+    it is given, MSG_CMSG_CLOEXEC with them: every fd the holder keeps would then pass to each
+    successor it starts, which never learns of them and keeps them for its life (each view's
+    connection, inode table and namespace once more, after the view has ended too)."""
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        bufsize, socket.CMSG_SPACE(maxfds * 4), socket.MSG_CMSG_CLOEXEC
+    )
+    fds = array.array("i")
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
+    return data, list(fds)
 
 
 def _thread_pidfd(pid: int, thread: object) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pidns.fuse.holder import recv_fds
 from pidns.view import state
 
 SUCCESSOR = [sys.executable, "-m", "pidns.view.daemon", "--takeover"]
@@ -77,7 +78,7 @@ def _request(
     buffer = link._buffer if link is not None else b""
     got: list[int] = []
     while b"\n" not in buffer:
-        data, more, _flags, _addr = socket.recv_fds(sock, 65536, 16, socket.MSG_CMSG_CLOEXEC)
+        data, more = recv_fds(sock, 65536, 16)
         got.extend(more)
         if not data:
             raise ConnectionError("the holder closed the connection")
