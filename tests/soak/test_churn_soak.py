@@ -60,7 +60,8 @@ RSS_SLACK_MB = 3.0
 # What the kernel answers for /N/net of a task that has exited (no network namespace left to
 # list): EINVAL, the view's answer too (tests/differential compares zombies' net/ listings).
 EXITED_NET = re.compile("/net['\u2019]: Invalid argument$")  # find quotes as its locale says
-# procps's ps abandons its whole listing with this when tasks vanish at the wrong moment.
+# procps's ps abandons its whole listing with this when it can open or read no /proc listing,
+# when it reads no task at all (not even itself), or on ENOMEM: never for tasks that vanish.
 PS_GAVE_UP = "fatal library error"
 # Known and unexplained, each about once per 300,000 exits (one in two 5-minute soaks): a reaped
 # task's directory stays pinned although its flush found and invalidated its names; ps gives up
@@ -496,7 +497,8 @@ def _soak(tmp_path: Path, kills: bool) -> None:
                 assert report["bad"] == [], report["bad"]
                 assert report["mismatches"] == [], report["mismatches"]
             # ps may give up through the view as often as on the kernel's procfs under the same
-            # churn (how procps meets vanishing tasks), and RARE times more
+            # churn (counted there too: should it ever, the cause is outside the view), and RARE
+            # times more
             assert [line for line in inside if PS_GAVE_UP not in line] == []
             gave_up = figures["ps_gave_up"]
             assert gave_up["view"] <= gave_up["kernel"] + RARE, inside[:3]
