@@ -24,12 +24,14 @@ import pytest
 from pidns.fuse.passthrough import WAIT_LIMIT
 from pidns.view.daemon import LINGER
 from tests.soak.support import (
-    daemon_figures,
     daemon_pid,
+    holder_figures,
+    holder_pid,
     namespace,
     pidns,
     private_daemon,
     wait_for,
+    with_view_at_proc,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
@@ -130,20 +132,7 @@ def readers(
     commands += [[sys.executable, "-c", _LOOP, str(stop), "find", str(v)] for v in views]
     # ps runs in the namespace (its pid numbers, its `self`), the view at its /proc
     loop = f"exec {sys.executable} -c '{_LOOP}' {stop_ps} ps -ef"
-    in_container = f"mount --bind {view} /proc && {loop}"
-    commands.append(
-        [
-            "nsenter",
-            f"--target={init}",
-            "--pid",
-            "--",
-            "unshare",
-            "--mount",
-            "sh",
-            "-c",
-            in_container,
-        ]
-    )
+    commands.append(with_view_at_proc(init, view, loop))
     names = [f"walker {v.name}" for v in views] + [f"find {v.name}" for v in views] + ["ps -ef"]
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in commands]
     reports: list[dict[str, Any]] = []
@@ -169,26 +158,6 @@ def readers(
             lines = out.strip().splitlines()
             report = json.loads(lines[-1]) if lines else {"errors": ["no report"], "longest": 999}
             reports.append({"reader": name, **report})
-
-
-def _holder_pid() -> int:
-    from pidns.view import holding
-
-    status = holding.status()
-    assert status is not None, "no holder runs"
-    return int(status["holder"])
-
-
-def _holder_figures(holder: int) -> tuple[int, float]:
-    """The holder's (fds, RSS) once no client but the daemon is connected (its listener and the
-    daemon's life line are its only sockets): a status request of a moment ago is no leak."""
-
-    def settled() -> bool:
-        links = [os.readlink(f"/proc/{holder}/fd/{fd}") for fd in os.listdir(f"/proc/{holder}/fd")]
-        return sum(link.startswith("socket:") for link in links) == 2
-
-    wait_for(settled, 5, "the holder keeps a client's connection")
-    return daemon_figures(holder)
 
 
 def _wait_for_new_daemon(old: int) -> int:
@@ -247,8 +216,8 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
         for ns, mp in ((ns_a, a), (ns_b, b), (ns_a, shared)):
             _mount(ns, mp)
         views = [a, b, shared]
-        holder = _holder_pid()
-        figures = [_holder_figures(holder)]
+        holder = holder_pid()
+        figures = [holder_figures(holder)]
         rng = random.Random(12)
         takeovers = []  # s from each kill to the first request answered after it
         # The same readers first run as long without any replacement: on a loaded machine a
@@ -274,15 +243,15 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
                     assert done.returncode == 0, done.stderr
                 _wait_for_new_daemon(old)
                 if i == 1:
-                    figures.append(_holder_figures(holder))
-        figures.append(_holder_figures(holder))
+                    figures.append(holder_figures(holder))
+        figures.append(holder_figures(holder))
         if takeovers:
             ranked = sorted(takeovers)
             print(
                 f"\ntakeover after SIGKILL: p50 {statistics.median(ranked):.3f} s, "
                 f"p99 {ranked[-1]:.3f} s over {len(ranked)}"
             )
-        assert _holder_pid() == holder
+        assert holder_pid() == holder
         errors = [e for r in reports for e in r["errors"]]
         assert errors == [], errors
         assert all(r["ops"] > 0 for r in reports), reports
@@ -340,7 +309,7 @@ def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
         assert ns_pid_file.read_text().strip() == "500"
         held = os.open(view / "500", os.O_RDONLY | os.O_DIRECTORY)
         old_start = (view / "500" / "stat").read_text().split()[21]
-        holder = _holder_pid()
+        holder = holder_pid()
         os.kill(holder, signal.SIGSTOP)  # no successor until the pid is reused
         try:
             old = daemon_pid()
@@ -391,7 +360,7 @@ def test_a_task_that_exits_while_no_daemon_listens_goes_when_it_is_reaped(tmp_pa
             ns_pid = pid_file.read_text().strip()
             task = view / ns_pid
             assert (task / "stat").read_text().split()[0] == ns_pid  # the view has its inodes
-            holder = _holder_pid()
+            holder = holder_pid()
             os.kill(holder, signal.SIGSTOP)  # no successor until the task has exited
             try:
                 old = daemon_pid()
@@ -633,7 +602,7 @@ def test_a_holder_whose_state_directory_is_gone_gives_up_and_leaves(tmp_path: Pa
 
     with private_daemon(tmp_path) as state, namespace() as ns:
         _mount(ns, tmp_path / "v")
-        holder = _holder_pid()
+        holder = holder_pid()
         os.kill(holder, signal.SIGSTOP)  # no successor before the directory is gone
         try:
             os.kill(daemon_pid(), signal.SIGKILL)
@@ -704,7 +673,7 @@ def test_a_table_of_another_version_ends_its_view_and_leaves_nothing_behind(
         _mount(init, kept)
         (refused / "uptime").stat()  # names that tell the two tables apart
         (kept / "loadavg").stat()
-        holder = _holder_pid()
+        holder = holder_pid()
         tables = {}
         for fd in os.listdir(f"/proc/{holder}/fd"):
             with contextlib.suppress(OSError):  # a client's connection, closed meanwhile
@@ -759,19 +728,9 @@ def test_a_reader_in_the_namespace_keeps_finding_itself_across_kills(tmp_path: P
         view = tmp_path / "v"
         _mount(ns, view)
         stop = tmp_path / "stop"
+        loop = f"exec {sys.executable} -c {shlex.quote(_SELF_LOOP)} {shlex.quote(str(stop))}"
         proc = subprocess.Popen(
-            [
-                "nsenter",
-                f"--target={ns}",
-                "--pid",
-                "--",
-                "unshare",
-                "--mount",
-                "sh",
-                "-c",
-                f"mount --bind {shlex.quote(str(view))} /proc && exec {sys.executable} -c "
-                f"{shlex.quote(_SELF_LOOP)} {shlex.quote(str(stop))}",
-            ],
+            with_view_at_proc(ns, view, loop),
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -56,6 +57,45 @@ def daemon_figures(pid: int) -> tuple[int, float]:
         if line.startswith("VmRSS:"):
             return fds, int(line.split()[1]) / 1024
     return fds, 0.0
+
+
+def holder_pid() -> int:
+    from pidns.view import holding
+
+    status = holding.status()
+    assert status is not None, "no holder runs"
+    return int(status["holder"])
+
+
+def holder_figures(holder: int) -> tuple[int, float]:
+    """The holder's (fds, RSS) once no client but the daemon is connected (its listener and the
+    daemon's life line are its only sockets): a status request of a moment ago is no leak."""
+
+    def settled() -> bool:
+        links = []
+        for fd in os.listdir(f"/proc/{holder}/fd"):
+            with contextlib.suppress(OSError):  # an fd closed meanwhile
+                links.append(os.readlink(f"/proc/{holder}/fd/{fd}"))
+        return sum(link.startswith("socket:") for link in links) == 2
+
+    wait_for(settled, 10, "the holder keeps a client's connection, or has no daemon attached")
+    return daemon_figures(holder)
+
+
+def with_view_at_proc(init: int, view: Path, command: str) -> list[str]:
+    """argv of a shell command run in init's PID namespace, in a mount namespace of its own with
+    the view at /proc (a container's /proc, as LXCFS users bind it)."""
+    return [
+        "nsenter",
+        f"--target={init}",
+        "--pid",
+        "--",
+        "unshare",
+        "--mount",
+        "sh",
+        "-c",
+        f"mount --bind {shlex.quote(str(view))} /proc && {command}",
+    ]
 
 
 def mounts_under(base: Path) -> list[str]:

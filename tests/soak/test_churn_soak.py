@@ -38,6 +38,8 @@ from tests.soak.support import (
     daemon_figures,
     daemon_pid,
     end_namespace,
+    holder_figures,
+    holder_pid,
     pidns,
     private_daemon,
     wait_for,
@@ -253,29 +255,6 @@ def _ping() -> dict[str, Any] | None:
     return reply if reply.get("ok") else None
 
 
-def _holder() -> int:
-    from pidns.view import holding
-
-    status = holding.status()
-    assert status is not None, "no holder runs"
-    return int(status["holder"])
-
-
-def _holder_figures(holder: int) -> tuple[int, float]:
-    """The holder's (fds, RSS) once no client but the daemon is connected (its listener and the
-    daemon's life line are its only sockets): a status request of a moment ago is no leak."""
-
-    def settled() -> bool:
-        links = []
-        for fd in os.listdir(f"/proc/{holder}/fd"):
-            with contextlib.suppress(OSError):
-                links.append(os.readlink(f"/proc/{holder}/fd/{fd}"))
-        return sum(link.startswith("socket:") for link in links) == 2
-
-    wait_for(settled, 10, "the holder keeps a client's connection, or has no daemon attached")
-    return daemon_figures(holder)
-
-
 def _rank(values: list[float], q: float) -> float:
     """The nearest-rank q-quantile (p99 of fewer than 100 values: the largest)."""
     ranked = sorted(values)
@@ -366,8 +345,8 @@ def _soak(tmp_path: Path, kills: bool) -> None:
                 pinged = _ping()
                 assert pinged is not None and pinged["pid"] == daemon
                 generation_start = int(pinged["generation"])
-                holder = _holder()
-                holder_samples = [(0, *_holder_figures(holder))]
+                holder = holder_pid()
+                holder_samples = [(0, *holder_figures(holder))]
                 # every daemon of the run: where it started to serve and its samples since
                 served = [_served_from(daemon, 0) | {"generation": generation_start}]
                 served[0]["samples"] = []
@@ -416,7 +395,7 @@ def _soak(tmp_path: Path, kills: bool) -> None:
                         at = time.monotonic() - started
                         served.append(_served_from(daemon, at))
                         served[-1] |= {"generation": takeover["generation"], "samples": []}
-                        holder_samples.append((round(at), *_holder_figures(holder)))
+                        holder_samples.append((round(at), *holder_figures(holder)))
                         next_kill += KILL_EVERY
                         continue
                     time.sleep(min(KILL_SAMPLE, SECONDS - elapsed))
@@ -425,7 +404,7 @@ def _soak(tmp_path: Path, kills: bool) -> None:
                 # the criteria below are those of the daemon that runs at the end, over the part
                 # of the run it served
                 samples = served[-1]["samples"]
-                holder_samples.append((round(time.monotonic() - started), *_holder_figures(holder)))
+                holder_samples.append((round(time.monotonic() - started), *holder_figures(holder)))
             (work / "stop").touch()
             churned = time.monotonic() - started
             forks_after = _host_forks()
@@ -533,7 +512,7 @@ def _soak(tmp_path: Path, kills: bool) -> None:
                 assert generations == list(range(generation_start, generation_start + expected + 1))
                 assert figures["generation"]["end"] == generation_start + expected, status
                 assert status["pid"] == daemon
-                assert _holder() == holder
+                assert holder_pid() == holder
                 holder_fds = {fds for _t, fds, _rss in holder_samples}
                 assert len(holder_fds) == 1, holder_samples
                 assert holder_samples[-1][2] <= holder_samples[0][2] + HOLDER_RSS_SLACK_MB, (
