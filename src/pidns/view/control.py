@@ -3,7 +3,6 @@ mount's /dev/fuse fd, the mounting process's mount namespace) and one JSON reply
 
 from __future__ import annotations
 
-import array
 import json
 import socket
 from collections.abc import Sequence
@@ -39,11 +38,12 @@ def request(
 
 def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """One request from a connected socket (blocking until its newline)."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    from pidns.fuse.holder import recv_fds  # the daemon's side only: clients never load it
+
+    data, fds = recv_fds(sock, MAX_MESSAGE, 4)  # close-on-exec, unlike socket.recv_fds's
     while data and not data.endswith(b"\n"):
         more = sock.recv(MAX_MESSAGE)
         if not more:
             break
         data += more
-    fd_list = list(array.array("i", fds)) if not isinstance(fds, list) else fds
-    return json.loads(data), fd_list
+    return json.loads(data), fds
