@@ -8,7 +8,8 @@ it, and the passthrough opens of it that are out (their backing id and how many)
 (stores into a shared mapping, no system call), under the inode table's lock.
 
 Layout: a header (magic, slot size, slots in use, the next nodeid, the highest backing id any
-server of the connection registered), then fixed-size slots. A slot whose nodeid is 0 is free. A
+server of the connection registered, the highest a successor has unregistered), then fixed-size
+slots. A slot whose nodeid is 0 is free. A
 name of up to INLINE bytes is kept in its inode's slot; a longer one, up to the kernel's NAME_MAX,
 is SPLIT: the slot keeps its head and the numbers of up to three more slots, marked PIECE where a
 nodeid would be, that hold the rest. Why pieces in slots of the same table: a slot wide enough for
