@@ -181,6 +181,29 @@ def _wait_for_new_daemon(old: int) -> int:
     return found[0]
 
 
+def _spare(other_than: int = 0) -> int:
+    """The holder's spare, once one other than `other_than` has loaded."""
+    from pidns.view import holding
+
+    found = [0]
+
+    def loaded() -> bool:
+        status = holding.status() or {}
+        found[0] = int(status.get("spare") or 0)
+        return found[0] not in (0, other_than) and bool(status.get("spare_loaded"))
+
+    wait_for(loaded, 20, "the holder keeps no spare")
+    return found[0]
+
+
+def _gone(pid: int) -> bool:
+    return _state_of(pid) == "X"
+
+
+def _start_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
 def _dump_stuck_successors() -> None:
     """Why no successor answers: the stacks of those the holder started, and the log's tail."""
     from pidns.view import holding, state
@@ -219,7 +242,10 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
         holder = holder_pid()
         figures = [holder_figures(holder)]
         rng = random.Random(12)
-        takeovers = []  # s from each kill to the first request answered after it
+        # s from each kill to the first request answered after it: every other kill comes once
+        # the successor's spare has loaded (a daemon that dies after a while), the rest as soon
+        # as a successor answers (a crash loop: the spare, if any, is still loading)
+        takeovers: dict[bool, list[float]] = {True: [], False: []}
         # The same readers first run as long without any replacement: on a loaded machine a
         # `ps -ef` alone can take seconds, which is no stall of a takeover.
         control = tmp_path / "control"
@@ -232,12 +258,15 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
         with readers(views, (ns_b, b), tmp_path) as reports:
             for i in range(20):
                 old = daemon_pid()
+                spare = replace == "kill" and i % 2 == 0
+                if spare:
+                    _spare()
                 time.sleep(rng.uniform(0.1, 1.0))  # a random moment of the readers' walk
                 if replace == "kill":
                     os.kill(old, signal.SIGKILL)
                     killed = time.monotonic()
                     (a / "1" / "status").read_bytes()  # an OPEN and a READ: always the daemon's
-                    takeovers.append(time.monotonic() - killed)
+                    takeovers[spare].append(time.monotonic() - killed)
                 else:
                     done = pidns("daemon", "restart")
                     assert done.returncode == 0, done.stderr
@@ -245,12 +274,14 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
                 if i == 1:
                     figures.append(holder_figures(holder))
         figures.append(holder_figures(holder))
-        if takeovers:
-            ranked = sorted(takeovers)
-            print(
-                f"\ntakeover after SIGKILL: p50 {statistics.median(ranked):.3f} s, "
-                f"p99 {ranked[-1]:.3f} s over {len(ranked)}"
-            )
+        for spare, times in takeovers.items():
+            if times:
+                ranked = sorted(times)
+                print(
+                    f"\ntakeover after SIGKILL {'with' if spare else 'without'} a loaded spare: "
+                    f"p50 {statistics.median(ranked):.3f} s, p99 {ranked[-1]:.3f} s over "
+                    f"{len(ranked)}"
+                )
         assert holder_pid() == holder
         errors = [e for r in reports for e in r["errors"]]
         assert errors == [], errors
@@ -797,3 +828,72 @@ def test_a_successor_holds_each_view_once_and_nothing_of_a_view_that_ended(tmp_p
         left = _fds_by_kind(successor)
         assert left["pid"] == before["pid"] - 1, (before, left)
         assert left["inodes"] <= before["inodes"] // 2, (before, left)
+
+
+def test_a_killed_daemon_is_succeeded_by_the_spare_and_a_new_spare_loads(tmp_path: Path) -> None:
+    """The holder keeps a successor loaded: a SIGKILL is taken over by that spare, not by a
+    daemon started then, and the successor gets a spare of its own; `daemon status` names it."""
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        spare = _spare()
+        assert "--spare" in Path(f"/proc/{spare}/cmdline").read_text().split("\0")
+        old = daemon_pid()
+        os.kill(old, signal.SIGKILL)
+        assert b"Pid:" in (view / "1" / "status").read_bytes()
+        assert _wait_for_new_daemon(old) == spare
+        second = _spare(other_than=spare)
+        done = pidns("daemon", "status", "--json")
+        assert done.returncode == 0, done.stderr
+        status = json.loads(done.stdout)
+        assert (status["pid"], status["spare"]) == (spare, second), status
+        assert f"spare {second}" in pidns("daemon", "status").stdout
+
+
+def test_a_restart_ends_the_old_codes_spare_and_the_new_daemon_loads_its_own(
+    tmp_path: Path,
+) -> None:
+    """A spare runs the code installed when it started: `daemon restart` (an upgrade) ends it,
+    and the daemon that takes over has a spare started after it, of the code installed now."""
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        spare = _spare()
+        old = daemon_pid()
+        done = pidns("daemon", "restart")
+        assert done.returncode == 0, done.stderr
+        new = _wait_for_new_daemon(old)
+        assert new != spare
+        wait_for(lambda: _gone(spare), 10, f"the old code's spare {spare} stays")
+        second = _spare(other_than=spare)
+        assert _start_ticks(second) >= _start_ticks(new)
+        assert "1" in os.listdir(view)
+
+
+def test_without_a_spare_a_kill_is_still_taken_over(tmp_path: Path) -> None:
+    """A spare that ended (killed here) leaves the holder starting a successor as before."""
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        spare = _spare()
+        os.kill(spare, signal.SIGKILL)
+        from pidns.view import holding
+
+        wait_for(lambda: not (holding.status() or {}).get("spare"), 10, "the spare is not reaped")
+        old = daemon_pid()
+        os.kill(old, signal.SIGKILL)
+        assert b"Pid:" in (view / "1" / "status").read_bytes()
+        new = _wait_for_new_daemon(old)
+        assert new != spare
+        assert _spare() != spare
+
+
+def test_the_spare_goes_with_the_holder(tmp_path: Path) -> None:
+    """Once the last view is unmounted the daemon, the holder and its spare all leave."""
+    with private_daemon(tmp_path), namespace() as ns:
+        view = tmp_path / "v"
+        _mount(ns, view)
+        spare, holder, daemon = _spare(), holder_pid(), daemon_pid()
+        assert pidns("umount", str(view)).returncode == 0
+        for pid, what in ((daemon, "daemon"), (holder, "holder"), (spare, "spare")):
+            wait_for(lambda pid=pid: _gone(pid), LINGER + 30, f"the {what} {pid} stays")

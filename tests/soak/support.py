@@ -68,15 +68,19 @@ def holder_pid() -> int:
 
 
 def holder_figures(holder: int) -> tuple[int, float]:
-    """The holder's (fds, RSS) once no client but the daemon is connected (its listener and the
-    daemon's life line are its only sockets): a status request of a moment ago is no leak."""
+    """The holder's (fds, RSS) once its spare has loaded and no client but the daemon is
+    connected (its listener, the daemon's life line and the spare's stdin are its only sockets):
+    a status request of a moment ago is no leak."""
+    from pidns.view import holding
+
+    wait_for(lambda: (holding.status() or {}).get("spare_loaded"), 20, "the holder keeps no spare")
 
     def settled() -> bool:
         links = []
         for fd in os.listdir(f"/proc/{holder}/fd"):
             with contextlib.suppress(OSError):  # an fd closed meanwhile
                 links.append(os.readlink(f"/proc/{holder}/fd/{fd}"))
-        return sum(link.startswith("socket:") for link in links) == 2
+        return sum(link.startswith("socket:") for link in links) == 3
 
     wait_for(settled, 10, "the holder keeps a client's connection, or has no daemon attached")
     return daemon_figures(holder)

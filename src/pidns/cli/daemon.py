@@ -26,7 +26,8 @@ def _when(started: object) -> str:
 @command.command("status")
 @json_option
 def status_command(as_json: bool) -> None:
-    """Show the daemon: pid, start time, generation, views, and the holder of their fds."""
+    """Show the daemon: pid, start time, generation, views, the holder of their fds and the
+    spare daemon it keeps loaded to take over at once should this one die."""
     from pidns.errors import PidnsError
     from pidns.view.api import daemon_status
 
@@ -43,7 +44,7 @@ def status_command(as_json: bool) -> None:
     click.echo(
         f"daemon {status['pid']} started {_when(status.get('started'))}"
         f" generation {status.get('generation')} views {len(views)}"
-        f" holder {status.get('holder') or '-'}"
+        f" holder {status.get('holder') or '-'} spare {status.get('spare') or '-'}"
     )
     for v in views:
         kept = "survives a crash" if survive.get(v["view"]) else "survives a restart only"

@@ -20,6 +20,13 @@ attached server through the connection that server attached on (the "life line")
 - a server that attached with `stuck_after` and sends no `beat` for that long (stopped, or
   stuck) is SIGKILLed, and then replaced as a killed one is: readers wait, and get their answers
   from the successor, before the kernel's request timeout would cut the connections off;
+- with `--spare`, a spare successor waits ready: started a moment after each server attaches,
+  its stdin a socket to the holder, it loads, says `loaded`, and reads one line, the pid it
+  succeeds. A killed server's successor is that spare, told at once: the start of a new
+  interpreter and its imports, which make most of a takeover on a loaded machine, are behind it.
+  A spare runs the code installed when it started: an upgrade (a `leaving` server with a
+  successor of its own) ends it, and the next server's spare loads the new code. EOF tells a
+  spare to leave;
 - with no entry and no attached server left, the holder leaves.
 
 Requests (one JSON line each, fds as SCM_RIGHTS with it; one JSON line in answer):
@@ -39,10 +46,11 @@ Requests (one JSON line each, fds as SCM_RIGHTS with it; one JSON line in answer
 Only the standard library, no pidns import: as simple as an init, so that it never needs the
 upgrade the server it keeps gets.
 
-    python -m pidns.fuse.holder SOCKET LOG -- SUCCESSOR-ARGV...
+    python -m pidns.fuse.holder [--spare] SOCKET LOG -- SUCCESSOR-ARGV...
 
 SUCCESSOR-ARGV runs under this same interpreter (its argv[0] should name it), with
-`--after PID` added: the server it succeeds (0: none), which may not have ended entirely yet.
+`--after PID` added: the server it succeeds (0: none), which may not have ended entirely yet; a
+spare with `--spare` added instead, and that pid on its stdin.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from typing import Any
 
 ATTACH_WAIT = 10.0  # s a started successor has to attach
 GIVE_UP = 5  # successors in a row that never attached
+SPARE_DELAY = 1.0  # s after a server attaches before its spare starts: not during its takeover
 MAX_FDS = 16  # per message
 MAX_LINE = 1 << 20
 PIDFD_THREAD = os.O_EXCL  # pidfd_open flag (6.9+): readable once that one thread has exited
@@ -76,11 +85,34 @@ class _Client:
         self.leaving: bool | None = None  # None: no word; True: hand over; False: for good
 
 
+class _Spare:
+    """A spare successor: the holder's child, loaded and waiting on its end of `sock`."""
+
+    __slots__ = ("loaded", "pid", "sock")
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.loaded = False
+
+    def end(self) -> None:
+        """SIGKILL and reap it: it holds nothing, and nothing may outlive the holder."""
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+
 class Holder:
-    def __init__(self, listener: socket.socket, successor: list[str], log_path: str) -> None:
+    def __init__(
+        self, listener: socket.socket, successor: list[str], log_path: str, spare: bool = False
+    ) -> None:
         self.listener = listener
         self.successor = successor
         self.log_path = log_path
+        self.spares = spare  # whether to keep a spare successor ready
+        self.spare: _Spare | None = None
+        self.spare_due = 0.0  # monotonic time to start a spare (0: none due)
         self.entries: dict[str, tuple[dict[str, Any], list[int]]] = {}
         self.clients: dict[int, _Client] = {}
         self.server: _Client | None = None  # the attached server's life line
@@ -126,6 +158,8 @@ class Holder:
         self._kill_if_stuck(now)
         if self.next_start and now >= self.next_start:
             self._start_successor()
+        if self.spare_due and now >= self.spare_due:
+            self._start_spare()
         if self._done(now):
             return False
         socks: list[socket.socket | int] = [
@@ -134,9 +168,12 @@ class Holder:
         ]
         if self.server_thread >= 0:
             socks.append(self.server_thread)
+        if self.spare is not None:
+            socks.append(self.spare.sock)
         timeout = 0.5
-        if self.next_start:
-            timeout = max(0.0, min(timeout, self.next_start - now))
+        for due in (self.next_start, self.spare_due):
+            if due:
+                timeout = max(0.0, min(timeout, due - now))
         # poll, not select: with a few hundred views the holder's fds pass FD_SETSIZE
         poller = select.poll()
         by_fd: dict[int, socket.socket | int] = {}
@@ -152,6 +189,8 @@ class Holder:
             sock = by_fd[fd]
             if sock is self.listener:
                 self._accept()
+            elif self.spare is not None and sock is self.spare.sock:
+                self._spare_says(self.spare)
             elif isinstance(sock, int):
                 if self.server is not None:
                     self._gone(self.server)  # its sentinel thread ended: it is dead
@@ -277,12 +316,16 @@ class Holder:
             self.next_start = 0.0
             self.stuck_after = max(0.0, float(message.get("stuck_after") or 0))
             self.last_beat = time.monotonic()
+            if self.spares and self.spare is None:
+                self.spare_due = self.last_beat + SPARE_DELAY
             return {"ok": True, "generation": self.generation, "holder": os.getpid()}
         if op == "status":
             return {
                 "ok": True,
                 "holder": os.getpid(),
                 "server": self.server_pid if self.server is not None else 0,
+                "spare": self.spare.pid if self.spare is not None else 0,
+                "spare_loaded": self.spare is not None and self.spare.loaded,
                 "generation": self.generation,
                 "entries": len(self.entries),
                 "fds": sum(len(f) for _m, f in self.entries.values()),
@@ -319,6 +362,8 @@ class Holder:
         if op == "leaving":
             client.leaving = bool(message.get("handover"))
             self.announced = int(message.get("successor") or 0)
+            if self.announced or not client.leaving:
+                self._end_spare()  # the old code's: the next server's spare loads the new
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
@@ -334,33 +379,99 @@ class Holder:
         self.next_start = 0.0
         if self.server is not None or self.child:
             return
+        if not os.path.isdir(os.path.dirname(self.log_path)):
+            # its state directory is gone (a home deleted): no server can start there, and a
+            # spare would make it anew
+            sys.stderr.write(f"pidns-holder: cannot start a server: {self.log_path}: gone\n")
+            self._failed()
+            return
+        if self._wake_spare():
+            return
+        self.child = self._spawn([*self.successor, "--after", str(self.last_server)])
+        if not self.child:
+            self._failed()
+            return
+        self.child_own = True
+        self.child_started = time.monotonic()
+
+    def _wake_spare(self) -> bool:
+        """Make the spare the successor, when there is one that hears it."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return False
+        try:
+            spare.sock.sendall(f"{self.last_server}\n".encode())
+        except OSError:  # it is ending: a successor is started as without one
+            spare.end()
+            return False
+        spare.sock.close()
+        self.child, self.child_own = spare.pid, True
+        self.child_started = time.monotonic()
+        return True
+
+    def _start_spare(self) -> None:
+        self.spare_due = 0.0
+        if self.spare is not None or self.server is None:
+            return
+        mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            pid = self._spawn([*self.successor, "--spare"], stdin=its.fileno())
+        finally:
+            its.close()
+        if pid:
+            self.spare = _Spare(pid, mine)
+        else:
+            mine.close()
+
+    def _spare_says(self, spare: _Spare) -> None:
+        try:
+            data = spare.sock.recv(64)
+        except OSError:
+            data = b""
+        if data.startswith(b"loaded"):
+            spare.loaded = True
+            return
+        sys.stderr.write(f"pidns-holder: the spare {spare.pid} ended unused\n")
+        spare.end()  # a successor is started as without one, should one be due
+        self.spare = None
+
+    def _end_spare(self) -> None:
+        self.spare_due = 0.0
+        if self.spare is not None:
+            self.spare.end()
+            self.spare = None
+
+    def _spawn(self, argv: list[str], stdin: int = -1) -> int:
+        """Start argv (stdin: that fd, else /dev/null; output to the log); 0 when it failed."""
         try:
             log = os.open(
                 self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
         except OSError as err:  # its directory is gone: no server can start there either
             sys.stderr.write(f"pidns-holder: cannot start a server: {self.log_path}: {err}\n")
-            self._failed()
-            return
+            return 0
+        take_stdin = (
+            (os.POSIX_SPAWN_DUP2, stdin, 0)
+            if stdin >= 0
+            else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+        )
         try:
             # this interpreter (argv[0] still names it, and with it its environment): it may sit
             # where the user cannot reach it by path
-            self.child = os.posix_spawn(
+            return os.posix_spawn(
                 "/proc/self/exe",
-                [*self.successor, "--after", str(self.last_server)],
+                argv,
                 dict(os.environ),
                 file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    take_stdin,
                     (os.POSIX_SPAWN_DUP2, log, 1),
                     (os.POSIX_SPAWN_DUP2, log, 2),
                 ],
                 setsid=True,
             )
-            self.child_own = True
-            self.child_started = time.monotonic()
         except OSError as err:
             sys.stderr.write(f"pidns-holder: cannot start a server: {err}\n")
-            self._failed()
+            return 0
         finally:
             os.close(log)
 
@@ -375,6 +486,10 @@ class Holder:
             if pid == self.child:  # ended before it attached
                 self.child = 0
                 self._failed()
+            elif self.spare is not None and pid == self.spare.pid:
+                sys.stderr.write(f"pidns-holder: the spare {pid} ended unused\n")
+                self.spare.sock.close()  # reaped: its pid is no longer its own to kill
+                self.spare = None
         if self.child and not self.child_own:
             try:
                 os.kill(self.child, 0)
@@ -401,6 +516,7 @@ class Holder:
         self.next_start = time.monotonic() + 0.2 * 2**self.failures
 
     def _close_all(self) -> None:
+        self._end_spare()
         for key in list(self.entries):
             self._drop(key)
         for client in list(self.clients.values()):
@@ -445,8 +561,13 @@ def _thread_pidfd(pid: int, thread: object) -> int:
 
 
 def main(argv: list[str]) -> int:
+    spare = argv[:1] == ["--spare"]
+    if spare:
+        argv = argv[1:]
     if len(argv) < 4 or argv[2] != "--":
-        sys.stderr.write("usage: python -m pidns.fuse.holder SOCKET LOG -- SUCCESSOR-ARGV...\n")
+        sys.stderr.write(
+            "usage: python -m pidns.fuse.holder [--spare] SOCKET LOG -- SUCCESSOR-ARGV...\n"
+        )
         return 2
     path, log_path, successor = argv[0], argv[1], argv[3:]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -462,7 +583,7 @@ def main(argv: list[str]) -> int:
         os.umask(old_mask)
     listener.listen(16)
     ino = os.stat(path).st_ino
-    holder = Holder(listener, successor, log_path)
+    holder = Holder(listener, successor, log_path, spare)
 
     def stop(*_: object) -> None:
         holder.stopping = True

@@ -460,7 +460,8 @@ def _served_views(daemon: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
 
 def daemon_status() -> dict[str, Any] | None:
     """This user's view daemon: pid, start time, generation (how many daemons its views have
-    had), its views, and the holder that keeps them; None when no daemon runs."""
+    had), its views, the holder that keeps them and the spare successor it keeps ready (0:
+    none); None when no daemon runs."""
     try:
         reply = control.request(str(state.socket_path()), {"op": "status"}, timeout=5)
     except (ConnectionRefusedError, FileNotFoundError):
@@ -469,6 +470,9 @@ def daemon_status() -> dict[str, Any] | None:
         raise PidnsError(f"the view daemon does not answer ({err})") from None
     if not reply.get("ok"):
         raise PidnsError(f"the view daemon refused: {reply.get('error')}")
+    from pidns.view import holding
+
+    reply["spare"] = int((holding.status() or {}).get("spare") or 0)
     return reply
 
 

@@ -639,6 +639,24 @@ def _main_thread_gone(pid: int) -> bool:
     return state in (b"Z", b"X")
 
 
+def _wait_as_spare() -> int | None:
+    """The holder's spare, loaded: say so on stdin (a socket to the holder) and wait there for
+    the word, the pid of the daemon to succeed (as --after takes it); None at EOF, the holder
+    not needing this one any more."""
+    from pidns.view import lxcfs  # noqa: F401 - loaded ahead too, for views of LXCFS's layout
+
+    with contextlib.suppress(OSError):
+        os.write(0, b"loaded\n")
+    line = sys.stdin.buffer.readline()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        return int(line)
+    except ValueError:
+        return None
+
+
 def _start_successor(ready: int) -> int:
     """A new daemon (this code as installed now: an upgrade) that takes over from this one; it
     writes to `ready` once loaded, then waits for this daemon to leave."""
@@ -661,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--takeover", action="store_true", help="started to succeed a daemon")
     parser.add_argument("--after", type=int, default=0, help="the daemon this one succeeds")
     parser.add_argument("--ready-fd", type=int, default=-1, help="written to once loaded")
+    parser.add_argument(
+        "--spare", action="store_true", help="once loaded, read the pid to succeed from stdin"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -670,6 +691,11 @@ def main(argv: list[str] | None = None) -> int:
 
     faulthandler.register(signal.SIGUSR1)  # every thread's stack to daemon.log, for a stuck one
     held.keep_open()  # the host's and cgroups' files virtualised files are rendered from
+    if args.spare:
+        after = _wait_as_spare()
+        if after is None:
+            return 0  # not needed after all
+        args.takeover, args.after = True, after
     base = state.state_dir()
     sock_path = state.socket_path()
     if args.ready_fd >= 0:

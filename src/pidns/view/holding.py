@@ -132,6 +132,7 @@ def _start_holder() -> None:
                     sys.executable,
                     "-m",
                     "pidns.fuse.holder",
+                    "--spare",
                     str(holder_path()),
                     log,
                     "--",
