@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import random
@@ -896,4 +897,4 @@ def test_the_spare_goes_with_the_holder(tmp_path: Path) -> None:
         spare, holder, daemon = _spare(), holder_pid(), daemon_pid()
         assert pidns("umount", str(view)).returncode == 0
         for pid, what in ((daemon, "daemon"), (holder, "holder"), (spare, "spare")):
-            wait_for(lambda pid=pid: _gone(pid), LINGER + 30, f"the {what} {pid} stays")
+            wait_for(functools.partial(_gone, pid), LINGER + 30, f"the {what} {pid} stays")
