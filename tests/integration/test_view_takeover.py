@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from pidns.fuse.passthrough import WAIT_LIMIT
-from pidns.view.daemon import LINGER
+from pidns.view.daemon import LINGER, SWEEP_AFTER
 from tests.soak.support import (
     daemon_pid,
     holder_figures,
@@ -482,6 +482,72 @@ def test_an_open_the_dead_daemon_counted_but_never_answered_does_not_block_its_f
             if first.poll() is None:
                 first.kill()
             first.wait(10)
+
+
+# A daemon that dies (SIGKILL) in the first BATCH_FORGET of more than 3 inodes it reads, before
+# it applies any of it.
+_DIES_IN_A_FORGET = """
+import os, signal, sys
+from pidns.fuse import server
+from pidns.kernel import fuse_abi as abi
+from pidns.view.daemon import main
+
+protocol = server.Connection._protocol
+
+def dying(self, op, unique, nodeid, buf):
+    if op == abi.BATCH_FORGET and len(list(abi.batch_forgets(buf))) > 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return protocol(self, op, unique, nodeid, buf)
+
+server.Connection._protocol = dying
+sys.exit(main())
+"""
+
+
+def _inodes(view: Path) -> int:
+    from pidns.view import control, state
+
+    reply = control.request(str(state.socket_path()), {"op": "list"})
+    return int(next(v["inodes"] for v in reply["views"] if v["mountpoint"] == str(view)))
+
+
+def test_inodes_the_dead_daemon_was_told_to_forget_are_forgotten_by_its_successor(
+    tmp_path: Path,
+) -> None:
+    """The kernel sends a FORGET once: one the daemon read and died before applying would leave
+    its inodes counted for good. The successor finds them (the kernel no longer has them) and
+    forgets them, SWEEP_AFTER s after it took over."""
+    with private_daemon(tmp_path, start=False) as state_dir, namespace() as init:
+        first = subprocess.Popen(
+            [sys.executable, "-c", _DIES_IN_A_FORGET],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
+            view = tmp_path / "v"
+            _mount(init, view)
+            for task in [n for n in os.listdir(view) if n.isdigit()]:
+                for name in ("stat", "status", "cmdline"):
+                    (view / task / name).read_bytes()
+            counted = _inodes(view)
+            assert counted > 10
+            # the kernel drops every inode nobody uses, and tells the daemon in FORGETs
+            Path("/proc/sys/vm/drop_caches").write_text("2\n")
+            assert first.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if first.poll() is None:
+                first.kill()
+            first.wait(10)
+        _wait_for_new_daemon(first.pid)
+        time.sleep(1)  # the FORGETs after the lost one come through
+        # restored with the counts the lost FORGET would have undone
+        assert _inodes(view) > 3
+        # the view's root and what was looked up since (the namespace's init, say) stay
+        wait_for(lambda: _inodes(view) <= 3, SWEEP_AFTER + 10, f"{_inodes(view)} inodes stay")
+        assert (view / "1" / "stat").read_bytes()
 
 
 def test_a_restart_of_a_daemon_with_more_fds_than_select_takes(tmp_path: Path) -> None:

@@ -168,6 +168,42 @@ def test_a_successor_restores_inodes_and_whats_under_a_lost_one_fails_as_it_does
         file.close()
 
 
+def test_a_successor_sweeps_away_the_inodes_the_kernel_no_longer_has() -> None:
+    """What the predecessor counted and the kernel forgot (a FORGET lost with it) is forgotten
+    with its whole count; what the kernel has stays, and so does what the successor counted
+    itself since (its answer may not have reached the kernel); the root is never asked about.
+    A FORGET of a swept inode coming late changes nothing."""
+    present = {"1", "2", "3"}
+    first = InodeTable(Tree("root", present), lambda owner: None)
+    file = TableFile.create()
+    try:
+        first.keep_in(file)
+        with first.lock:
+            inos = {n: first.commit(Tree(("root", n), present), ROOT_ID, n.encode(), DIR)
+                    for n in sorted(present)}  # fmt: skip
+            first.commit(Tree(("root", "2"), present), ROOT_ID, b"2", DIR)
+        successor = InodeTable(Tree("root", present), lambda owner: None)
+        successor.restore(TableFile(os.dup(file.fd), created=False))
+        with successor.lock:
+            assert successor.commit(Tree(("root", "3"), present), ROOT_ID, b"3", DIR) == inos["3"]
+        asked: list[int] = []
+
+        def known(ino: int) -> bool:
+            asked.append(ino)
+            return ino == inos["1"]
+
+        assert successor.sweep(known) == [inos["2"]]
+        assert sorted(asked) == sorted(inos.values())
+        assert successor.node(inos["2"]) is None and inos["2"] not in successor.counts
+        assert successor.counts[inos["1"]] == 1 and successor.counts[inos["3"]] == 2
+        assert successor.forget(inos["2"], 2) and successor.counts[inos["1"]] == 1
+        assert successor.sweep(lambda ino: False) == [inos["1"], inos["3"]]  # nothing touched now
+        assert successor.node(ROOT_ID) is not None
+        assert [r.ino for r in TableFile(os.dup(file.fd), created=False).records()] == []
+    finally:
+        file.close()
+
+
 def test_a_successor_minds_the_passthrough_opens_its_predecessor_left_out() -> None:
     """The table keeps each inode's passthrough opens out; a successor's opens of such an inode
     wait for the predecessor's RELEASEs (the kernel fails an open that names another backing

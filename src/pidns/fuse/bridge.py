@@ -290,6 +290,15 @@ class Bridge:
         if self.table.forget(ino, nlookup) and self.backings is not None:
             self.backings.forget(ino)
 
+    def sweep(self, known: Callable[[int], bool]) -> int:
+        """After a takeover: the inodes a predecessor's lost FORGETs left counted are forgotten
+        (InodeTable.sweep); how many."""
+        forgotten = self.table.sweep(known)
+        if self.backings is not None:
+            for ino in forgotten:
+                self.backings.forget(ino)
+        return len(forgotten)
+
     def opendir(self, nodeid: int, req: Requester, request: bytes) -> Reply:
         self._entered(nodeid, req).check_open_dir(req)
         fh = next(self._handles)

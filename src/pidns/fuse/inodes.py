@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ROOT_ID = 1
 INVALIDATIONS_KEPT = 4096  # owners' invalidations remembered; an older lookup is redone anyway
+SWEEP_CHUNK = 256  # inodes asked about, then forgotten in one hold of the lock
 
 
 class InodeTable:
@@ -57,6 +58,8 @@ class InodeTable:
         self.precounted: dict[int, list[int]] = {}
         self.preopened: dict[int, list[int]] = {}
         self.foreign: dict[int, tuple[int, int]] = {}
+        # From a takeover until its sweep: the inodes this server counted lookups of (see sweep).
+        self.touched: set[int] | None = None
 
     def node(self, ino: int) -> Node | None:
         return self.nodes.get(ino)
@@ -75,6 +78,8 @@ class InodeTable:
         """One more lookup of node as `name` in `parent` (lock held); its inode."""
         ino = self.by_key.get(node.key)
         if ino is not None:
+            if self.touched is not None:
+                self.touched.add(ino)
             count = self.counts[ino] = self.counts[ino] + 1
             if self.file is not None:
                 self.file.count(self.slot_of[ino], count, self.unique)
@@ -82,6 +87,8 @@ class InodeTable:
                 release(node)
             return ino
         ino = next(self._inodes)
+        if self.touched is not None:
+            self.touched.add(ino)
         self.nodes[ino] = node
         self.kept.add(id(node))
         self.by_key[node.key] = ino
@@ -100,37 +107,72 @@ class InodeTable:
         """The kernel forgot nlookup lookups of ino; whether it forgot the inode. Never fails."""
         try:
             with self.lock:
-                left = self.counts.get(ino, 0) - nlookup
-                slot = self.slot_of.get(ino)
-                if left > 0:
-                    self.counts[ino] = left
-                    if slot is not None and self.file is not None:
-                        self.file.count(slot, left, 0)  # a FORGET is never sent again
-                    return False
-                self.counts.pop(ino, None)
-                if ino == ROOT_ID:
-                    return False
-                if slot is not None and self.file is not None:
-                    del self.slot_of[ino]
-                    self.file.remove(slot)
-                node = self.nodes.pop(ino, None)
-                self.entry_of.pop(ino, None)
-                if node is None:
-                    return True
-                self.kept.discard(id(node))
-                if self.by_key.get(node.key) == ino:
-                    del self.by_key[node.key]
-                owner = node.owner
-                if owner is not None:
-                    inos = self.by_owner.get(owner)
-                    if inos is not None and ino in inos:  # not there once its owner went
-                        inos.remove(ino)
-                        if not inos:
-                            del self.by_owner[owner]
-            release(node)
+                gone, node = self._forget(ino, nlookup)
+            if node is not None:
+                release(node)
         except Exception:
             log.exception("forget of inode %d", ino)
-        return True
+            return True
+        return gone
+
+    def _forget(self, ino: int, nlookup: int) -> tuple[bool, Node | None]:
+        """forget, lock held: whether the inode is forgotten, and its node to release."""
+        left = self.counts.get(ino, 0) - nlookup
+        slot = self.slot_of.get(ino)
+        if left > 0:
+            self.counts[ino] = left
+            if slot is not None and self.file is not None:
+                self.file.count(slot, left, 0)  # a FORGET is never sent again
+            return False, None
+        self.counts.pop(ino, None)
+        if ino == ROOT_ID:
+            return False, None
+        if slot is not None and self.file is not None:
+            del self.slot_of[ino]
+            self.file.remove(slot)
+        node = self.nodes.pop(ino, None)
+        self.entry_of.pop(ino, None)
+        if node is None:
+            return True, None
+        self.kept.discard(id(node))
+        if self.by_key.get(node.key) == ino:
+            del self.by_key[node.key]
+        owner = node.owner
+        if owner is not None:
+            inos = self.by_owner.get(owner)
+            if inos is not None and ino in inos:  # not there once its owner went
+                inos.remove(ino)
+                if not inos:
+                    del self.by_owner[owner]
+        return True, node
+
+    def sweep(self, known: Callable[[int], bool]) -> list[int]:
+        """After a takeover: forget the inodes a predecessor counted that the kernel does not know
+        any more. It forgot them in a FORGET the predecessor read and died before applying, and
+        never sends that again. `known(ino)` asks the kernel's inode cache, without the lock (a
+        reader must not wait for that): an inode this server counts meanwhile, as any it counted
+        since the takeover, is left alone, as its answer reaches that cache only once its
+        requester runs again. The inodes forgotten; nothing is collected for a sweep after it."""
+        forgotten: list[int] = []
+        with self.lock:
+            candidates = [ino for ino in self.counts if ino != ROOT_ID]
+        for start in range(0, len(candidates), SWEEP_CHUNK):
+            unknown = [ino for ino in candidates[start : start + SWEEP_CHUNK] if not known(ino)]
+            nodes = []
+            with self.lock:
+                touched = self.touched or set()
+                for ino in unknown:
+                    if ino in touched or ino not in self.counts:
+                        continue
+                    _gone, node = self._forget(ino, self.counts[ino])
+                    forgotten.append(ino)
+                    if node is not None:
+                        nodes.append(node)
+            for node in nodes:
+                release(node)
+        with self.lock:
+            self.touched = None
+        return forgotten
 
     def invalidate_owner(self, owner: Hashable) -> list[tuple[int, bytes]]:
         """Retire every node of owner and drop them from the keys (new lookups get new inodes);
@@ -217,6 +259,7 @@ class InodeTable:
         lost: list[tuple[int, bytes]] = []
         with self.lock:
             self.file = file
+            self.touched = set()  # until the sweep
             self._inodes = itertools.count(max(file.next_ino, ROOT_ID + 1))
             for rec in sorted(file.records(), key=lambda r: r.ino):  # parents before children
                 parent = self.nodes.get(rec.parent)

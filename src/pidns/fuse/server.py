@@ -109,15 +109,23 @@ class Watchdog:
 
 
 class Notifier:
-    """The one thread that writes invalidations to the devices of every connection, in order."""
+    """The one thread that writes invalidations to the devices of every connection, in order
+    (and closes each device, after what was queued for it)."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Connection, bytes] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Connection, bytes | Callable[[], None]] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
         self._thread.start()
 
     def push(self, connection: Connection, message: bytes) -> None:
         self._queue.put((connection, message))
+
+    def call(self, connection: Connection, work: Callable[[], None]) -> None:
+        """Run work on this thread, in order with connection's invalidations: its device is
+        open until this thread closes it."""
+        self._queue.put((connection, work))
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -127,7 +135,10 @@ class Notifier:
         while (item := self._queue.get()) is not None:
             connection, message = item
             try:  # one connection's failure must not stop invalidations for all the others
-                connection.write_notification(message)
+                if isinstance(message, bytes):
+                    connection.write_notification(message)
+                else:
+                    message()
             except Exception:
                 log.exception("%s: notification", connection.name)
 
@@ -500,6 +511,24 @@ class Connection:
         for node in self.bridge.close():
             release(node)
         self.notifier.push(self, b"")  # b"": close the fd, in order after queued invalidations
+
+    def sweep_lost(self) -> None:
+        """On the notifier's thread, some time after a takeover: the inodes the kernel forgot
+        in FORGETs the dead predecessor read and never applied are forgotten here too."""
+        if self.fd < 0:
+            return
+        forgotten = self.bridge.sweep(self._known)
+        if forgotten:
+            log.info("%s: %d inodes of FORGETs a predecessor lost, forgotten", self.name, forgotten)
+
+    def _known(self, ino: int) -> bool:
+        """Whether the kernel has ino in its inode cache (an invalidation of its attributes only
+        fails with ENOENT there when it has not). On the notifier's thread only."""
+        try:
+            os.write(self.fd, abi.notify_inval_inode(ino, -1, 0))
+        except OSError as err:
+            return err.errno != errno.ENOENT
+        return True
 
     def write_notification(self, message: bytes) -> None:
         """Called on the notifier's thread only."""

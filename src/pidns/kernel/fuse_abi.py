@@ -352,7 +352,9 @@ def notify_inval_entry(parent: int, name: bytes, flags: int = 0) -> bytes:
 
 
 def notify_inval_inode(ino: int, offset: int = 0, length: int = 0) -> bytes:
-    """Drop an inode's cached attributes (and data from offset; length 0 = to the end, -1 = none)."""
+    """Drop an inode's cached attributes, and its cached data from offset (length 0: to the
+    end) unless offset is negative. Written for an inode the kernel does not have, it fails with
+    ENOENT."""
     body = NOTIFY_INVAL_INODE_OUT.pack(ino, offset, length)
     return OUT_HEADER.pack(OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
 

@@ -291,7 +291,16 @@ class Daemon(Listener):
         if taken:
             # exits while no daemon listened: a zombie restored must still go when it is reaped
             self.watcher.recheck()
+            adopted = [s for key, s in self.sessions.items() if key in {e.key for e in entries}]
+            sweep = threading.Timer(SWEEP_AFTER, self._sweep_lost, args=(adopted,))
+            sweep.daemon = True
+            sweep.start()
         return taken
+
+    def _sweep_lost(self, sessions: list[Connection]) -> None:
+        """The inodes the predecessor's lost FORGETs left counted go (Connection.sweep_lost)."""
+        for session in sessions:
+            self.notifier.call(session, session.sweep_lost)
 
     def _bridge(self, view: View) -> Bridge:
         """The bridge of a view's proc tree; its handles are numbered by this daemon's generation,
@@ -563,6 +572,9 @@ class Daemon(Listener):
         self.registry.close()
 
 
+# After a takeover, the inodes the kernel forgot in FORGETs the dead daemon had read are looked
+# for this long after: by then every answer the dead daemon wrote has reached the kernel's cache.
+SWEEP_AFTER = 5.0
 # The holder replaces a daemon that sends no beat for this long (stopped, or stuck), well before
 # the kernel's request timeout would cut its views off; a beat comes every BEAT seconds.
 STUCK_AFTER = 10.0
