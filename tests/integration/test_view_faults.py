@@ -19,9 +19,9 @@ import pytest
 from tests.soak.support import (
     daemon_pid,
     namespace,
+    patched_daemon,
     pidns,
     private_daemon,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.fuse]
@@ -192,16 +192,8 @@ def test_a_failing_view_gets_eio_and_the_others_keep_answering(tmp_path: Path) -
         namespace() as ns_good,
     ):
         bad_ino = os.stat(f"/proc/{ns_bad}/ns/pid").st_ino
-        daemon = subprocess.Popen(
-            [sys.executable, "-c", _FAULTY_DAEMON],
-            env={**os.environ, "FAULT_NS": str(bad_ino)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
-            start_new_session=True,
-        )
+        daemon = patched_daemon(state_dir, _FAULTY_DAEMON, {**os.environ, "FAULT_NS": str(bad_ino)})
         try:
-            wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
             bad, good, also_bad = tmp_path / "bad", tmp_path / "good", tmp_path / "bad2"
             for ns, mp in ((ns_bad, bad), (ns_good, good), (ns_bad, also_bad)):
                 mp.mkdir()

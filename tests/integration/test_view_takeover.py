@@ -29,6 +29,7 @@ from tests.soak.support import (
     holder_figures,
     holder_pid,
     namespace,
+    patched_daemon,
     pidns,
     private_daemon,
     wait_for,
@@ -455,15 +456,8 @@ def test_an_open_the_dead_daemon_counted_but_never_answered_does_not_block_its_f
     it answers the same OPEN sent again (it would fail with EBUSY after 2 s, and so would every
     later open of that file)."""
     with private_daemon(tmp_path, start=False) as state_dir, namespace() as init:
-        first = subprocess.Popen(
-            [sys.executable, "-c", _DIES_IN_AN_OPEN],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
-            start_new_session=True,
-        )
+        first = patched_daemon(state_dir, _DIES_IN_AN_OPEN)
         try:
-            wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
             view = tmp_path / "v"
             _mount(init, view)
             expected = Path(f"/proc/{init}/environ").read_bytes()
@@ -518,15 +512,8 @@ def test_inodes_the_dead_daemon_was_told_to_forget_are_forgotten_by_its_successo
     its inodes counted for good. The successor finds them (the kernel no longer has them) and
     forgets them, SWEEP_AFTER s after it took over."""
     with private_daemon(tmp_path, start=False) as state_dir, namespace() as init:
-        first = subprocess.Popen(
-            [sys.executable, "-c", _DIES_IN_A_FORGET],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
-            start_new_session=True,
-        )
+        first = patched_daemon(state_dir, _DIES_IN_A_FORGET)
         try:
-            wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
             view = tmp_path / "v"
             _mount(init, view)
             for task in [n for n in os.listdir(view) if n.isdigit()]:

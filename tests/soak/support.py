@@ -59,6 +59,28 @@ def daemon_figures(pid: int) -> tuple[int, float]:
     return fds, 0.0
 
 
+def patched_daemon(
+    state_dir: Path, script: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A view daemon run by `script` (for `python -c`: the daemon with a fault patched in),
+    logging to state_dir's daemon.log, once it has started."""
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(state_dir / "daemon.log", "ab"),  # noqa: SIM115 - the child's
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: (state_dir / "daemon.pid").exists(), 10, "the daemon did not start")
+    except AssertionError:
+        daemon.kill()
+        daemon.wait()
+        raise
+    return daemon
+
+
 def holder_pid() -> int:
     from pidns.view import holding
 
