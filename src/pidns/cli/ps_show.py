@@ -3,11 +3,13 @@ main.py (`ps --json`, which is measured against procps and psutil) both end here
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+
+# json's C encoder of strings, which json.dumps uses: the json package would import its
+# decoder too, which compiles regular expressions at import.
+from _json import encode_basestring_ascii as _string
 from collections.abc import Callable
-from json.encoder import encode_basestring_ascii as _string
 from typing import TYPE_CHECKING, Any
 
 from pidns.cli.output import console, print_columns, user_name, warn
@@ -81,9 +83,7 @@ def records_json(views: list[TaskView], containers: dict[int, Container]) -> str
         container = done.get(ns)
         if container is None:
             found = containers.get(ns) if ns is not None else None
-            container = done[ns] = (
-                "null" if found is None else json.dumps(found.to_json(), separators=(",", ":"))
-            )
+            container = done[ns] = "null" if found is None else _container_json(found)
         append(
             f'{{"pid":{v.pid},"tgid":{v.tgid},"ppid":{v.ppid},"pgid":{v.pgrp},"sid":{v.sid},'
             f'"host_pid":{task.host_pid},"nspid":[{ints(v.nspid)}],'
@@ -96,6 +96,12 @@ def records_json(views: list[TaskView], containers: dict[int, Container]) -> str
             f'"container":{container}}}'
         )
     return f"[{','.join(rows)}]"
+
+
+def _container_json(container: Container) -> str:
+    import json
+
+    return json.dumps(container.to_json(), separators=(",", ":"))
 
 
 def _ints(values: tuple[int, ...]) -> str:
