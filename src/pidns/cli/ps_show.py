@@ -9,15 +9,17 @@ import sys
 # json's C encoder of strings, which json.dumps uses: the json package would import its
 # decoder too, which compiles regular expressions at import.
 from _json import encode_basestring_ascii as _string
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from pidns.cli.output import console, print_columns, user_name, warn
 from pidns.errors import PidnsError
 from pidns.listing import command_line
 from pidns.model import PidNamespace, Snapshot, TaskView
 
+TYPE_CHECKING = False  # typing (with re, contextlib, ...) is for the type checker only
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from pidns.containers import Container
 
 COLUMNS: dict[str, tuple[str, Callable[[TaskView], str]]] = {
