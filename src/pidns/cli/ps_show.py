@@ -129,7 +129,10 @@ def show(
     problems = list(snap.problems)
     containers: dict[int, Container] = {}
     wanted = as_json or container_filter or any(c in CONTAINER_COLUMNS for c in cols)
-    if wanted and not no_containers:
+    # Only a namespace below the root can be a container's (label skips the root): the
+    # runtimes' modules are not imported for a snapshot that has no other.
+    below_root = any(ns_id != snap.root for ns_id in snap.namespaces)
+    if wanted and not no_containers and below_root:
         from pidns.containers import label
 
         labels = label(snap)
@@ -192,9 +195,11 @@ def own_namespace(snap: Snapshot) -> PidNamespace:
 
 
 def namespace_for(snap: Snapshot, designator: str | None) -> PidNamespace:
+    if designator is None:
+        return own_namespace(snap)
     from pidns.designators import resolve
 
-    return own_namespace(snap) if designator is None else resolve(designator, snap)
+    return resolve(designator, snap)
 
 
 def _of(containers: dict[int, Container], view: TaskView) -> Container | None:
