@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
+
+# threading.local itself, without the threading module (ps --json would import it for this)
+from _thread import _local
 
 from pidns.errors import UsageError
 from pidns.ids import HostPid
@@ -89,16 +91,16 @@ def pread_all(fd: int) -> bytes:
 
 
 CHUNK = 16384  # most proc files fit: one read
-_local = threading.local()
+_thread_buffers = _local()
 
 
 def _buffer() -> tuple[tuple[bytearray], memoryview]:
     """This thread's buffer: as readv takes it, and as a view to copy from."""
     try:
-        mine: tuple[tuple[bytearray], memoryview] = _local.buffer
+        mine: tuple[tuple[bytearray], memoryview] = _thread_buffers.buffer
     except AttributeError:
         buffer = bytearray(CHUNK)
-        mine = _local.buffer = ((buffer,), memoryview(buffer))
+        mine = _thread_buffers.buffer = ((buffer,), memoryview(buffer))
     return mine
 
 
