@@ -205,8 +205,9 @@ def stat_fields(data: bytes) -> tuple[int, str, str, int, int, int, int, int, in
     close_at = data.rfind(b")")
     if open_at < 0 or close_at < open_at:
         raise ValueError("stat has no (comm)")
-    rest = data[close_at + 2 :].split()
-    # rest[0] is field 3 (state); field N is rest[N - 3].
+    # rest[0] is field 3 (state); field N is rest[N - 3]. Split no further than field 22,
+    # the last one read (the line has 52).
+    rest = data[close_at + 2 :].split(None, 20)
     try:
         return (
             int(data[:open_at]),
