@@ -156,19 +156,19 @@ def launch(spec: Spec) -> Launched:
     # The forked processes start with the forwarded signals blocked (init.py takes them with
     # sigwaitinfo); the command gets the caller's mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
-    chain = Chain(
-        spec,
-        mask=mask,
-        foreground=foreground(),
-        err_w=err_w,
-        status_w=status_w,
-        go_r=go_r,
-        parent_ends=tuple(fd for fd in (err_r, status_r, go_w) if fd >= 0),
-    )
     launcher = os.getpid()
     first: dict[int, int] = {}  # what the stages report, known here without a helper
     own = -1
     try:
+        chain = Chain(
+            spec,
+            mask=mask,
+            foreground=foreground(),
+            err_w=err_w,
+            status_w=status_w,
+            go_r=go_r,
+            parent_ends=tuple(fd for fd in (err_r, status_r, go_w) if fd >= 0),
+        )
         own = _own_pid_for_children(spec)
         if own >= 0:
             pid = _fork_first_level(chain, own)
