@@ -78,10 +78,12 @@ def _end_process(code: int) -> None:
     which pidns run is measured against; for `ps --json`, freeing every task it read too), when
     nothing is left for it to do: no atexit work, no other thread, stdio flushed. Otherwise
     return, and the ordinary exit runs."""
-    import atexit
     import os
 
-    if atexit._ncallbacks() or ("threading" in sys.modules and _other_threads()):
+    atexit = sys.modules.get("atexit")  # never imported: nothing was registered with it
+    if (atexit is not None and atexit._ncallbacks()) or (
+        "threading" in sys.modules and _other_threads()
+    ):
         return
     try:
         for stream in (sys.stdout, sys.stderr):
