@@ -18,12 +18,11 @@ import os
 from pidns.kernel import pidfd, syscalls
 from pidns.runtime import report
 from pidns.runtime.init import FORWARDED, exit_code, serve
-from pidns.runtime.userns import map_to_root
 
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
     import signal
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import NoReturn
 
     from pidns.runtime.spec import Spec
@@ -49,6 +48,13 @@ class Chain:
     ) -> None:
         self.spec = spec
         self.userns = spec.uses_userns(os.geteuid())
+        # what the helper maps the caller's ids with, in its user namespace: imported before
+        # the fork (see the spawn below), and only then
+        self.map_ids: Callable[[int, int], None] | None = None
+        if self.userns:
+            from pidns.runtime.userns import map_to_root
+
+            self.map_ids = map_to_root
         self.uid = os.geteuid()
         self.gid = os.getegid()
         self.mask = mask  # the caller's signal mask, restored for the command
@@ -90,7 +96,8 @@ class Chain:
                 self.step = "userns"
                 syscalls.unshare(syscalls.CLONE_NEWUSER)
                 self.step = "userns-map"
-                map_to_root(self.uid, self.gid)
+                assert self.map_ids is not None
+                self.map_ids(self.uid, self.gid)
             if self.spec.timens:
                 self.step = "timens"
                 _new_time_namespace()
