@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
 
 from pidns.model import PidNamespace, Snapshot
 
+TYPE_CHECKING = False  # typing only for the type checker: `ps --json` imports command_line
 if TYPE_CHECKING:
+    from typing import Any
+
     from pidns.containers import Labels
 
 

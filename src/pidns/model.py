@@ -6,39 +6,90 @@ Levels count from the namespace that owns the proc tree the snapshot was read fr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from operator import attrgetter
 
 from pidns.ids import HostPid, NsId, NsPid, TaskId
+from pidns.plain import Plain
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Final
 
 
-@dataclass(slots=True)
-class Task:
+class Task(Plain):
     """One task as the proc tree's owner sees it. Chains run from level 0 down to the task's level."""
 
-    host_pid: HostPid
-    tgid: HostPid
-    ppid: HostPid  # tgid of the real parent; 0 when it has no number at level 0
-    # None, and uids/gids None: not read (a brief snapshot reads `status` only where needed)
-    tracer_pid: HostPid | None
-    nstgid: tuple[int, ...]
-    nspid: tuple[int, ...]
-    nspgid: tuple[int, ...]
-    nssid: tuple[int, ...]
-    uids: tuple[int, int, int, int] | None  # real, effective, saved, filesystem
-    gids: tuple[int, int, int, int] | None
-    euid: int  # always read: status, or the owner of the task's /proc directory
-    egid: int
-    state: str
-    comm: str
-    cmdline: list[str]
-    start_time: int
-    tty_nr: int
-    tpgid: int
-    num_threads: int
-    ns_ino: int | None  # None: the ns link was unreadable and nothing allowed an inference
-    threads: list[Task] | None = None  # other threads of the group, when read
+    __slots__ = (
+        "cmdline",
+        "comm",
+        "egid",
+        "euid",
+        "gids",
+        "host_pid",
+        "ns_ino",
+        "nspgid",
+        "nspid",
+        "nssid",
+        "nstgid",
+        "num_threads",
+        "ppid",
+        "start_time",
+        "state",
+        "tgid",
+        "threads",
+        "tpgid",
+        "tracer_pid",
+        "tty_nr",
+        "uids",
+    )
+
+    def __init__(
+        self,
+        host_pid: HostPid,
+        tgid: HostPid,
+        ppid: HostPid,
+        tracer_pid: HostPid | None,
+        nstgid: tuple[int, ...],
+        nspid: tuple[int, ...],
+        nspgid: tuple[int, ...],
+        nssid: tuple[int, ...],
+        uids: tuple[int, int, int, int] | None,
+        gids: tuple[int, int, int, int] | None,
+        euid: int,
+        egid: int,
+        state: str,
+        comm: str,
+        cmdline: list[str],
+        start_time: int,
+        tty_nr: int,
+        tpgid: int,
+        num_threads: int,
+        ns_ino: int | None,
+        threads: list[Task] | None = None,
+    ) -> None:
+        self.host_pid = host_pid
+        self.tgid = tgid
+        self.ppid = ppid  # tgid of the real parent; 0 when it has no number at level 0
+        # None, and uids/gids None: not read (a brief snapshot reads `status` only where needed)
+        self.tracer_pid = tracer_pid
+        self.nstgid = nstgid
+        self.nspid = nspid
+        self.nspgid = nspgid
+        self.nssid = nssid
+        self.uids = uids  # real, effective, saved, filesystem
+        self.gids = gids
+        self.euid = euid  # always read: status, or the owner of the task's /proc directory
+        self.egid = egid
+        self.state = state
+        self.comm = comm
+        self.cmdline = cmdline
+        self.start_time = start_time
+        self.tty_nr = tty_nr
+        self.tpgid = tpgid
+        self.num_threads = num_threads
+        self.ns_ino = ns_ino  # None: the ns link was unreadable and nothing allowed an inference
+        self.threads = threads  # other threads of the group, when read
 
     @property
     def identity(self) -> TaskId:
@@ -58,52 +109,116 @@ class Task:
         return self.host_pid == self.tgid
 
 
-@dataclass(slots=True)
-class PidNamespace:
-    id: NsId
-    level: int
-    parent: NsId | None
-    parent_inferred: bool = False  # True when read from tasks, not from NS_GET_PARENT
-    init: HostPid | None = None  # the task numbered 1 in it, if alive and visible
-    owner_uid: int | None = None
-    userns: int | None = None  # inode of the owning user namespace
-    tasks: int = 0  # thread-group leaders living in it
-    tasks_total: int = 0  # ... in it and every namespace below it
-    name: str | None = None
+class PidNamespace(Plain):
+    __slots__ = (
+        "id",
+        "init",
+        "level",
+        "name",
+        "owner_uid",
+        "parent",
+        "parent_inferred",
+        "tasks",
+        "tasks_total",
+        "userns",
+    )
+
+    def __init__(
+        self,
+        id: NsId,
+        level: int,
+        parent: NsId | None,
+        parent_inferred: bool = False,
+        init: HostPid | None = None,
+        owner_uid: int | None = None,
+        userns: int | None = None,
+        tasks: int = 0,
+        tasks_total: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.id = id
+        self.level = level
+        self.parent = parent
+        self.parent_inferred = parent_inferred  # True when read from tasks, not from NS_GET_PARENT
+        self.init = init  # the task numbered 1 in it, if alive and visible
+        self.owner_uid = owner_uid
+        self.userns = userns  # inode of the owning user namespace
+        self.tasks = tasks  # thread-group leaders living in it
+        self.tasks_total = tasks_total  # ... in it and every namespace below it
+        self.name = name
 
     @property
     def ino(self) -> int:
         return self.id.ino
 
 
-@dataclass(slots=True, frozen=True)
-class TaskView:
-    """A task translated into the numbers of one namespace (the `ns` it is viewed from)."""
+class TaskView(Plain):
+    """A task translated into the numbers of one namespace (the `ns` it is viewed from).
+    Never changed once made (Final, for the type checker)."""
 
-    task: Task
-    ns: NsId
-    pid: NsPid
-    tgid: NsPid
-    ppid: NsPid  # 0 when the parent has no number in the viewing namespace
-    tracer_pid: NsPid | None  # None: not read
-    pgrp: NsPid  # 0 when the group leader is invisible
-    sid: NsPid
-    nstgid: tuple[int, ...]
-    nspid: tuple[int, ...]
-    nspgid: tuple[int, ...]
-    nssid: tuple[int, ...]
+    __slots__ = (
+        "ns",
+        "nspgid",
+        "nspid",
+        "nssid",
+        "nstgid",
+        "pgrp",
+        "pid",
+        "ppid",
+        "sid",
+        "task",
+        "tgid",
+        "tracer_pid",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        ns: NsId,
+        pid: NsPid,
+        tgid: NsPid,
+        ppid: NsPid,
+        tracer_pid: NsPid | None,
+        pgrp: NsPid,
+        sid: NsPid,
+        nstgid: tuple[int, ...],
+        nspid: tuple[int, ...],
+        nspgid: tuple[int, ...],
+        nssid: tuple[int, ...],
+    ) -> None:
+        self.task: Final = task
+        self.ns: Final = ns
+        self.pid: Final = pid
+        self.tgid: Final = tgid
+        self.ppid: Final = ppid  # 0 when the parent has no number in the viewing namespace
+        self.tracer_pid: Final = tracer_pid  # None: not read
+        self.pgrp: Final = pgrp  # 0 when the group leader is invisible
+        self.sid: Final = sid
+        self.nstgid: Final = nstgid
+        self.nspid: Final = nspid
+        self.nspgid: Final = nspgid
+        self.nssid: Final = nssid
 
 
-@dataclass(slots=True)
-class Snapshot:
+class Snapshot(Plain):
     """Tasks and namespaces read from one proc tree at (about) one moment."""
 
-    tasks: dict[HostPid, Task]  # thread-group leaders by host pid
-    namespaces: dict[NsId, PidNamespace]
-    root: NsId | None  # the namespace that owns the proc tree (level 0)
-    proc: str = "/proc"
-    problems: list[str] = field(default_factory=list)  # what could not be read, for the user
-    _ino_index: dict[int, PidNamespace] = field(default_factory=dict, repr=False)
+    __slots__ = ("_ino_index", "namespaces", "problems", "proc", "root", "tasks")
+
+    def __init__(
+        self,
+        tasks: dict[HostPid, Task],
+        namespaces: dict[NsId, PidNamespace],
+        root: NsId | None,
+        proc: str = "/proc",
+        problems: list[str] | None = None,
+    ) -> None:
+        self.tasks = tasks  # thread-group leaders by host pid
+        self.namespaces = namespaces
+        self.root = root  # the namespace that owns the proc tree (level 0)
+        self.proc = proc
+        self.problems = [] if problems is None else problems  # what could not be read, for the user
+        self._ino_index: dict[int, PidNamespace] = {}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -181,18 +296,18 @@ class Snapshot:
         nspgid = task.nspgid[lvl:]
         nssid = task.nssid[lvl:]
         return TaskView(
-            task=task,
-            ns=ns.id,
-            pid=NsPid(task.nspid[lvl]),
-            tgid=NsPid(task.nstgid[lvl]),
-            ppid=NsPid(ppid),
-            tracer_pid=None if tracer_pid is None else NsPid(tracer_pid),
-            pgrp=NsPid(nspgid[0] if nspgid else 0),
-            sid=NsPid(nssid[0] if nssid else 0),
-            nstgid=task.nstgid[lvl:],
-            nspid=task.nspid[lvl:],
-            nspgid=nspgid,
-            nssid=nssid,
+            task,
+            ns.id,
+            NsPid(task.nspid[lvl]),
+            NsPid(task.nstgid[lvl]),
+            NsPid(ppid),
+            None if tracer_pid is None else NsPid(tracer_pid),
+            NsPid(nspgid[0] if nspgid else 0),
+            NsPid(nssid[0] if nssid else 0),
+            task.nstgid[lvl:],
+            task.nspid[lvl:],
+            nspgid,
+            nssid,
         )
 
     def views(self, ns: PidNamespace, threads: bool = False) -> list[TaskView]:

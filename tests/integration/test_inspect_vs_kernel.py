@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from pidns.cli.ps import record
 from pidns.ids import HostPid
 from pidns.kernel import nsfs
 from pidns.model import Snapshot, Task
+from pidns.plain import fields as field_names
 from pidns.procfs.parse import parse_status
 from pidns.procfs.snapshot import snapshot
 from pidns.translate import translate_kernel
@@ -186,7 +186,7 @@ def test_translate_cli() -> None:
 
 
 def _without_status_only_fields(task: Task) -> dict[str, Any]:
-    fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+    fields = {name: getattr(task, name) for name in field_names(task)}
     for name in ("uids", "gids", "tracer_pid", "threads"):
         del fields[name]
     return fields

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 
 from hypothesis import HealthCheck, given, settings
@@ -43,16 +43,14 @@ def reference(snap: Snapshot, containers: dict[int, Container], threads: bool) -
 @given(snapshots(), st.data())
 def test_records_json_is_the_records_dumped(snap: Snapshot, data: st.DataObject) -> None:
     for pid, task in list(snap.tasks.items()):
-        snap.tasks[pid] = dataclasses.replace(
-            task,
-            comm=data.draw(TEXT),
-            state=data.draw(st.sampled_from(["S", "R", "Z", "D"])),
-            cmdline=data.draw(st.lists(TEXT, max_size=4)),
-            euid=data.draw(st.integers(0, 2**32 - 1)),
-            start_time=data.draw(st.integers(0, 2**63)),
-            ns_ino=data.draw(st.sampled_from([task.ns_ino, None])),
-            tgid=data.draw(st.sampled_from([task.tgid, task.ppid])),
-        )
+        changed = snap.tasks[pid] = copy.copy(task)
+        changed.comm = data.draw(TEXT)
+        changed.state = data.draw(st.sampled_from(["S", "R", "Z", "D"]))
+        changed.cmdline = data.draw(st.lists(TEXT, max_size=4))
+        changed.euid = data.draw(st.integers(0, 2**32 - 1))
+        changed.start_time = data.draw(st.integers(0, 2**63))
+        changed.ns_ino = data.draw(st.sampled_from([task.ns_ino, None]))
+        changed.tgid = data.draw(st.sampled_from([task.tgid, task.ppid]))
     containers = {}
     for ns in snap.namespaces.values():
         found = data.draw(CONTAINERS)

@@ -3,7 +3,6 @@ one, on synthetic trees whose files agree with each other as the kernel's do."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pidns.model import Task
+from pidns.plain import fields as field_names
 from pidns.procfs.reader import ProcReader
 
 ROOT_NS, CHILD_NS = 4026531836, 4026532200
@@ -63,7 +63,7 @@ def _write(root: Path, pid: int, t: dict[str, object]) -> None:
 
 
 def _comparable(task: Task) -> dict[str, object]:
-    fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+    fields = {name: getattr(task, name) for name in field_names(task)}
     for name in ("uids", "gids", "tracer_pid"):
         del fields[name]
     return fields

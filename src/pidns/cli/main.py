@@ -22,8 +22,16 @@ def main(argv: list[str] | None = None) -> int:
                 _end_process(code)
             return code
     if args[0] == "ps":
+        if argv is None:
+            # This process ends with the command, and what it reads (10,000 tasks, say) holds
+            # no cycles: the collector would only walk it again and again as it grows.
+            import gc
+
+            gc.disable()
         code = _fast_ps(args[1:])
         if code is not None:
+            if argv is None:
+                _end_process(code)
             return code
     from pidns.cli.app import run
 
@@ -67,12 +75,15 @@ def _fast_ps(args: list[str]) -> int | None:
 
 def _end_process(code: int) -> None:
     """Exit now, skipping the interpreter's teardown (as long as `python -c pass` takes to start,
-    and pidns run is measured against that), when nothing is left for it to do: no atexit work,
-    no other thread, stdio flushed. Otherwise return, and the ordinary exit runs."""
-    import atexit
+    which pidns run is measured against; for `ps --json`, freeing every task it read too), when
+    nothing is left for it to do: no atexit work, no other thread, stdio flushed. Otherwise
+    return, and the ordinary exit runs."""
     import os
 
-    if atexit._ncallbacks() or ("threading" in sys.modules and _other_threads()):
+    atexit = sys.modules.get("atexit")  # never imported: nothing was registered with it
+    if (atexit is not None and atexit._ncallbacks()) or (
+        "threading" in sys.modules and _other_threads()
+    ):
         return
     try:
         for stream in (sys.stdout, sys.stderr):

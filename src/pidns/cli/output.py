@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import pwd
-import shutil
 import sys
 from functools import cache
-from typing import TYPE_CHECKING, Any
 
+# Imported where used: `ps --json` needs only warn from here (json's decoder compiles
+# regular expressions at import; shutil imports compression modules; typing, re and more).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from rich.console import Console
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(data, separators=(",", ":")))
     sys.stdout.write("\n")
 
@@ -29,6 +33,8 @@ def print_columns(headers: list[str], rows: list[list[str]], left: set[str]) -> 
     """A ps-style table: numbers right-aligned, text left; the last column is cut to the
     terminal's width when printing to one, never when piped."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    import shutil
+
     limit = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
 
     def line(cells: list[str]) -> str:

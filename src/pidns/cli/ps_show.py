@@ -3,19 +3,23 @@ main.py (`ps --json`, which is measured against procps and psutil) both end here
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
-from json.encoder import encode_basestring_ascii as _string
-from typing import TYPE_CHECKING, Any
+
+# json's C encoder of strings, which json.dumps uses: the json package would import its
+# decoder too, which compiles regular expressions at import.
+from _json import encode_basestring_ascii as _string
 
 from pidns.cli.output import console, print_columns, user_name, warn
 from pidns.errors import PidnsError
 from pidns.listing import command_line
 from pidns.model import PidNamespace, Snapshot, TaskView
 
+TYPE_CHECKING = False  # typing (with re, contextlib, ...) is for the type checker only
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from pidns.containers import Container
 
 COLUMNS: dict[str, tuple[str, Callable[[TaskView], str]]] = {
@@ -81,9 +85,7 @@ def records_json(views: list[TaskView], containers: dict[int, Container]) -> str
         container = done.get(ns)
         if container is None:
             found = containers.get(ns) if ns is not None else None
-            container = done[ns] = (
-                "null" if found is None else json.dumps(found.to_json(), separators=(",", ":"))
-            )
+            container = done[ns] = "null" if found is None else _container_json(found)
         append(
             f'{{"pid":{v.pid},"tgid":{v.tgid},"ppid":{v.ppid},"pgid":{v.pgrp},"sid":{v.sid},'
             f'"host_pid":{task.host_pid},"nspid":[{ints(v.nspid)}],'
@@ -96,6 +98,12 @@ def records_json(views: list[TaskView], containers: dict[int, Container]) -> str
             f'"container":{container}}}'
         )
     return f"[{','.join(rows)}]"
+
+
+def _container_json(container: Container) -> str:
+    import json
+
+    return json.dumps(container.to_json(), separators=(",", ":"))
 
 
 def _ints(values: tuple[int, ...]) -> str:
@@ -121,7 +129,10 @@ def show(
     problems = list(snap.problems)
     containers: dict[int, Container] = {}
     wanted = as_json or container_filter or any(c in CONTAINER_COLUMNS for c in cols)
-    if wanted and not no_containers:
+    # Only a namespace below the root can be a container's (label skips the root): the
+    # runtimes' modules are not imported for a snapshot that has no other.
+    below_root = any(ns_id != snap.root for ns_id in snap.namespaces)
+    if wanted and not no_containers and below_root:
         from pidns.containers import label
 
         labels = label(snap)
@@ -184,9 +195,11 @@ def own_namespace(snap: Snapshot) -> PidNamespace:
 
 
 def namespace_for(snap: Snapshot, designator: str | None) -> PidNamespace:
+    if designator is None:
+        return own_namespace(snap)
     from pidns.designators import resolve
 
-    return own_namespace(snap) if designator is None else resolve(designator, snap)
+    return resolve(designator, snap)
 
 
 def _of(containers: dict[int, Container], view: TaskView) -> Container | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 
@@ -34,6 +33,12 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 
 
+def _ioctl(fd: int, request: int, arg: int | bytearray = 0) -> int:
+    import fcntl  # here: pidns run opens nsfs files, and most often needs none of these ioctls
+
+    return fcntl.ioctl(fd, request, arg)
+
+
 def open_ns(path: str, dir_fd: int | None = None) -> int:
     """Open an nsfs file read-only; the fd keeps the namespace alive until closed."""
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -47,44 +52,44 @@ def identity(fd: int) -> NsId:
 
 
 def nstype(fd: int) -> int:
-    return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    return _ioctl(fd, NS_GET_NSTYPE)
 
 
 def parent(fd: int) -> int:
     """A new fd for the parent namespace. EPERM when the parent is outside the caller's reach."""
-    return fcntl.ioctl(fd, NS_GET_PARENT)
+    return _ioctl(fd, NS_GET_PARENT)
 
 
 def owner_userns(fd: int) -> int:
     """A new fd for the user namespace that owns this namespace."""
-    return fcntl.ioctl(fd, NS_GET_USERNS)
+    return _ioctl(fd, NS_GET_USERNS)
 
 
 def owner_uid(userns_fd: int) -> int:
     """The uid (in the caller's user namespace) that created a user namespace."""
     buf = bytearray(4)
-    fcntl.ioctl(userns_fd, NS_GET_OWNER_UID, buf)
+    _ioctl(userns_fd, NS_GET_OWNER_UID, buf)
     return int.from_bytes(buf, sys.byteorder)
 
 
 def pid_from_pidns(ns_fd: int, pid: int) -> int:
     """The caller's number for the task that the namespace of ns_fd numbers `pid` (ESRCH if none)."""
-    return fcntl.ioctl(ns_fd, NS_GET_PID_FROM_PIDNS, pid)
+    return _ioctl(ns_fd, NS_GET_PID_FROM_PIDNS, pid)
 
 
 def pid_in_pidns(ns_fd: int, pid: int) -> int:
     """The number the namespace of ns_fd gives the task the caller numbers `pid` (ESRCH if none)."""
-    return fcntl.ioctl(ns_fd, NS_GET_PID_IN_PIDNS, pid)
+    return _ioctl(ns_fd, NS_GET_PID_IN_PIDNS, pid)
 
 
 def tgid_from_pidns(ns_fd: int, pid: int) -> int:
     """The caller's number for the thread group of the task the namespace numbers `pid`."""
-    return fcntl.ioctl(ns_fd, NS_GET_TGID_FROM_PIDNS, pid)
+    return _ioctl(ns_fd, NS_GET_TGID_FROM_PIDNS, pid)
 
 
 def tgid_in_pidns(ns_fd: int, pid: int) -> int:
     """The namespace's number for the thread group of the task the caller numbers `pid`."""
-    return fcntl.ioctl(ns_fd, NS_GET_TGID_IN_PIDNS, pid)
+    return _ioctl(ns_fd, NS_GET_TGID_IN_PIDNS, pid)
 
 
 def nsfs_dev() -> int:

@@ -176,33 +176,42 @@ def _sigset(signals: Iterable[int]) -> _SigSet:
     return _SigSet(*words)
 
 
-def spawn(
-    path: str,
-    argv: Sequence[str],
-    *,
-    pgroup: int,
-    sigmask: Iterable[int],
-    sigdefault: Iterable[int],
-) -> int:
-    """posix_spawn(path, argv) with this process's environ, in process group `pgroup` (0: its
-    own), with signal mask `sigmask` and `sigdefault` reset to SIG_DFL; its pid. glibc (with
-    CLONE_VM, CLONE_VFORK) copies none of this process's memory. OSError: exec's errno."""
-    program = _Program()
-    attr = _SpawnAttr()
-    _check(-1 if _bind("posix_spawnattr_init", _VoidP)(attr) else 0, "posix_spawnattr_init")
-    set_flags = _bind("posix_spawnattr_setflags", _VoidP, _Int)  # a short, passed as an int
-    set_flags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
-    _bind("posix_spawnattr_setpgroup", _VoidP, _Int)(attr, pgroup)
-    _bind("posix_spawnattr_setsigmask", _VoidP, _VoidP)(attr, _sigset(sigmask))
-    _bind("posix_spawnattr_setsigdefault", _VoidP, _VoidP)(attr, _sigset(sigdefault))
-    args = [os.fsencode(a) for a in argv]
-    c_argv = (_CharP * (len(args) + 1))(*args, None)
-    # os.environ writes through to the C environ, which execv would also pass on
-    environ = _VoidP.in_dll(program, "environ").value  # type: ignore[arg-type]
-    pid = _Int()
-    code = _bind("posix_spawn", _VoidP, _CharP, _VoidP, _VoidP, _VoidP, _VoidP)(
-        _ctypes.byref(pid), os.fsencode(path), None, attr, c_argv, environ
-    )
-    if code:
-        raise OSError(code, os.strerror(code), path)
-    return int(pid.value)
+class Spawn:
+    """posix_spawn(path, argv) made ready, then started by start(path) as many times as asked:
+    with this process's environ, in process group `pgroup` (0: its own), with signal mask
+    `sigmask` and `sigdefault` reset to SIG_DFL. glibc (with CLONE_VM, CLONE_VFORK) copies
+    none of this process's memory.
+
+    Made apart from the start so that a process can make it before it forks: the forked
+    process that starts the command then touches, and so copies, fewer of its pages."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        pgroup: int,
+        sigmask: Iterable[int],
+        sigdefault: Iterable[int],
+    ) -> None:
+        self._attr = attr = _SpawnAttr()
+        _check(-1 if _bind("posix_spawnattr_init", _VoidP)(attr) else 0, "posix_spawnattr_init")
+        set_flags = _bind("posix_spawnattr_setflags", _VoidP, _Int)  # a short, passed as an int
+        set_flags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+        _bind("posix_spawnattr_setpgroup", _VoidP, _Int)(attr, pgroup)
+        _bind("posix_spawnattr_setsigmask", _VoidP, _VoidP)(attr, _sigset(sigmask))
+        _bind("posix_spawnattr_setsigdefault", _VoidP, _VoidP)(attr, _sigset(sigdefault))
+        args = [os.fsencode(a) for a in argv]
+        self._argv = (_CharP * (len(args) + 1))(*args, None)  # (it keeps args alive)
+        self._spawn = _bind("posix_spawn", _VoidP, _CharP, _VoidP, _VoidP, _VoidP, _VoidP)
+
+    def start(self, path: str) -> int:
+        """The started process's pid. OSError: exec's errno."""
+        # read now: os.environ writes through to the C environ, which execv would also pass on
+        environ = _VoidP.in_dll(_Program(), "environ").value  # type: ignore[arg-type]
+        pid = _Int()
+        code = self._spawn(
+            _ctypes.byref(pid), os.fsencode(path), None, self._attr, self._argv, environ
+        )
+        if code:
+            raise OSError(code, os.strerror(code), path)
+        return int(pid.value)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from pidns.plain import Plain
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
 
 # status keys we translate or report; everything after NSsid is ignored for speed.
 _WANTED = {
@@ -21,21 +24,48 @@ _WANTED = {
 }
 
 
-@dataclass(slots=True)
-class Status:
+class Status(Plain):
     """The identity part of /proc/PID/status. Chains start at the proc tree owner's level."""
 
-    state: str
-    tgid: int
-    pid: int
-    ppid: int
-    tracer_pid: int
-    uid: tuple[int, int, int, int]
-    gid: tuple[int, int, int, int]
-    nstgid: tuple[int, ...]
-    nspid: tuple[int, ...]
-    nspgid: tuple[int, ...]
-    nssid: tuple[int, ...]
+    __slots__ = (
+        "gid",
+        "nspgid",
+        "nspid",
+        "nssid",
+        "nstgid",
+        "pid",
+        "ppid",
+        "state",
+        "tgid",
+        "tracer_pid",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        state: str,
+        tgid: int,
+        pid: int,
+        ppid: int,
+        tracer_pid: int,
+        uid: tuple[int, int, int, int],
+        gid: tuple[int, int, int, int],
+        nstgid: tuple[int, ...],
+        nspid: tuple[int, ...],
+        nspgid: tuple[int, ...],
+        nssid: tuple[int, ...],
+    ) -> None:
+        self.state = state
+        self.tgid = tgid
+        self.pid = pid
+        self.ppid = ppid
+        self.tracer_pid = tracer_pid
+        self.uid = uid
+        self.gid = gid
+        self.nstgid = nstgid
+        self.nspid = nspid
+        self.nspgid = nspgid
+        self.nssid = nssid
 
 
 def _ints(value: bytes) -> tuple[int, ...]:
@@ -45,7 +75,7 @@ def _ints(value: bytes) -> tuple[int, ...]:
 # The kernel prints these lines in this order (fs/proc/array.c); one regex match in C is ~5x
 # faster than splitting lines in Python, which matters at 10,000 tasks. Anything else falls
 # back to the line-by-line parser.
-_FAST = re.compile(
+_FAST = (
     rb"State:\t(.)[^\n]*\n"
     rb"Tgid:\t(\d+)\n(?:Ngid:\t\d+\n)?"
     rb"Pid:\t(\d+)\nPPid:\t(\d+)\nTracerPid:\t(\d+)\n"
@@ -53,11 +83,24 @@ _FAST = re.compile(
     rb"(?:[A-Za-z]+:[^\n]*\n){0,3}?"
     rb"NStgid:\t([^\n]*)\nNSpid:\t([^\n]*)\nNSpgid:\t([^\n]*)\nNSsid:\t([^\n]*)\n"
 )
+_IDS = rb"\nUid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\nGid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\n"
+_compiled: dict[bytes, re.Pattern[bytes]] = {}
+
+
+def _pattern(source: bytes) -> re.Pattern[bytes]:
+    """re, imported and compiled at the first status read: a brief snapshot of the host's own
+    namespace reads no status file, and would import re (with enum) for nothing."""
+    found = _compiled.get(source)
+    if found is None:
+        import re
+
+        found = _compiled[source] = re.compile(source)
+    return found
 
 
 def parse_status(data: bytes) -> Status:
     """Parse /proc/PID/status. Raises ValueError on a file that lacks the identity fields."""
-    m = _FAST.search(data, 0, 1024)
+    m = _pattern(_FAST).search(data, 0, 1024)
     if m is not None:
         g = m.groups()
         n = list(map(int, g[1:13]))
@@ -110,20 +153,45 @@ def _parse_status_lines(data: bytes) -> Status:
         raise ValueError(f"status lacks field {err}") from None
 
 
-@dataclass(slots=True)
-class Stat:
+class Stat(Plain):
     """The fields of /proc/PID/stat that pidns uses (numbers as the proc tree's owner sees them)."""
 
-    pid: int
-    comm: str
-    state: str
-    ppid: int
-    pgrp: int
-    session: int
-    tty_nr: int
-    tpgid: int
-    num_threads: int
-    start_time: int  # clock ticks after boot
+    __slots__ = (
+        "comm",
+        "num_threads",
+        "pgrp",
+        "pid",
+        "ppid",
+        "session",
+        "start_time",
+        "state",
+        "tpgid",
+        "tty_nr",
+    )
+
+    def __init__(
+        self,
+        pid: int,
+        comm: str,
+        state: str,
+        ppid: int,
+        pgrp: int,
+        session: int,
+        tty_nr: int,
+        tpgid: int,
+        num_threads: int,
+        start_time: int,
+    ) -> None:
+        self.pid = pid
+        self.comm = comm
+        self.state = state
+        self.ppid = ppid
+        self.pgrp = pgrp
+        self.session = session
+        self.tty_nr = tty_nr
+        self.tpgid = tpgid
+        self.num_threads = num_threads
+        self.start_time = start_time  # clock ticks after boot
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -137,8 +205,9 @@ def stat_fields(data: bytes) -> tuple[int, str, str, int, int, int, int, int, in
     close_at = data.rfind(b")")
     if open_at < 0 or close_at < open_at:
         raise ValueError("stat has no (comm)")
-    rest = data[close_at + 2 :].split()
-    # rest[0] is field 3 (state); field N is rest[N - 3].
+    # rest[0] is field 3 (state); field N is rest[N - 3]. Split no further than field 22,
+    # the last one read (the line has 52).
+    rest = data[close_at + 2 :].split(None, 20)
     try:
         return (
             int(data[:open_at]),
@@ -196,15 +265,12 @@ def parse_ns_link(target: str) -> int:
     return int(rest[:-1])
 
 
-_IDS = re.compile(rb"\nUid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\nGid:\t(\d+)\t(\d+)\t(\d+)\t(\d+)\n")
-
-
 def parse_status_ids(
     data: bytes,
 ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
     """(uids, gids) of /proc/PID/status: real, effective, saved, filesystem. Raises ValueError
     when the lines are missing."""
-    m = _IDS.search(data, 0, 1024)
+    m = _pattern(_IDS).search(data, 0, 1024)
     if m is None:
         raise ValueError("status lacks Uid/Gid")
     n = tuple(map(int, m.groups()))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
+
+# threading.local itself, without the threading module (ps --json would import it for this)
+from _thread import _local
 
 from pidns.errors import UsageError
 from pidns.ids import HostPid
@@ -89,16 +91,16 @@ def pread_all(fd: int) -> bytes:
 
 
 CHUNK = 16384  # most proc files fit: one read
-_local = threading.local()
+_thread_buffers = _local()
 
 
 def _buffer() -> tuple[tuple[bytearray], memoryview]:
     """This thread's buffer: as readv takes it, and as a view to copy from."""
     try:
-        mine: tuple[tuple[bytearray], memoryview] = _local.buffer
+        mine: tuple[tuple[bytearray], memoryview] = _thread_buffers.buffer
     except AttributeError:
         buffer = bytearray(CHUNK)
-        mine = _local.buffer = ((buffer,), memoryview(buffer))
+        mine = _thread_buffers.buffer = ((buffer,), memoryview(buffer))
     return mine
 
 
@@ -247,27 +249,30 @@ class ProcReader:
         except ValueError:  # a file cut short as the task died
             raise Vanished from None
         tgid = tgid or pid
+        nspid = (pid,)
+        nstgid = nspid if tgid == pid else (tgid,)
+        # Positional, in Task's order: a call with 20 keywords takes three times as long.
         return Task(
-            host_pid=HostPid(pid),
-            tgid=HostPid(tgid),
-            ppid=HostPid(ppid),
-            tracer_pid=None,
-            nstgid=(tgid,),
-            nspid=(pid,),
-            nspgid=(pgrp,),
-            nssid=(session,),
-            uids=None,
-            gids=None,
-            euid=owner.st_uid,
-            egid=owner.st_gid,
-            state=state,
-            comm=comm,
-            cmdline=cmdline,
-            start_time=start_time,
-            tty_nr=tty_nr,
-            tpgid=tpgid,
-            num_threads=num_threads,
-            ns_ino=ns_ino,
+            HostPid(pid),
+            HostPid(tgid),
+            HostPid(ppid),
+            None,  # tracer_pid: only status has it, and uids and gids
+            nstgid,
+            nspid,
+            (pgrp,),
+            (session,),
+            None,
+            None,
+            owner.st_uid,
+            owner.st_gid,
+            state,
+            comm,
+            cmdline,
+            start_time,
+            tty_nr,
+            tpgid,
+            num_threads,
+            ns_ino,
         )
 
     def _ns_ino(self, dir_fd: int) -> int | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 
@@ -151,8 +150,10 @@ def _walk_parents(fd: int, ns: PidNamespace, found: dict[NsId, PidNamespace]) ->
             child = known
     finally:
         if current != fd:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib costs every snapshot's command an import
                 os.close(current)
+            except OSError:
+                pass
 
 
 def _inferred_parent(ns: PidNamespace, tasks: dict[HostPid, Task]) -> NsId | None:

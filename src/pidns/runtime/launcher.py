@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import os
 
-from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable, UsageError
 from pidns.kernel import nsfs, pidfd, syscalls
 from pidns.runtime import report
 from pidns.runtime.init import WAITED, exit_code
@@ -31,7 +30,8 @@ from pidns.runtime.spec import MAX_NEST, Spec
 from pidns.runtime.stages import Chain
 
 # pidns run is measured against `python -c pass`: neither signal's enums nor contextlib (with
-# collections and functools) are imported on its path, whence the try/except blocks below.
+# collections and functools) are imported on its path, whence the try/except blocks below;
+# pidns.errors only when there is one to raise.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
@@ -144,9 +144,11 @@ def launch(spec: Spec) -> Launched:
     """Create the namespaces and everything up to the command, which waits for
     Launched.start(): until then every pid 1 is alive, so their pids can be translated and a
     name registered before the command can run (or end)."""
-    if spec.nest < 1:
-        raise UsageError(f"--nest must be at least 1 (got {spec.nest})")
-    if spec.argv is not None and not spec.argv:
+    if spec.nest < 1 or (spec.argv is not None and not spec.argv):
+        from pidns.errors import UsageError
+
+        if spec.nest < 1:
+            raise UsageError(f"--nest must be at least 1 (got {spec.nest})")
         raise UsageError("no command given (put it after '--')")
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -154,19 +156,19 @@ def launch(spec: Spec) -> Launched:
     # The forked processes start with the forwarded signals blocked (init.py takes them with
     # sigwaitinfo); the command gets the caller's mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
-    chain = Chain(
-        spec,
-        mask=mask,
-        foreground=foreground(),
-        err_w=err_w,
-        status_w=status_w,
-        go_r=go_r,
-        parent_ends=tuple(fd for fd in (err_r, status_r, go_w) if fd >= 0),
-    )
     launcher = os.getpid()
     first: dict[int, int] = {}  # what the stages report, known here without a helper
     own = -1
     try:
+        chain = Chain(
+            spec,
+            mask=mask,
+            foreground=foreground(),
+            err_w=err_w,
+            status_w=status_w,
+            go_r=go_r,
+            parent_ends=tuple(fd for fd in (err_r, status_r, go_w) if fd >= 0),
+        )
         own = _own_pid_for_children(spec)
         if own >= 0:
             pid = _fork_first_level(chain, own)
@@ -200,6 +202,8 @@ def launch(spec: Spec) -> Launched:
                 os.close(fd)
         if failure is not None:
             raise _failure(failure)
+        from pidns.errors import LaunchFailed
+
         raise LaunchFailed("the namespace's processes ended before the command could start")
     try:
         return _describe(spec, pid, children, reader, status_r, go_w)
@@ -208,6 +212,8 @@ def launch(spec: Spec) -> Launched:
         os.waitpid(pid, 0)
         for fd in (err_r, status_r, go_w):
             os.close(fd)
+        from pidns.errors import LaunchFailed
+
         raise LaunchFailed(f"the new namespace vanished while starting: {err.strerror}") from None
 
 
@@ -242,6 +248,8 @@ def _fork_first_level(chain: Chain, own: int) -> int:
             pid = os.fork()
         except OSError as err:
             syscalls.setns(own, syscalls.CLONE_NEWPID)
+            from pidns.errors import LaunchFailed
+
             raise LaunchFailed(f"forking failed: {err.strerror}") from None
         if pid == 0:
             chain.first_level(parent_fd)
@@ -342,6 +350,8 @@ _STEPS = {
 
 
 def _failure(record: report.Record) -> Exception:
+    from pidns.errors import CommandNotFound, LaunchFailed, NotExecutable
+
     level, step, number, what = (
         record.fields[0],
         record.fields[1],

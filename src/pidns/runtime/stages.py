@@ -18,12 +18,11 @@ import os
 from pidns.kernel import pidfd, syscalls
 from pidns.runtime import report
 from pidns.runtime.init import FORWARDED, exit_code, serve
-from pidns.runtime.userns import map_to_root
 
 TYPE_CHECKING = False  # importing typing would slow down pidns run
 if TYPE_CHECKING:
     import signal
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterator
     from typing import NoReturn
 
     from pidns.runtime.spec import Spec
@@ -49,6 +48,13 @@ class Chain:
     ) -> None:
         self.spec = spec
         self.userns = spec.uses_userns(os.geteuid())
+        # what the helper maps the caller's ids with, in its user namespace: imported before
+        # the fork (see the spawn below), and only then
+        self.map_ids: Callable[[int, int], None] | None = None
+        if self.userns:
+            from pidns.runtime.userns import map_to_root
+
+            self.map_ids = map_to_root
         self.uid = os.geteuid()
         self.gid = os.getegid()
         self.mask = mask  # the caller's signal mask, restored for the command
@@ -64,6 +70,19 @@ class Chain:
         self.spawns_command = (
             spec.init and spec.argv is not None and not foreground and not spec.command_pid
         )
+        # Its spawn is made ready here, before the fork: each page of the launcher's memory the
+        # forked init touches it copies (microseconds each), and the search of PATH and the
+        # spawn's setup, done there, took it twice as long as here.
+        self.spawn: syscalls.Spawn | None = None
+        self.candidates: list[str] = []
+        if self.spawns_command and spec.argv is not None:
+            try:
+                self.spawn = _command_spawn(spec.argv, spec.ignored, mask)
+                self.candidates = _candidates(spec.argv)
+            except ValueError as err:  # an argument the file system's encoding can't encode
+                from pidns.errors import NotExecutable
+
+                raise NotExecutable(f"{spec.argv[0]}: cannot execute: {err}") from None
         self.step = "start"
 
     def helper(self, launcher: int) -> NoReturn:
@@ -77,7 +96,8 @@ class Chain:
                 self.step = "userns"
                 syscalls.unshare(syscalls.CLONE_NEWUSER)
                 self.step = "userns-map"
-                map_to_root(self.uid, self.gid)
+                assert self.map_ids is not None
+                self.map_ids(self.uid, self.gid)
             if self.spec.timens:
                 self.step = "timens"
                 _new_time_namespace()
@@ -164,17 +184,12 @@ class Chain:
             self._fail(level, err)
 
     def _spawn(self) -> int:
-        """Start the command as command() would have exec'd it: own process group, the
-        caller's signal mask, the signals the caller ignored ignored, the others at default."""
+        """Start the command as command() would have exec'd it (see _command_spawn)."""
         argv = self.spec.argv
-        assert argv is not None
-        ignored = self.spec.ignored
-        for sig in ignored:  # they are blocked here: taken by sigwaitinfo all the same
+        assert argv is not None and self.spawn is not None
+        for sig in self.spec.ignored:  # they are blocked here: taken by sigwaitinfo all the same
             signal.signal(sig, signal.SIG_IGN)
-        defaults: list[int] = [sig for sig in FORWARDED if sig not in ignored]
-        defaults += (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores these two
-        defaults += range(32, signal.SIGRTMIN)  # and glibc's spawn, its own (SIGCANCEL, ...)
-        return _spawnvp(argv, self.mask, defaults)
+        return _spawnvp(self.spawn, argv, self.candidates)
 
     def command(self, level: int) -> NoReturn:
         argv = self.spec.argv
@@ -290,20 +305,42 @@ def _missing(err: OSError, path: str) -> bool:
     )
 
 
-def _spawnvp(argv: tuple[str, ...], mask: Iterable[int], defaults: Iterable[int]) -> int:
-    """syscalls.spawn with _execvp's search: a candidate stat says is not there (or is behind
-    a directory we may not search) is skipped without trying it, as _execvp would skip it."""
+def _command_spawn(
+    argv: tuple[str, ...], ignored: frozenset[int], mask: set[int]
+) -> syscalls.Spawn:
+    """The command's spawn: own process group, the caller's signal mask, the signals the caller
+    ignored ignored (the init sets them so before it starts it), the others at default."""
+    defaults: list[int] = [sig for sig in FORWARDED if sig not in ignored]
+    defaults += (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores these two
+    defaults += range(32, signal.SIGRTMIN)  # and glibc's spawn, its own (SIGCANCEL, ...)
+    return syscalls.Spawn(argv, pgroup=0, sigmask=mask, sigdefault=defaults)
+
+
+def _candidates(argv: tuple[str, ...]) -> list[str]:
+    """The paths _spawnvp tries for argv[0] (a name without '/'), in order: _execvp's search,
+    less the candidates stat says are not there (or are behind a directory we may not
+    search), which it would skip."""
     if "/" in argv[0]:
-        return syscalls.spawn(argv[0], argv, pgroup=0, sigmask=mask, sigdefault=defaults)
-    denied: OSError | None = None
+        return []
+    found = []
     for path in _search(argv):
         try:
             os.stat(path)
         except OSError as err:
             if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 continue
+        found.append(path)
+    return found
+
+
+def _spawnvp(spawn: syscalls.Spawn, argv: tuple[str, ...], candidates: list[str]) -> int:
+    """spawn started as _execvp would exec argv: the first candidate that is there."""
+    if "/" in argv[0]:
+        return spawn.start(argv[0])
+    denied: OSError | None = None
+    for path in candidates:
         try:
-            return syscalls.spawn(path, argv, pgroup=0, sigmask=mask, sigdefault=defaults)
+            return spawn.start(path)
         except OSError as err:
             if not _missing(err, path) and denied is None:
                 denied = err
