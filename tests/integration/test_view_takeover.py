@@ -310,18 +310,22 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
 # file fail with EBUSY after 2 s), and a third was the readers' own stop (see readers). Seen in
 # earlier runs under load: `ps` giving up ("fatal library error, reap"), which procps does only
 # when it can read no task at all (not even itself) or meets ENOMEM, never for tasks that vanish;
-# the test of a reader finding itself across kills (below) has not caught the view doing that,
-# and neither it nor a stall beyond the bound was seen in the last runs (loads 9-17). Kept as
-# expected failures (reported XPASS when they pass) until that cause is found.
-@pytest.mark.xfail(reason="ps gave up under load in earlier runs; cause not found")
+# the test of a reader finding itself across kills (below) has not caught the view doing that.
+# Until that cause is found a failure is reported as an expected one, with what failed: the
+# report then says which criterion missed, where a marked expected failure would not.
+def _known_open(replace: str, tmp_path: Path) -> None:
+    try:
+        _replace_20_times(tmp_path, replace)
+    except Exception as err:
+        pytest.xfail(f"open, cause not found: {type(err).__name__}: {str(err)[:800]}")
+
+
 def test_readers_see_nothing_of_20_sigkills(tmp_path: Path) -> None:
-    _replace_20_times(tmp_path, "kill")
+    _known_open("kill", tmp_path)
 
 
-# Open: as above.
-@pytest.mark.xfail(reason="ps gave up under load in earlier runs; cause not found")
 def test_readers_see_nothing_of_20_restarts(tmp_path: Path) -> None:
-    _replace_20_times(tmp_path, "restart")
+    _known_open("restart", tmp_path)
 
 
 def test_a_restart_during_pid_reuse_never_shows_the_new_task_under_the_old_name(
