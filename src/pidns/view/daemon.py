@@ -291,7 +291,7 @@ class Daemon(Listener):
         if taken:
             # exits while no daemon listened: a zombie restored must still go when it is reaped
             self.watcher.recheck()
-            adopted = [s for key, s in self.sessions.items() if key in {e.key for e in entries}]
+            adopted = [self.sessions[e.key] for e in entries if e.key in self.sessions]
             sweep = threading.Timer(SWEEP_AFTER, self._sweep_lost, args=(adopted,))
             sweep.daemon = True
             sweep.start()
