@@ -430,10 +430,19 @@ class Holder:
             data = b""
         if data.startswith(b"loaded"):
             spare.loaded = True
+        else:
+            self._spare_ended(reaped=False)
+
+    def _spare_ended(self, reaped: bool) -> None:
+        """The spare ended unused: a successor is started as without one, should one be due."""
+        spare, self.spare = self.spare, None
+        if spare is None:
             return
         sys.stderr.write(f"pidns-holder: the spare {spare.pid} ended unused\n")
-        spare.end()  # a successor is started as without one, should one be due
-        self.spare = None
+        if reaped:
+            spare.sock.close()  # its pid is no longer its own to kill
+        else:
+            spare.end()
 
     def _end_spare(self) -> None:
         self.spare_due = 0.0
@@ -487,9 +496,7 @@ class Holder:
                 self.child = 0
                 self._failed()
             elif self.spare is not None and pid == self.spare.pid:
-                sys.stderr.write(f"pidns-holder: the spare {pid} ended unused\n")
-                self.spare.sock.close()  # reaped: its pid is no longer its own to kill
-                self.spare = None
+                self._spare_ended(reaped=True)
         if self.child and not self.child_own:
             try:
                 os.kill(self.child, 0)
