@@ -28,6 +28,7 @@ from tests.soak.support import (
     daemon_pid,
     holder_figures,
     holder_pid,
+    loaded_spare,
     namespace,
     patched_daemon,
     pidns,
@@ -183,21 +184,6 @@ def _wait_for_new_daemon(old: int) -> int:
     return found[0]
 
 
-def _spare(other_than: int = 0) -> int:
-    """The holder's spare, once one other than `other_than` has loaded."""
-    from pidns.view import holding
-
-    found = [0]
-
-    def loaded() -> bool:
-        status = holding.status() or {}
-        found[0] = int(status.get("spare") or 0)
-        return found[0] not in (0, other_than) and bool(status.get("spare_loaded"))
-
-    wait_for(loaded, 20, "the holder keeps no spare")
-    return found[0]
-
-
 def _gone(pid: int) -> bool:
     return _state_of(pid) == "X"
 
@@ -262,7 +248,7 @@ def _replace_20_times(tmp_path: Path, replace: str) -> None:
                 old = daemon_pid()
                 spare = replace == "kill" and i % 2 == 0
                 if spare:
-                    _spare()
+                    loaded_spare()
                 time.sleep(rng.uniform(0.1, 1.0))  # a random moment of the readers' walk
                 if replace == "kill":
                     os.kill(old, signal.SIGKILL)
@@ -894,13 +880,13 @@ def test_a_killed_daemon_is_succeeded_by_the_spare_and_a_new_spare_loads(tmp_pat
     with private_daemon(tmp_path), namespace() as ns:
         view = tmp_path / "v"
         _mount(ns, view)
-        spare = _spare()
+        spare = loaded_spare()
         assert "--spare" in Path(f"/proc/{spare}/cmdline").read_text().split("\0")
         old = daemon_pid()
         os.kill(old, signal.SIGKILL)
         assert b"Pid:" in (view / "1" / "status").read_bytes()
         assert _wait_for_new_daemon(old) == spare
-        second = _spare(other_than=spare)
+        second = loaded_spare(other_than=spare)
         done = pidns("daemon", "status", "--json")
         assert done.returncode == 0, done.stderr
         status = json.loads(done.stdout)
@@ -916,14 +902,14 @@ def test_a_restart_ends_the_old_codes_spare_and_the_new_daemon_loads_its_own(
     with private_daemon(tmp_path), namespace() as ns:
         view = tmp_path / "v"
         _mount(ns, view)
-        spare = _spare()
+        spare = loaded_spare()
         old = daemon_pid()
         done = pidns("daemon", "restart")
         assert done.returncode == 0, done.stderr
         new = _wait_for_new_daemon(old)
         assert new != spare
         wait_for(lambda: _gone(spare), 10, f"the old code's spare {spare} stays")
-        second = _spare(other_than=spare)
+        second = loaded_spare(other_than=spare)
         assert _start_ticks(second) >= _start_ticks(new)
         assert "1" in os.listdir(view)
 
@@ -933,7 +919,7 @@ def test_without_a_spare_a_kill_is_still_taken_over(tmp_path: Path) -> None:
     with private_daemon(tmp_path), namespace() as ns:
         view = tmp_path / "v"
         _mount(ns, view)
-        spare = _spare()
+        spare = loaded_spare()
         os.kill(spare, signal.SIGKILL)
         from pidns.view import holding
 
@@ -943,7 +929,7 @@ def test_without_a_spare_a_kill_is_still_taken_over(tmp_path: Path) -> None:
         assert b"Pid:" in (view / "1" / "status").read_bytes()
         new = _wait_for_new_daemon(old)
         assert new != spare
-        assert _spare() != spare
+        assert loaded_spare() != spare
 
 
 def test_the_spare_goes_with_the_holder(tmp_path: Path) -> None:
@@ -951,7 +937,7 @@ def test_the_spare_goes_with_the_holder(tmp_path: Path) -> None:
     with private_daemon(tmp_path), namespace() as ns:
         view = tmp_path / "v"
         _mount(ns, view)
-        spare, holder, daemon = _spare(), holder_pid(), daemon_pid()
+        spare, holder, daemon = loaded_spare(), holder_pid(), daemon_pid()
         assert pidns("umount", str(view)).returncode == 0
         for pid, what in ((daemon, "daemon"), (holder, "holder"), (spare, "spare")):
             wait_for(functools.partial(_gone, pid), LINGER + 30, f"the {what} {pid} stays")

@@ -89,13 +89,26 @@ def holder_pid() -> int:
     return int(status["holder"])
 
 
+def loaded_spare(other_than: int = 0) -> int:
+    """The holder's spare successor, once one other than `other_than` has loaded."""
+    from pidns.view import holding
+
+    found = [0]
+
+    def loaded() -> bool:
+        status = holding.status() or {}
+        found[0] = int(status.get("spare") or 0)
+        return found[0] not in (0, other_than) and bool(status.get("spare_loaded"))
+
+    wait_for(loaded, 20, "the holder keeps no spare")
+    return found[0]
+
+
 def holder_figures(holder: int) -> tuple[int, float]:
     """The holder's (fds, RSS) once its spare has loaded and no client but the daemon is
     connected (its listener, the daemon's life line and the spare's stdin are its only sockets):
     a status request of a moment ago is no leak."""
-    from pidns.view import holding
-
-    wait_for(lambda: (holding.status() or {}).get("spare_loaded"), 20, "the holder keeps no spare")
+    loaded_spare()
 
     def settled() -> bool:
         links = []
