@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 KILLS = 20  # of each kind
 
@@ -42,7 +43,7 @@ def _daemon() -> int:
     return 0
 
 
-def _holder() -> dict[str, object]:
+def _holder() -> dict[str, Any]:
     from pidns.view import holding
 
     return holding.status() or {}
@@ -67,8 +68,10 @@ def _view() -> Iterator[Path]:
             os.mkdir(f"{tmp}/view")
             with open_view(f"@{init}", f"{tmp}/view", backend="fuse"):
                 yield Path(f"{tmp}/view")
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(str(_holder().get("holder") or 0)), signal.SIGTERM)
+            holder = int(_holder().get("holder") or 0)
+            if holder:  # not 0: that would signal this process's own group
+                with contextlib.suppress(OSError):
+                    os.kill(holder, signal.SIGTERM)
         finally:
             os.killpg(ns.pid, signal.SIGKILL)
             ns.wait()
@@ -100,7 +103,7 @@ def _kill_once(view: Path, spare: bool, rng: random.Random) -> float:
         _wait(lambda: _holder().get("spare_loaded"), 60, "the holder keeps no spare")
     else:
         _wait(lambda: _holder().get("spare"), 60, "the holder keeps no spare")
-        pid = int(str(_holder()["spare"]))
+        pid = int(_holder()["spare"])
         os.kill(pid, signal.SIGKILL)
         _wait(lambda: not _holder().get("spare"), 10, f"the spare {pid} was not reaped")
     old = _daemon()
