@@ -20,6 +20,7 @@ import pytest
 
 from pidns.fuse import passthrough
 from pidns.fuse.bridge import Bridge
+from pidns.fuse.inodes import ROOT_ID
 from pidns.fuse.node import Attr, Node, Requester, fail
 from pidns.fuse.server import Connection, Notifier, Watchdog
 from pidns.kernel import fuse_mount
@@ -119,6 +120,27 @@ def test_reads_are_served_by_the_kernel_from_the_snapshot_taken_at_open(fs: Moun
     assert requests["OPEN"] == 20 and "READ" not in requests
     pt = fs.session.stats()["passthrough"]
     assert pt["enabled"] and pt["opens"] == 20 and pt["slots_made"] == 1  # rewritten in place
+
+
+def test_a_slot_is_written_only_when_its_snapshot_changes(fs: Mounted) -> None:
+    """A snapshot the same as the one the slot holds is not written again; one longer or
+    shorter replaces it whole (no tail of the longer one stays)."""
+    contents = [b"a\n", b"a\n", b"longer line\n", b"short\n", b"short\n", b"", b"a\n"]
+    root = fs.session.bridge.table.node(ROOT_ID)
+    assert isinstance(root, Root)
+    seen = []
+    for data in contents:
+
+        def content(req: Requester, data: bytes = data) -> bytes:
+            return data
+
+        root.files["fixed"].content = content  # type: ignore[method-assign]
+        seen.append(fs.read("fixed"))
+    assert seen == contents
+    _settled(fs)
+    pt = fs.session.stats()["passthrough"]
+    assert pt["opens"] == len(contents) and pt["slots_made"] == 1
+    assert pt["snapshots_written"] == 5  # not the second "a", nor the second "short"
 
 
 def test_without_passthrough_the_same_files_read_by_direct_io(direct: Mounted) -> None:

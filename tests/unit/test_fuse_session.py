@@ -404,6 +404,7 @@ def test_a_refused_backing_file_falls_back_to_direct_io_for_good() -> None:
             "enabled": False,
             "opens": 0,
             "slots_made": 0,
+            "snapshots_written": 0,
             "slots_idle": 0,
         }
         assert stats["requests"]["OPEN"] == 2 and stats["requests"]["READ"] == 2

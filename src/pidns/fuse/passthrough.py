@@ -70,7 +70,7 @@ class _Slot:
     key: tuple[int, int]  # (inode, uid): the one file and user whose snapshots it holds
     fd: int
     backing: int
-    size: int = 0
+    data: bytes = b""  # what the memfd holds: a snapshot the same as the last is not written
 
 
 @dataclass(slots=True)
@@ -107,6 +107,7 @@ class Backings:
         self.waiting: dict[int, list[_Waiter]] = {}  # inode -> opens waiting for its releases
         self.opened = 0  # passthrough opens so far
         self.created = 0  # slots made (memfd + backing id) so far
+        self.written = 0  # snapshots written into a slot so far (not those it held already)
         # Told, under the lock, each inode's passthrough opens out (and their backing id) when
         # they change, and each backing id registered: what a successor server needs (adopt).
         self.on_change: Callable[[int, int, int], None] = _unchanged
@@ -250,15 +251,17 @@ class Backings:
         slot = self._take(ino, uid)
         if slot is None:
             return None
-        try:
-            os.pwrite(slot.fd, data, 0)
-            if len(data) < slot.size:
-                os.ftruncate(slot.fd, len(data))
-        except OSError as err:  # ENOSPC, ENOMEM: this open by direct I/O
-            log.warning("passthrough: writing a snapshot failed: %s", err)
-            self._close(slot)
-            return None
-        slot.size = len(data)
+        if data != slot.data:  # a task at rest renders the same bytes at every open
+            try:
+                os.pwrite(slot.fd, data, 0)
+                if len(data) < len(slot.data):
+                    os.ftruncate(slot.fd, len(data))
+            except OSError as err:  # ENOSPC, ENOMEM: this open by direct I/O
+                log.warning("passthrough: writing a snapshot failed: %s", err)
+                self._close(slot)
+                return None
+            slot.data = data
+            self.written += 1
         self.active[ino] = _Open(slot, data, 1)
         self.opened += 1
         self.on_change(ino, slot.backing, 1)
