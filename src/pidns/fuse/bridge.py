@@ -49,6 +49,9 @@ class Reply:
     defer: Callable[[Callable[[Reply | OSError], None]], None] | None = None
 
 
+ANSWERED = Reply()  # the empty answer (a RELEASE's): one for all, never changed
+
+
 @dataclass(slots=True)
 class _DirHandle:
     ino: int
@@ -264,7 +267,7 @@ class Bridge:
                 self.backings.release(ino)
             else:  # not ours: maybe a predecessor's passthrough open
                 self.backings.release_foreign(nodeid)
-        return Reply()
+        return ANSWERED
 
     def use_backings(self, backings: Backings) -> None:
         """Passthrough was agreed: serve opens from these backing files, keeping what a
@@ -313,7 +316,7 @@ class Bridge:
         handle = self.dirs.pop(abi.release_fh(request), None)
         if handle is not None:
             self._drop_listing(handle)
-        return Reply()
+        return ANSWERED
 
     def statfs(self, nodeid: int, req: Requester, request: bytes) -> Reply:
         return Reply(abi.pack_statfs())
