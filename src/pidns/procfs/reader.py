@@ -76,16 +76,14 @@ def read_all(fd: int, *, limit: int = 0, short_read_ends: bool = False) -> bytes
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def pread_all(fd: int, limit: int = 0) -> bytes:
+def pread_all(fd: int) -> bytes:
     """A sequence file's content from its start: read_all at offset 0, whatever was read before
-    (a proc or cgroup file renders afresh when read from 0); EFBIG past `limit` bytes (0: none)."""
+    (a proc or cgroup file renders afresh when read from 0)."""
     buffers, view = _buffer()
     chunks = []
     offset = 0
     while n := os.preadv(fd, buffers, offset):
         offset += n
-        if limit and offset > limit:
-            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         chunks.append(view[:n].tobytes())
         if n < CHUNK:
             break

@@ -45,8 +45,6 @@ from pidns.view.watch import Listener, Watcher
 log = logging.getLogger("pidns.daemon")
 
 LINGER = 2.0  # s without views before the daemon exits (a burst of mounts reuses it)
-# Tasks' files kept open for the next read (procfs/held.py): three a row of `ps`, 2,000 rows.
-TASK_FILES_KEPT = 6000
 _PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
 
 
@@ -704,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1)  # every thread's stack to daemon.log, for a stuck one
+    held.keep_open()  # the host's and cgroups' files virtualised files are rendered from
     if args.spare:
         after = _wait_as_spare()
         if after is None:
@@ -729,10 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(sock_path, 0o600)
     listener.listen(64)
     sock_ino = os.stat(sock_path).st_ino
-    fds = _raise_fd_limit()
-    # the host's and cgroups' files virtualised files are rendered from, and the tasks' files a
-    # `ps` through a view reads for each row (up to a fifth of the fds the daemon may open)
-    held.keep_open(task_limit=min(TASK_FILES_KEPT, fds // 5))
+    _raise_fd_limit()
     daemon = Daemon()
     daemon.watcher.start()
     try:
@@ -802,16 +798,12 @@ def _restart(daemon: Daemon, listener: socket.socket) -> bool:
     return True
 
 
-def _raise_fd_limit() -> int:
-    """The soft limit on open files raised to the hard one; the limit now."""
+def _raise_fd_limit() -> None:
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        return int(soft)
-    return int(hard)
 
 
 if __name__ == "__main__":

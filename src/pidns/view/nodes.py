@@ -15,7 +15,6 @@ import os
 import stat as st
 
 from pidns.fuse.node import Absent, Attr, Node, Requester, fail
-from pidns.procfs import held
 from pidns.procfs.parse import stat_start_time
 from pidns.procfs.reader import read_all, read_at
 from pidns.view import access, rules, served
@@ -239,7 +238,6 @@ class PidDir(Node):
         return self._fd
 
     def release(self) -> None:
-        held.drop_task(self)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
@@ -258,13 +256,12 @@ class PidDir(Node):
     def retire(self) -> None:
         # An open fd stays: it pins the reaped task, so reads through it give ESRCH, and closing
         # it under a concurrent request could hand its number to another file.
-        held.drop_task(self)  # they would only say ESRCH from now on
         if self._fd == -1:
             self._fd = _RETIRED
 
     def read(self, name: str) -> bytes:
         try:
-            return held.read_task(self, self.fd, name)
+            return read_at(self.fd, name)
         except OSError as err:
             raise _task_error(err) from None
 
@@ -537,8 +534,6 @@ class Pass(Node):
         if self.rel.rsplit("/", 1)[-1] in UNSERVED:
             raise fail(errno.EPERM)
         try:
-            if self.task is not None and self.rel in held.REREAD:
-                return held.read_task(self.task, self.task.fd, self.rel, SNAPSHOT_LIMIT)
             return _read_bounded(self._base(), self.rel)
         except OSError as err:
             raise self._err(err) from None
