@@ -57,10 +57,6 @@ WANTED = (
 # checks every 15 s and never allows less than that.
 REQUEST_TIMEOUT = 60
 _unpack_in = abi.IN_HEADER.unpack_from
-_pack_out = abi.OUT_HEADER.pack
-_OUT_SIZE = abi.OUT_HEADER.size
-# a Requester from its fields, without NamedTuple's argument handling (one per request)
-_requester = tuple.__new__
 _OPCODES = 64  # above every opcode the kernel sends
 SPIN = 0.0002  # s the request thread stays awake after an answer
 STUCK = 0.1  # s in one request before the standby thread answers the others
@@ -356,7 +352,7 @@ class Connection:
         inflight = self.inflight
         inflight[unique] = True
         try:
-            reply = handler(nodeid, _requester(Requester, (pid, uid, gid, ())), buf)
+            reply = handler(nodeid, Requester(pid, uid, gid), buf)
         except Exception as err:
             if inflight.pop(unique, False):
                 return self._write(abi.error_reply(unique, errno_of(err)))
@@ -392,7 +388,7 @@ class Connection:
             if not ours:
                 reply.drop()
                 return True
-        code = self._send(_pack_out(_OUT_SIZE + len(body), 0, unique) + body)  # abi.reply
+        code = self._send(abi.reply(unique, body))
         if code == errno.ENOENT:
             reply.unsent()
         if reply.after is not no_op:

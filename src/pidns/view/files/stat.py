@@ -71,23 +71,24 @@ def translate_stat(
     if len(rest) < 7:
         raise ValueError("stat is too short")
     host_ppid, host_pgrp, host_sid = int(rest[1]), int(rest[2]), int(rest[3])
-    numbers = {0: 0}  # each pid asked once: a group's leader is often its session's, or the parent
-
-    def ns(host_pid: int) -> int:
-        number = numbers.get(host_pid)
-        if number is None:
-            number = numbers[host_pid] = to_ns(host_pid)
-        return number
-
-    pgrp, sid = ns(host_pgrp), ns(host_sid)
+    pgrp = to_ns(host_pgrp) if host_pgrp else 0
+    # a session's leader often leads its group too: the kernel is asked once
+    sid = pgrp if host_sid == host_pgrp else to_ns(host_sid) if host_sid else 0
     unknown = (host_pgrp and not pgrp and not leader_alive(host_pgrp)) or (
         host_sid != host_pgrp and host_sid and not sid and not leader_alive(host_sid)
     )
     if unknown or not permitted:
         return render_stat(host_stat, ids(), to_ns, permitted)
-    ppid = ns(host_ppid)
+    ppid = to_ns(host_ppid) if host_ppid else 0
     host_tpgid = int(rest[5])
-    tpgid = host_tpgid if host_tpgid <= 0 else ns(host_tpgid)
+    if host_tpgid <= 0:
+        tpgid = host_tpgid
+    elif host_tpgid == host_pgrp:
+        tpgid = pgrp
+    elif host_tpgid == host_sid:
+        tpgid = sid
+    else:
+        tpgid = to_ns(host_tpgid)
     head = b"%d " % ns_pid + host_stat[host_stat.find(b"(") : close_at + 1]
     return b"%s %s %d %d %d %s %d %s" % (head, rest[0], ppid, pgrp, sid, rest[4], tpgid, rest[6])
 
